@@ -1,0 +1,1 @@
+"""talkinghead: audio-driven talking-head generation suite."""

@@ -1,0 +1,487 @@
+"""SynthTalk puppet: a real face photograph, re-shaped, re-coloured and animated per frame.
+
+There is one real face photograph offline here (scikit-image's `astronaut`), so identities are made
+from it. Each identity gets its own face shape (jaw, face length, eye spacing and size, nose,
+mouth), skin tone, hair colour, optional mirror image, background and voice. A frame is rendered by
+a thin-plate-spline warp that carries the photograph's dlib landmarks (plus head-outline points) to
+the frame's ground-truth landmarks. The puppet's 3D landmark model is the canonical template of
+`talkinghead.data.faces`, posed by a rotation, translation and scale, with mouth, blink, gaze and
+emotion offsets, projected weak-perspective. The mouth interior (teeth, dark cavity) is painted
+over the inner-lip polygon, because the photograph's own mouth shows a fixed smile.
+
+Ground truth is exact by construction: the warp interpolates its control points, so the rendered
+face's landmarks are the projected model points.
+
+Coordinates: frame pixels (x right, y down) of a FRAME_SIZE square frame; model offsets in units of
+the inter-ocular distance (IOD: distance between the eye centres).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from talkinghead.data import faces
+
+FRAME_SIZE = 224
+FRAME_IOD = 46.0  # inter-ocular distance (px) of the rest pose in the frame
+FRAME_EYE_CENTRE = (112.0, 96.0)  # midpoint of the eyes at rest; the face is centred like VoxCeleb2
+EMOTIONS = ("angry", "contempt", "disgusted", "fear", "happy", "neutral", "sad", "surprised")
+CLOSED_GAP = 0.015  # inner-lip gap of a closed mouth, in IOD
+BACKGROUND_IMAGES = ("brick", "grass", "gravel", "coffee", "rocket", "coins", "moon", "camera", "text",
+                     "page", "hubble_deep_field", "retina", "chelsea", "astronaut")
+
+# ---------------------------------------------------------------------------------------------
+# The base photograph, once per process
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BasePhoto:
+    image: np.ndarray  # (512, 512, 3) uint8 RGB
+    landmarks: np.ndarray  # (68, 2) dlib landmarks in `image`
+    person: np.ndarray  # (512, 512) float32 in [0, 1]: 1 on the person, 0 on the backdrop
+    skin: np.ndarray  # (512, 512) float32 soft skin mask
+    hair: np.ndarray  # (512, 512) float32 soft hair mask
+
+
+@lru_cache(maxsize=1)
+def base_photo() -> BasePhoto:
+    """scikit-image's astronaut with its dlib landmarks and soft person / skin / hair masks."""
+    import skimage.data
+
+    image = skimage.data.astronaut()
+    landmarks = faces.get_landmark_detector("dlib")(image)
+    if landmarks is None:
+        raise RuntimeError("dlib found no face in skimage.data.astronaut(); the dlib install is broken")
+    landmarks = landmarks.astype(np.float64)
+    # close the photo's open smile: inpaint the mouth opening with lip colour and move the inner
+    # lips onto their midline (a hair-thin gap keeps the warp's control points distinct)
+    mouth = np.zeros(image.shape[:2], np.uint8)
+    cv2.fillPoly(mouth, [np.round(landmarks[60:68]).astype(np.int32)], 255)
+    mouth = cv2.dilate(mouth, np.ones((3, 3), np.uint8))
+    image = cv2.inpaint(image, mouth, 4, cv2.INPAINT_TELEA)
+    iod = np.linalg.norm(landmarks[36:42].mean(0) - landmarks[42:48].mean(0))
+    for up, lo in ((61, 67), (62, 66), (63, 65)):
+        mid = 0.5 * (landmarks[up, 1] + landmarks[lo, 1])
+        landmarks[up, 1], landmarks[lo, 1] = mid - CLOSED_GAP * iod / 2, mid + CLOSED_GAP * iod / 2
+    h, w = image.shape[:2]
+    # backdrop: a smooth light-grey studio background, flood-filled from the top corners and sides
+    blurred = cv2.GaussianBlur(image, (5, 5), 0)
+    fill = np.zeros((h + 2, w + 2), np.uint8)
+    for seed in [(0, 0), (w - 1, 0), (0, h // 3), (w - 1, h // 3), (w // 2, 0)]:
+        cv2.floodFill(blurred.copy(), fill, seed, (0, 0, 0), (4, 4, 4), (4, 4, 4),
+                      cv2.FLOODFILL_MASK_ONLY | (255 << 8) | 8)
+    backdrop = fill[1:-1, 1:-1] > 0
+    backdrop = cv2.morphologyEx(backdrop.astype(np.uint8), cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
+    person = cv2.erode(1 - backdrop, np.ones((5, 5), np.uint8))
+    person = cv2.GaussianBlur(person.astype(np.float32), (5, 5), 0)
+    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
+
+    def near_colour(points, tolerance):
+        """Soft mask of pixels whose colour is close to the mean colour around `points`."""
+        pts = np.round(points).astype(int)
+        ref = np.concatenate([lab[y - 4:y + 5, x - 4:x + 5].reshape(-1, 3) for x, y in pts]).mean(0)
+        dist = np.linalg.norm((lab - ref) * np.array([0.5, 1.0, 1.0]), axis=-1)
+        return np.clip(1.5 - dist / tolerance, 0, 1)
+
+    skin = near_colour([landmarks[[1, 2, 3, 31]].mean(0), landmarks[[13, 14, 15, 35]].mean(0),
+                        landmarks[[19, 24]].mean(0) - [0, 0.3 * iod]], 12.0) * person
+    skin = cv2.GaussianBlur(skin.astype(np.float32), (5, 5), 0)
+    # hair: the colour of the crown and temples, above the jaw line
+    centre_x = landmarks[27, 0]
+    brow_y = landmarks[17:27, 1].min()
+    hair_samples = [[centre_x, brow_y - 1.3 * iod], [centre_x - 0.9 * iod, brow_y - 1.0 * iod],
+                    [centre_x + 0.9 * iod, brow_y - 1.0 * iod], [landmarks[0, 0] - 0.3 * iod, brow_y]]
+    yy = np.arange(h)[:, None].repeat(w, 1)
+    hair = near_colour(hair_samples, 30.0) * person * (yy < landmarks[8, 1] - 0.5 * iod) * (1 - skin)
+    hair = cv2.GaussianBlur(hair.astype(np.float32), (7, 7), 0)
+    return BasePhoto(image, landmarks.astype(np.float32), person, skin, hair)
+
+
+# ---------------------------------------------------------------------------------------------
+# Identities
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Everything that makes one SynthTalk person look and sound different."""
+
+    index: int
+    mirror: bool
+    shape: dict  # face-shape factors (see `identity_model`)
+    skin_shift: tuple[float, float, float]  # Lab shift of skin
+    hair_lab: tuple[float, float, float]  # target hair colour (Lab, OpenCV 8-bit scale)
+    iris_hue: float  # degrees
+    background: str  # a skimage image name or 'gradient'
+    background_seed: int
+    voice_f0: float
+    voice_formant_scale: float
+    voice_rate: float
+    motion_amplitude: float  # head-motion energy factor
+    extra: dict = field(default_factory=dict)
+
+
+HAIR_COLOURS = [(40, 128, 132), (70, 135, 145), (150, 133, 160), (95, 150, 155), (175, 128, 128),
+                (25, 128, 128), (120, 140, 165), (60, 128, 125)]  # black, brown, blonde, auburn, grey, ...
+
+
+def make_identity(index: int, seed: int = 0) -> Identity:
+    """Identity `index` of the corpus made with `seed`: deterministic, visibly distinct."""
+    rng = np.random.default_rng([seed, index, 7919])
+    shape = {
+        "jaw_width": rng.uniform(0.86, 1.14),
+        "face_length": rng.uniform(0.9, 1.1),
+        "eye_spacing": rng.uniform(0.92, 1.08),
+        "eye_size": rng.uniform(0.85, 1.2),
+        "nose_length": rng.uniform(0.88, 1.12),
+        "nose_width": rng.uniform(0.85, 1.2),
+        "mouth_width": rng.uniform(0.88, 1.14),
+        "brow_height": rng.uniform(-0.06, 0.08),
+        "chin": rng.uniform(-0.08, 0.1),
+    }
+    female = rng.random() < 0.5
+    return Identity(
+        index=index,
+        mirror=bool(rng.random() < 0.5),
+        shape=shape,
+        skin_shift=(float(rng.uniform(-45, 12)), float(rng.uniform(-4, 10)), float(rng.uniform(-8, 14))),
+        hair_lab=HAIR_COLOURS[int(rng.integers(len(HAIR_COLOURS)))],
+        iris_hue=float(rng.uniform(0, 360)),
+        background=(BACKGROUND_IMAGES + ("gradient",) * 4)[int(rng.integers(len(BACKGROUND_IMAGES) + 4))],
+        background_seed=int(rng.integers(2**31)),
+        voice_f0=float(rng.uniform(170, 240) if female else rng.uniform(90, 150)),
+        voice_formant_scale=float(rng.uniform(1.05, 1.18) if female else rng.uniform(0.88, 1.02)),
+        voice_rate=float(rng.uniform(3.6, 5.2)),
+        motion_amplitude=float(rng.uniform(0.6, 1.3)),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The 3D landmark model
+# ---------------------------------------------------------------------------------------------
+
+# Head-outline points (forehead, crown, temples, cheeks) that carry hair and head with the pose.
+_OUTLINE = np.array(
+    [[x, -1.15, -0.25] for x in (-0.9, -0.45, 0.0, 0.45, 0.9)]
+    + [[x, -1.85, -0.55] for x in (-0.95, -0.3, 0.3, 0.95)]
+    + [[-1.35, -0.6, -0.75], [1.35, -0.6, -0.75], [-1.3, 0.3, -0.8], [1.3, 0.3, -0.8],
+       [-0.9, 1.25, -0.55], [0.9, 1.25, -0.55], [0.0, 1.75, -0.5]],
+    dtype=np.float64,
+)
+
+
+def base_model(mirror: bool) -> tuple[np.ndarray, np.ndarray, float]:
+    """The photograph's own 3D landmarks (IOD units, centred on the eye midpoint) and its frame.
+
+    Returns (model (68, 3), eye centre in the photo (2,), IOD in photo pixels). x, y are the
+    photograph's detected landmarks (mirrored if asked), z the canonical template's depth.
+    """
+    photo = base_photo()
+    lm = photo.landmarks.astype(np.float64)
+    if mirror:
+        lm = lm[faces.MIRROR] * [-1, 1] + [photo.image.shape[1] - 1, 0]
+    eyes = faces.anchor_points(lm)[:2]
+    centre = eyes.mean(0)
+    iod = float(np.linalg.norm(eyes[1] - eyes[0]))
+    xy = (lm - centre) / iod
+    return np.column_stack([xy, faces.face_template()[:, 2]]), centre, iod
+
+
+def identity_model(identity: Identity) -> np.ndarray:
+    """(68, 3) neutral model of an identity: the (closed-mouth) photo's model reshaped."""
+    m, _, _ = base_model(identity.mirror)
+    m = m.copy()
+    s = identity.shape
+    jaw = np.arange(0, 17)
+    m[jaw, 0] *= s["jaw_width"]
+    below_eyes = m[:, 1] > 0
+    m[below_eyes, 1] *= s["face_length"]
+    m[6:11, 1] += s["chin"] * np.array([0.3, 0.7, 1.0, 0.7, 0.3])
+    for eye in (np.arange(36, 42), np.arange(42, 48)):
+        c = m[eye, :2].mean(0)
+        m[eye, :2] = c * [s["eye_spacing"], 1] + (m[eye, :2] - c) * s["eye_size"]
+    brows = np.arange(17, 27)
+    m[brows, 0] *= s["eye_spacing"]
+    m[brows, 1] -= s["brow_height"]
+    nose = np.arange(27, 36)
+    top = m[27, 1]
+    m[nose, 1] = top + (m[nose, 1] - top) * s["nose_length"]
+    m[31:36, 0] *= s["nose_width"]
+    mouth = np.arange(48, 68)
+    mc = m[mouth, :2].mean(0)
+    m[mouth, 0] = mc[0] + (m[mouth, 0] - mc[0]) * s["mouth_width"]
+    m[[48, 54, 60, 64], 1] += 0.04  # tone down the photo's smile
+    return m
+
+
+def expression_offsets(mouth: np.ndarray, emotion: str, level: int) -> np.ndarray:
+    """(68, 3) model offsets for mouth (open, width, round) in [0, 1] and an emotion at level 1-3."""
+    d = np.zeros((68, 3))
+    open_, width, round_ = (float(v) for v in mouth)
+    # jaw drop and lower lip
+    jaw_w = {3: 0.15, 4: 0.3, 5: 0.5, 6: 0.75, 7: 0.92, 8: 1.0, 9: 0.92, 10: 0.75, 11: 0.5, 12: 0.3, 13: 0.15}
+    for i, w in jaw_w.items():
+        d[i, 1] += 0.42 * open_ * w
+    d[[55, 56, 57, 58, 59], 1] += 0.38 * open_ * np.array([0.7, 0.95, 1.0, 0.95, 0.7])
+    d[[65, 66, 67], 1] += 0.36 * open_ * np.array([0.85, 1.0, 0.85])
+    d[[61, 62, 63], 1] -= 0.025 * open_
+    d[[49, 50, 51, 52, 53], 1] -= 0.025 * open_
+    d[[48, 54, 60, 64], 1] += 0.10 * open_
+    # spread (width) and rounding
+    spread = (width - 0.45) * 0.22 - round_ * 0.09
+    for left, right, f in ((48, 54, 1.0), (60, 64, 1.0), (49, 53, 0.5), (59, 55, 0.5), (61, 63, 0.3), (67, 65, 0.3)):
+        d[left, 0] -= spread * f
+        d[right, 0] += spread * f
+    d[48:68, 2] += 0.08 * round_
+    d[[50, 51, 52], 1] -= 0.03 * round_
+    d[[56, 57, 58], 1] += 0.03 * round_
+    # emotion (level 1..3 -> 0.4, 0.7, 1.0)
+    k = {1: 0.4, 2: 0.7, 3: 1.0}.get(int(level), 1.0)
+    e = np.zeros((68, 3))
+    if emotion == "happy":
+        e[[48, 60], 0] -= 0.05
+        e[[54, 64], 0] += 0.05
+        e[[48, 54, 60, 64], 1] -= 0.11
+        e[[40, 41, 46, 47], 1] -= 0.025
+    elif emotion == "sad":
+        e[[48, 54, 60, 64], 1] += 0.07
+        e[[20, 21, 22, 23], 1] -= 0.08
+        e[[17, 26], 1] += 0.03
+    elif emotion == "angry":
+        e[17:27, 1] += 0.07
+        e[[20, 21], 0] += 0.04
+        e[[22, 23], 0] -= 0.04
+        e[[21, 22], 1] += 0.05
+        e[[37, 38, 43, 44], 1] += 0.02
+    elif emotion == "surprised":
+        e[17:27, 1] -= 0.16
+        e[[37, 38, 43, 44], 1] -= 0.045
+        e[[40, 41, 46, 47], 1] += 0.015
+    elif emotion == "fear":
+        e[17:27, 1] -= 0.09
+        e[[20, 21], 0] += 0.03
+        e[[22, 23], 0] -= 0.03
+        e[[37, 38, 43, 44], 1] -= 0.04
+        e[[48, 60], 0] -= 0.04
+        e[[54, 64], 0] += 0.04
+    elif emotion == "disgusted":
+        e[[49, 50, 51, 52, 53, 61, 62, 63], 1] -= 0.05
+        e[31:36, 1] -= 0.025
+        e[17:27, 1] += 0.04
+    elif emotion == "contempt":
+        e[[54, 64], 1] -= 0.07
+        e[[54, 64], 0] += 0.05
+    elif emotion != "neutral":
+        raise ValueError(f"unknown emotion {emotion!r}; choose one of: {', '.join(EMOTIONS)}")
+    d += k * e
+    return d
+
+
+def face_model(neutral: np.ndarray, mouth: np.ndarray, blink: float, emotion: str, level: int) -> np.ndarray:
+    """(68, 3) model of one frame: neutral + mouth and emotion offsets, then the blink.
+
+    Blink in [0, 1] moves each upper eyelid point 90 % * blink of the way to the lower lid.
+    """
+    m = neutral + expression_offsets(mouth, emotion, level)
+    for up, lo in ((37, 41), (38, 40), (43, 47), (44, 46)):
+        m[up, 1] += 0.9 * blink * (m[lo, 1] - m[up, 1])
+    return m
+
+
+def posed_points(model: np.ndarray, pose: np.ndarray) -> np.ndarray:
+    """Project (N, 3) model points with a 6-d pose (rotvec, tx, ty, log scale) at FRAME_IOD px."""
+    return faces.project(model, pose, FRAME_IOD)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+# ---------------------------------------------------------------------------------------------
+
+
+def _tps_kernel(d2: np.ndarray) -> np.ndarray:
+    """Thin-plate radial basis U = r^2 log r^2, from squared distances."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(d2 > 0, d2 * np.log(d2), 0.0)
+
+
+def tps_map(dst: np.ndarray, src: np.ndarray, query: np.ndarray, regularization: float = 1e-6) -> np.ndarray:
+    """Thin-plate spline through control points dst -> src, evaluated at `query` (Q, 2) -> (Q, 2).
+
+    Coordinates should be of order 1 (callers divide pixels by the frame size).
+    """
+    n = len(dst)
+    k = _tps_kernel(((dst[:, None] - dst[None]) ** 2).sum(-1)) + regularization * np.eye(n)
+    p = np.hstack([np.ones((n, 1)), dst])
+    system = np.zeros((n + 3, n + 3))
+    system[:n, :n], system[:n, n:], system[n:, :n] = k, p, p.T
+    rhs = np.zeros((n + 3, 2))
+    rhs[:n] = src
+    coef = np.linalg.solve(system, rhs)
+    d2 = (query**2).sum(1)[:, None] + (dst**2).sum(1)[None] - 2.0 * query @ dst.T
+    u = _tps_kernel(np.maximum(d2, 0.0))
+    return u @ coef[:n] + np.hstack([np.ones((len(query), 1)), query]) @ coef[n:]
+
+
+def make_background(identity: Identity, size: int = FRAME_SIZE, variant: int = 0) -> np.ndarray:
+    """(size, size, 3) float32 RGB in [0, 1]: a photo crop or a colour gradient, slightly defocused.
+
+    `variant` selects a different crop / tint of the identity's backdrop (one per video).
+    """
+    import skimage.data
+
+    rng = np.random.default_rng([identity.background_seed, variant])
+    if identity.background == "gradient":
+        c0, c1 = rng.uniform(0.05, 0.95, 3), rng.uniform(0.05, 0.95, 3)
+        angle = rng.uniform(0, 2 * np.pi)
+        yy, xx = np.mgrid[0:size, 0:size] / size
+        t = np.clip(0.5 + (xx - 0.5) * np.cos(angle) + (yy - 0.5) * np.sin(angle), 0, 1)[..., None]
+        bg = c0 * (1 - t) + c1 * t
+        blobs = cv2.resize(rng.uniform(-0.08, 0.08, (4, 4, 3)), (size, size), interpolation=cv2.INTER_CUBIC)
+        bg = bg + blobs
+    else:
+        img = getattr(skimage.data, identity.background)()
+        if img.ndim == 2:
+            img = np.repeat(img[..., None], 3, axis=2)
+        img = img[..., :3].astype(np.float32) / (255.0 if img.dtype == np.uint8 else float(img.max() or 1))
+        h, w = img.shape[:2]
+        side = int(min(h, w) * rng.uniform(0.5, 1.0))
+        y0, x0 = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+        bg = cv2.resize(img[y0:y0 + side, x0:x0 + side], (size, size), interpolation=cv2.INTER_AREA)
+        bg = bg * rng.uniform(0.6, 1.2, 3) + rng.uniform(-0.1, 0.1, 3)
+    bg = cv2.GaussianBlur(np.clip(bg, 0, 1).astype(np.float32), (0, 0), 1.2)
+    return bg
+
+
+def _identity_texture(identity: Identity) -> np.ndarray:
+    """(512, 512, 4) float32: the photo re-coloured for the identity (RGB in [0, 1]) + person alpha."""
+    photo = base_photo()
+    lab = cv2.cvtColor(photo.image, cv2.COLOR_RGB2LAB).astype(np.float32)
+    skin = photo.skin[..., None]
+    lab = lab + skin * np.array(identity.skin_shift, dtype=np.float32)
+    hair = photo.hair[..., None]
+    target = np.array(identity.hair_lab, dtype=np.float32)
+    hair_l = lab[..., :1]
+    recoloured = np.concatenate(
+        [target[0] + (hair_l - hair_l[photo.hair > 0.5].mean() if (photo.hair > 0.5).any() else 0) * 0.8,
+         np.broadcast_to(target[1:], lab.shape[:2] + (2,))], axis=-1)
+    lab = lab * (1 - hair) + recoloured * hair
+    # iris colour: rotate the hue of the dark, saturated pixels inside the eyes
+    lm = photo.landmarks
+    eye_mask = np.zeros(lab.shape[:2], np.uint8)
+    for eye in (lm[36:42], lm[42:48]):
+        cv2.fillPoly(eye_mask, [np.round(eye).astype(np.int32)], 1)
+    iris = (eye_mask > 0) & (lab[..., 0] < 120)
+    hue = np.deg2rad(identity.iris_hue)
+    a, b = lab[..., 1] - 128, lab[..., 2] - 128
+    chroma = 18.0
+    lab[..., 1] = np.where(iris, 128 + 0.3 * a + chroma * np.cos(hue), lab[..., 1])
+    lab[..., 2] = np.where(iris, 128 + 0.3 * b + chroma * np.sin(hue), lab[..., 2])
+    rgb = cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB).astype(np.float32) / 255.0
+    texture = np.concatenate([rgb, photo.person[..., None]], axis=-1)
+    if identity.mirror:
+        texture = texture[:, ::-1].copy()
+    return texture
+
+
+def _fill_mask(polygon: np.ndarray, size: int) -> np.ndarray:
+    """Anti-aliased (size, size) float32 coverage of a polygon given in pixels (sub-pixel exact)."""
+    mask = np.zeros((size, size), np.uint8)
+    cv2.fillPoly(mask, [np.round(polygon * 8).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=3)
+    return mask.astype(np.float32) / 255.0
+
+
+class Renderer:
+    """Renders frames of one identity over one background.
+
+    `render(pose, mouth, blink, gaze, emotion, level)` -> (frame (S, S, 3) uint8, landmarks (68, 2)).
+    pose: 6-d (rotation vector rad, tx, ty px of the eye midpoint, log scale vs FRAME_IOD);
+    mouth: (open, width, round) in [0, 1]; blink in [0, 1]; gaze (gx, gy) in [-1, 1] (right, down).
+    """
+
+    GRID_STEP = 4  # px between evaluated warp samples; the map is bilinearly upsampled
+
+    def __init__(self, identity: Identity, background_variant: int = 0, size: int = FRAME_SIZE):
+        self.identity, self.size = identity, size
+        self.texture = _identity_texture(identity)
+        self.neutral = identity_model(identity)
+        photo_model, self.photo_centre, self.photo_iod = base_model(identity.mirror)
+        photo_pose = np.array([0, 0, 0, *self.photo_centre, 0.0])
+        self.src_landmarks = faces.project(photo_model, photo_pose, self.photo_iod)
+        self.src_outline = faces.project(_OUTLINE, photo_pose, self.photo_iod)
+        self.src_irises = np.stack([self.src_landmarks[36:42].mean(0), self.src_landmarks[42:48].mean(0)])
+        edge = np.linspace(0, size - 1, 8)
+        border = np.unique(np.concatenate([
+            np.stack([edge, np.zeros_like(edge)], 1), np.stack([edge, np.full_like(edge, size - 1)], 1),
+            np.stack([np.zeros_like(edge), edge], 1), np.stack([np.full_like(edge, size - 1), edge], 1)]), axis=0)
+        self.dst_border = border
+        self.src_border = self._frame_to_photo(border)
+        self.background = make_background(identity, size, background_variant)
+        g = np.arange(0, size + self.GRID_STEP, self.GRID_STEP, dtype=np.float64)
+        gx, gy = np.meshgrid(g, g)
+        self.grid = np.stack([gx.ravel(), gy.ravel()], 1)
+        self.grid_shape = gx.shape
+
+    def _frame_to_photo(self, points: np.ndarray) -> np.ndarray:
+        return (points - np.array(FRAME_EYE_CENTRE)) * (self.photo_iod / FRAME_IOD) + self.photo_centre
+
+    def landmarks(self, pose: np.ndarray, mouth: np.ndarray, blink: float, emotion: str, level: int) -> np.ndarray:
+        """Ground-truth (68, 2) frame landmarks for these parameters."""
+        return posed_points(face_model(self.neutral, mouth, blink, emotion, level), pose)
+
+    def render(self, pose, mouth, blink, gaze, emotion="neutral", level=1, gain=(1.0, 1.0, 1.0)):
+        pose = np.asarray(pose, dtype=np.float64)
+        model = face_model(self.neutral, np.asarray(mouth), float(blink), emotion, level)
+        dst_lm = posed_points(model, pose)
+        dst_outline = posed_points(_OUTLINE, pose)
+        scale = FRAME_IOD * np.exp(pose[5])
+        gaze_shift = np.array([0.085 * gaze[0], 0.035 * gaze[1]]) * scale
+        dst_irises = np.stack([dst_lm[36:42].mean(0), dst_lm[42:48].mean(0)]) + gaze_shift
+        dst = np.vstack([dst_lm, dst_outline, dst_irises, self.dst_border])
+        src = np.vstack([self.src_landmarks, self.src_outline, self.src_irises, self.src_border])
+        norm = float(self.size)
+        coarse = tps_map(dst / norm, src / norm, self.grid / norm) * norm
+        maps = self._resample_exact(coarse.reshape(*self.grid_shape, 2).astype(np.float32))
+        warped = cv2.remap(self.texture, maps, None, cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
+        alpha = warped[..., 3:4]
+        frame = self.background * (1 - alpha) + warped[..., :3] * alpha
+        frame = self._paint_mouth(frame, dst_lm, scale)
+        frame = np.clip(frame * np.asarray(gain, dtype=np.float32), 0, 1)
+        return (frame * 255 + 0.5).astype(np.uint8), dst_lm.astype(np.float32)
+
+    def _resample_exact(self, coarse: np.ndarray) -> np.ndarray:
+        """Bilinear upsampling of the coarse map (grid step GRID_STEP) to every pixel."""
+        step = self.GRID_STEP
+        pix = np.arange(self.size, dtype=np.float32) / step
+        i0 = np.floor(pix).astype(int)
+        f = (pix - i0)[:, None]
+        rows = coarse[i0] * (1 - f)[..., None] + coarse[i0 + 1] * f[..., None]  # (S, G, 2)
+        cols = rows[:, i0] * (1 - f.T)[..., None] + rows[:, i0 + 1] * f.T[..., None]
+        return np.ascontiguousarray(cols, dtype=np.float32)
+
+    def _paint_mouth(self, frame: np.ndarray, lm: np.ndarray, scale: float) -> np.ndarray:
+        inner = lm[60:68]
+        gap = float(np.mean(inner[[5, 6, 7], 1] - inner[[3, 2, 1], 1]))
+        line = np.zeros((self.size, self.size), np.uint8)  # the dark line between the lips
+        cv2.polylines(line, [np.round(inner[[0, 1, 2, 3, 4]] * 8).astype(np.int32)], False, 255,
+                      thickness=max(1, int(round(scale / 40))), lineType=cv2.LINE_AA, shift=3)
+        line = line.astype(np.float32)[..., None] / 255.0 * 0.7
+        frame = frame * (1 - line) + np.array([0.25, 0.08, 0.08]) * line
+        if gap < 0.3:
+            return frame
+        cavity = _fill_mask(inner, self.size)
+        depth = np.clip(gap / (0.25 * scale), 0, 1)
+        frame = frame * (1 - cavity[..., None]) + np.array([0.28, 0.08, 0.08]) * (1 - 0.6 * depth) * cavity[..., None]
+        upper = inner[[0, 1, 2, 3, 4]]
+        tooth = min(0.45 * gap, 0.13 * scale)
+        teeth = _fill_mask(np.vstack([upper, upper[::-1] + [0, tooth]]), self.size) * cavity
+        frame = frame * (1 - teeth[..., None]) + np.array([0.86, 0.84, 0.78]) * teeth[..., None]
+        if gap > 0.3 * scale:
+            lower = inner[[4, 5, 6, 7, 0]]
+            lower_teeth = _fill_mask(np.vstack([lower, lower[::-1] - [0, 0.35 * tooth]]), self.size) * cavity
+            frame = frame * (1 - lower_teeth[..., None]) + np.array([0.8, 0.78, 0.72]) * lower_teeth[..., None]
+        return frame
