@@ -295,7 +295,8 @@ def write_video(
             vs = out.add_stream("libx264", rate=rate)
             vs.width, vs.height = shape[1], shape[0]
             vs.pix_fmt = "yuv420p"
-            vs.options = {"crf": str(crf), "preset": preset}
+            # one encoder thread: x264's threaded rate control makes the bytes differ run to run
+            vs.options = {"crf": str(crf), "preset": preset, "threads": "1"}
             aus = None
             if samples is not None:
                 aus = out.add_stream("aac", rate=sample_rate, layout="mono")

@@ -18,6 +18,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from talkinghead.data.synthtalk import puppet, speech
@@ -132,33 +133,41 @@ def viseme_ids(phones: list[tuple[str, float, float]], num_frames: int) -> np.nd
 # ---------------------------------------------------------------------------------------------
 
 
-def _utterance(job: ClipJob, identity: puppet.Identity, rng: np.random.Generator) -> speech.Utterance:
+def _utterance(job: ClipJob, identity: puppet.Identity, rng: np.random.Generator
+               ) -> tuple[speech.Utterance, tuple[float, float] | None]:
+    """The clip's speech, and for LRW clips the (start, end) seconds of the centred word."""
     voice = speech.Voice(f0=identity.voice_f0, formant_scale=identity.voice_formant_scale, rate=identity.voice_rate)
     if job.word is None:
-        plan = speech.plan_utterance(rng, job.duration, voice)
-    else:  # LRW: context speech, the word centred, context speech
-        word_plan = speech.plan_utterance(rng, 10.0, voice, words=[list(job.word)], lead=0.0)
-        word_plan = [(ph, d) for ph, d in word_plan if ph != "sil"]
-        word_len = sum(d for _, d in word_plan)
-        start = (job.duration - word_len) / 2
-        before = speech.plan_utterance(rng, start, voice, lead=rng.uniform(0.0, start))
-        after = speech.plan_utterance(rng, job.duration - start - word_len, voice, lead=rng.uniform(0.02, 0.1))
-        plan = before + word_plan + after
-    return speech.synthesize(plan, voice, rng)
+        return speech.synthesize(speech.plan_utterance(rng, job.duration, voice), voice, rng), None
+    # LRW: context speech, the word centred, context speech
+    word_plan = speech.plan_utterance(rng, 10.0, voice, words=[list(job.word)], lead=0.0)
+    word_plan = [(ph, d) for ph, d in word_plan if ph != "sil"]
+    word_len = sum(d for _, d in word_plan)
+    start = (job.duration - word_len) / 2
+    before = speech.plan_utterance(rng, start, voice, lead=rng.uniform(0.0, start))
+    after = speech.plan_utterance(rng, job.duration - start - word_len, voice, lead=rng.uniform(0.02, 0.1))
+    start = sum(d for _, d in before)  # exact, after plan_utterance's rounding
+    return speech.synthesize(before + word_plan + after, voice, rng), (start, start + word_len)
 
 
 def render_clip(job: ClipJob) -> dict:
     """Render a clip and write its files (mp4 with audio, optional m4a twin, truth npz, LRW txt).
 
     Returns a summary dict. Files are written atomically, the truth file last, so a clip is complete
-    exactly when its truth file exists.
+    exactly when its truth file exists. BLAS runs single-threaded here so that the warp's float
+    rounding, hence every pixel, is the same in any process.
     """
+    with threadpool_limits(1):
+        return _render_clip(job)
+
+
+def _render_clip(job: ClipJob) -> dict:
     from talkinghead.data.video import write_audio, write_video
 
     rng = np.random.default_rng(job.seed)
     identity = puppet.make_identity(job.identity, job.seed[0])
     renderer = puppet.Renderer(identity, background_variant=job.background_variant)
-    utterance = _utterance(job, identity, rng)
+    utterance, word_span = _utterance(job, identity, rng)
     num_frames = int(round(job.duration * FPS))
     audio = utterance.audio[: int(round(num_frames / FPS * SAMPLE_RATE))]
     mouth = speech.mouth_track(utterance.phones, num_frames)
@@ -179,7 +188,7 @@ def render_clip(job: ClipJob) -> dict:
         Path(job.audio).parent.mkdir(parents=True, exist_ok=True)
         write_audio(job.audio, audio, SAMPLE_RATE)
     if job.lrw_txt:
-        _atomic_text(Path(job.lrw_txt), job_lrw_text(job, utterance))
+        _atomic_text(Path(job.lrw_txt), lrw_text(Path(job.video).parent.parent.name, word_span, job.identity))
     names = [p for p, _, _ in utterance.phones]
     truth = dict(
         landmarks=landmarks, pose=pose.astype(np.float32), mouth=mouth, blink=blink.astype(np.float32),
@@ -204,31 +213,9 @@ def _atomic_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def job_lrw_text(job: ClipJob, utterance: speech.Utterance) -> str:
-    """LRW metadata: the word and its duration on the 5th line, as in the real corpus."""
-    word = Path(job.video).parent.parent.name
-    word_len = sum(
-        e - s for p, s, e in utterance.phones
-        if p != "sil" and abs((s + e) / 2 - job.duration / 2) < 0.6 and p in job.word
-    )
-    # the exact span of the centred word: rebuild from the phone timeline around the centre
-    start, end = _centred_word_span(utterance.phones, len(job.word), job.duration)
-    word_len = end - start
-    return f"Text:  {word}\nConf:  1\nSpeaker: synthtalk identity {job.identity}\n\nDuration: {word_len:.2f} seconds\n"
-
-
-def _centred_word_span(phones: list[tuple[str, float, float]], word_phones: int, duration: float) -> tuple[float, float]:
-    """Start and end (s) of the `word_phones` consecutive non-silent phones centred in the clip."""
-    best = None
-    for i in range(len(phones) - word_phones + 1):
-        window = phones[i:i + word_phones]
-        if any(p == "sil" for p, _, _ in window):
-            continue
-        start, end = window[0][1], window[-1][2]
-        off = abs((start + end) / 2 - duration / 2)
-        if best is None or off < best[0]:
-            best = (off, start, end)
-    return (best[1], best[2]) if best else (0.0, duration)
+def lrw_text(word: str, span: tuple[float, float], identity: int) -> str:
+    """LRW metadata: the word, and its duration on the 5th line as in the real corpus."""
+    return f"Text:  {word}\nConf:  1\nSpeaker: synthtalk identity {identity}\n\nDuration: {span[1] - span[0]:.2f} seconds\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,12 +294,7 @@ def _init_worker() -> None:
     import cv2
 
     cv2.setNumThreads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-    except ImportError:
-        pass
+    threadpool_limits(1)
 
 
 def _run(job: ClipJob) -> tuple[str, str | None]:

@@ -1,0 +1,32 @@
+# talkinghead: `make help` lists the targets.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help setup test data bench-data clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP) ## create .venv (CPU torch first, then the package with dev extras); a no-op unless pyproject.toml changed
+
+test: $(STAMP) ## run the whole test suite
+	$(BIN)/pytest -q -n 2
+
+data: $(STAMP) ## generate SynthTalk (VoxCeleb2, LRW, MEAD layouts) under data/ and preprocess it into clip stores
+	$(BIN)/talkinghead data --out data
+
+bench-data: $(STAMP) ## data-loading and preprocessing throughput (benchmarks/perf/data.py)
+	$(BIN)/python benchmarks/perf/data.py
+
+clean: ## remove generated data and caches (keeps .venv)
+	rm -rf data .pytest_cache

@@ -1,0 +1,122 @@
+"""The `talkinghead` command.
+
+  talkinghead synth --layout vox2 --out data/synthtalk/vox2     # write a SynthTalk corpus
+  talkinghead preprocess --dataset vox2 --root R --store S      # raw corpus -> clip store
+  talkinghead data --out data                                   # SynthTalk in every layout, preprocessed
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from talkinghead.data.corpora import READERS
+from talkinghead.data.synthtalk.generate import LAYOUTS, SynthConfig
+
+
+def _synth_config(args: argparse.Namespace, layout: str) -> SynthConfig:
+    """MEAD has one actor per identity and 22 emotion/level clips each, so it has its own size;
+    its train/test split is by actor (see corpora.mead.mead_split)."""
+    if layout == "mead":
+        return SynthConfig(layout=layout, train_identities=args.mead_actors, test_identities=0,
+                           clips_per_video=1, duration=args.duration, seed=args.seed)
+    return SynthConfig(layout=layout, train_identities=args.train_identities, test_identities=args.test_identities,
+                       videos_per_identity=args.videos_per_identity, clips_per_video=args.clips_per_video,
+                       duration=args.duration, lrw_words=args.lrw_words, seed=args.seed)
+
+
+def _print_failures(kind: str, failed: list) -> None:
+    for item in failed:
+        file, reason = (item["file"], item["reason"]) if isinstance(item, dict) else item
+        print(f"  {kind} skipped {file}: {reason}", file=sys.stderr)
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from talkinghead.data.synthtalk.generate import generate
+
+    result = generate(args.out, _synth_config(args, args.layout), workers=args.workers)
+    _print_failures("synth", result["failed"])
+    print(f"SynthTalk {args.layout} corpus: {result['root']} ({result['clips']} clips, {result['written']} written, "
+          f"{result['skipped']} already there, {len(result['failed'])} failed)")
+    return 1 if result["failed"] else 0
+
+
+def cmd_preprocess(args: argparse.Namespace) -> int:
+    from talkinghead.data.preprocess import preprocess_corpus
+
+    report = preprocess_corpus(args.dataset, args.root, args.store, workers=args.workers, backend=args.backend,
+                               limit=args.limit, strict=args.strict, shards=args.shards)
+    print(f"clip store: {report['store']} ({report['processed']} processed, {report['skipped']} already there, "
+          f"{len(report['failed'])} skipped as bad input, {len(report['converted'])} converted); "
+          f"report: {Path(report['store']) / 'report.json'}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from talkinghead.data.preprocess import preprocess_corpus
+    from talkinghead.data.synthtalk.generate import generate
+
+    out = Path(args.out)
+    summary = {}
+    for layout in args.layouts:
+        raw = out / "synthtalk" / layout
+        result = generate(raw, _synth_config(args, layout), workers=args.workers)
+        _print_failures("synth", result["failed"])
+        report = preprocess_corpus(layout, raw, out / "store" / f"synth-{layout}", workers=args.workers)
+        summary[layout] = {"raw": str(raw), "store": report["store"], "clips": report["clips"],
+                           "bad_inputs": len(report["failed"])}
+    print(json.dumps(summary, indent=1))
+    for layout, s in summary.items():
+        print(f"SynthTalk {layout}: raw corpus {s['raw']} -> clip store {s['store']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="talkinghead", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def synth_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--train-identities", type=int, default=48)
+        p.add_argument("--test-identities", type=int, default=12, help="held-out identities (test split)")
+        p.add_argument("--videos-per-identity", type=int, default=1)
+        p.add_argument("--clips-per-video", type=int, default=2)
+        p.add_argument("--duration", type=float, default=3.0, help="seconds per clip (not LRW: 29 frames)")
+        p.add_argument("--lrw-words", type=int, default=10)
+        p.add_argument("--mead-actors", type=int, default=6)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--workers", type=int, default=2)
+
+    p = sub.add_parser("synth", help="write a SynthTalk corpus in a published layout")
+    p.add_argument("--layout", choices=LAYOUTS, default="vox2")
+    p.add_argument("--out", required=True, help="corpus root folder")
+    synth_options(p)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("preprocess", help="raw corpus -> clip store (aligned frames, audio, mel, landmarks, pose)")
+    p.add_argument("--dataset", required=True, choices=sorted(READERS), help="corpus layout")
+    p.add_argument("--root", required=True, help="corpus root folder")
+    p.add_argument("--store", required=True, help="output clip store folder")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--backend", default="dlib", choices=["dlib", "face_alignment"], help="landmark detector")
+    p.add_argument("--limit", type=int, default=None, help="only the first N clips (sorted by id)")
+    p.add_argument("--strict", action="store_true", help="skip inputs that are not 25 fps / 16 kHz mono")
+    p.add_argument("--shards", action="store_true", help="also write LitData shards to <store>/shards")
+    p.set_defaults(func=cmd_preprocess)
+
+    p = sub.add_parser("data", help="generate SynthTalk in every layout and preprocess it (the default data)")
+    p.add_argument("--out", default="data", help="writes <out>/synthtalk/<layout> and <out>/store/synth-<layout>")
+    p.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=list(LAYOUTS))
+    synth_options(p)
+    p.set_defaults(func=cmd_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

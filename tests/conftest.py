@@ -1,0 +1,17 @@
+"""Shared fixtures: tiny SynthTalk corpora, generated once per test session."""
+from __future__ import annotations
+
+import pytest
+
+from talkinghead.data.synthtalk.generate import SynthConfig, generate
+
+TINY_VOX2 = SynthConfig(layout="vox2", train_identities=3, test_identities=1, clips_per_video=1, duration=1.6)
+
+
+@pytest.fixture(scope="session")
+def synth_vox2(tmp_path_factory):
+    """A SynthTalk corpus in the VoxCeleb2 layout: 3 train + 1 test identity, one 40-frame clip each."""
+    root = tmp_path_factory.mktemp("synth") / "vox2"
+    result = generate(root, TINY_VOX2, workers=1, progress=False)
+    assert not result["failed"], result["failed"]
+    return root

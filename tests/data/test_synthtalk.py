@@ -1,0 +1,123 @@
+import numpy as np
+import pytest
+
+from talkinghead.data.audio import load_audio
+from talkinghead.data.corpora import read_corpus
+from talkinghead.data.synthtalk import puppet, speech
+from talkinghead.data.synthtalk.generate import (LRW_FRAMES, SynthConfig, generate, head_pose_track, plan_jobs,
+                                                 render_clip)
+from talkinghead.data.video import probe_video, read_video
+
+
+def test_vox2_layout_reads_back_with_truth_and_disjoint_test_identities(synth_vox2):
+    clips = read_corpus("vox2", synth_vox2)
+    assert len(clips) == 4
+    assert {c.split for c in clips} == {"train", "test"}
+    train = {c.speaker for c in clips if c.split == "train"}
+    test = {c.speaker for c in clips if c.split == "test"}
+    assert train and test and not train & test
+    for clip in clips:
+        assert clip.audio is not None and clip.audio.exists() and clip.truth is not None
+        info = probe_video(clip.video)
+        assert (info.fps, info.width, info.height, info.has_audio) == (25, 224, 224, True)
+        truth = np.load(clip.truth)
+        assert truth["landmarks"].shape == (info.num_frames, 68, 2)
+        assert truth["pose"].shape == (info.num_frames, 6) and truth["gaze"].shape == (info.num_frames, 2)
+        assert str(truth["emotion"]) in puppet.EMOTIONS
+
+
+def test_generation_is_deterministic_and_resumable(synth_vox2, tmp_path):
+    clip = read_corpus("vox2", synth_vox2)[0]
+    job = next(j for j in plan_jobs(synth_vox2, SynthConfig(layout="vox2", train_identities=3, test_identities=1,
+                                                            clips_per_video=1, duration=1.6))
+               if j.video == str(clip.video))
+    again = tmp_path / "again.mp4"
+    render_clip(type(job)(**{**job.__dict__, "video": str(again), "audio": None}))
+    a, b = np.load(clip.truth), np.load(tmp_path / "again.truth.npz")
+    for key in ("landmarks", "pose", "mouth", "blink", "phone_id"):
+        np.testing.assert_array_equal(a[key], b[key])
+    np.testing.assert_array_equal(read_video(clip.video)[0], read_video(again)[0])
+    result = generate(synth_vox2, SynthConfig(layout="vox2", train_identities=3, test_identities=1,
+                                              clips_per_video=1, duration=1.6), workers=1, progress=False)
+    assert result["skipped"] == 4 and result["written"] == 0
+
+
+def test_mouth_follows_the_audio(synth_vox2):
+    for clip in read_corpus("vox2", synth_vox2):
+        truth = np.load(clip.truth)
+        wav = load_audio(clip.audio)
+        n = len(truth["mouth"])
+        energy = np.sqrt((wav[: n * 640].reshape(n, 640) ** 2).mean(1))
+        opening = truth["mouth"][:, 0]
+        assert np.corrcoef(energy, opening)[0, 1] > 0.4
+        # and the rendered lips open with it: inner-lip gap of the ground truth follows the track
+        gap = truth["landmarks"][:, 66, 1] - truth["landmarks"][:, 62, 1]
+        assert np.corrcoef(gap, opening)[0, 1] > 0.95
+
+
+def test_closures_and_vowels_drive_visemes():
+    rng = np.random.default_rng(0)
+    plan = [("sil", 0.2), ("m", 0.12), ("a", 0.24), ("p", 0.12), ("u", 0.24), ("sil", 0.2)]
+    utterance = speech.synthesize(plan, speech.Voice(), rng)
+    track = speech.mouth_track(utterance.phones, 28)
+    assert track[11, 0] > 0.8  # /a/ at 0.32-0.56 s = frames 8-13: open
+    assert track[20, 2] > 0.8  # /u/ at 0.68-0.92 s = frames 17-22: rounded
+    assert track[2, 0] < 0.05  # silence: closed
+    assert abs(len(utterance.audio) / 16000 - 1.12) < 1e-3
+    loud = np.abs(utterance.audio[int(0.35 * 16000):int(0.5 * 16000)]).mean()
+    quiet = np.abs(utterance.audio[: int(0.15 * 16000)]).mean()
+    assert loud > 20 * max(quiet, 1e-6)
+
+
+def test_head_motion_is_smooth_and_independent_of_speech():
+    rng = np.random.default_rng(3)
+    pose = head_pose_track(rng, 500, 1.0)
+    assert np.abs(np.diff(pose[:, 1])).max() < 0.03  # rad per frame
+    assert 0.03 < pose[:, 1].std() < 0.3
+    plan = speech.plan_utterance(np.random.default_rng(4), 20.0, speech.Voice())
+    mouth = speech.mouth_track(speech.synthesize(plan, speech.Voice(), np.random.default_rng(5)).phones, 500)
+    assert abs(np.corrcoef(mouth[:, 0], pose[:, 1])[0, 1]) < 0.3
+
+
+def test_fifty_identities_differ_visibly():
+    identities = [puppet.make_identity(i, 0) for i in range(60)]
+    shapes = np.array([[v for v in ident.shape.values()] for ident in identities])
+    assert len({tuple(np.round(s, 6)) for s in shapes}) == 60
+    looks = {(ident.background, ident.hair_lab, ident.mirror) for ident in identities}
+    assert len(looks) > 30
+    frames = [puppet.Renderer(identities[i]).render(np.array([0, 0, 0, 112, 96, 0.0]), np.array([0, 0.45, 0]), 0,
+                                                    (0, 0))[0] for i in range(4)]
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert np.abs(frames[i].astype(int) - frames[j].astype(int)).mean() > 8
+
+
+def test_lrw_and_mead_layouts(tmp_path):
+    config = SynthConfig(layout="lrw", train_identities=2, test_identities=1, lrw_words=1)
+    generate(tmp_path / "lrw", config, workers=1, progress=False)
+    clips = read_corpus("lrw", tmp_path / "lrw")
+    assert len(clips) == 6 and {c.split for c in clips} == {"train", "val", "test"}
+    for clip in clips:
+        assert probe_video(clip.video).num_frames == LRW_FRAMES
+        truth = np.load(clip.truth)
+        start, end = clip.labels["word_start"], clip.labels["word_end"]
+        centre = (start + end) / 2
+        assert abs(centre - LRW_FRAMES / 25 / 2) < 0.02
+        spoken = [(s, e) for p, s, e in zip(truth["phone_names"], truth["phone_start"], truth["phone_end"])
+                  if str(p) != "sil" and s >= start - 0.011 and e <= end + 0.011]
+        assert spoken and abs(spoken[0][0] - start) < 0.011 and abs(spoken[-1][1] - end) < 0.011
+    config = SynthConfig(layout="mead", train_identities=1, test_identities=0, clips_per_video=1, duration=0.8)
+    generate(tmp_path / "mead", config, workers=1, progress=False)
+    clips = read_corpus("mead", tmp_path / "mead")
+    assert len(clips) == 22  # 7 emotions x 3 levels + neutral level 1
+    assert {c.labels["emotion"] for c in clips} == set(puppet.EMOTIONS)
+    for clip in clips:
+        assert clip.audio.exists() and clip.labels["view"] == "front"
+        assert str(np.load(clip.truth)["emotion"]) == clip.labels["emotion"]
+
+
+def test_unknown_layout_and_emotion_list_choices(tmp_path):
+    with pytest.raises(ValueError, match="vox2, lrw, mead"):
+        plan_jobs(tmp_path, SynthConfig(layout="voxceleb"))
+    with pytest.raises(ValueError, match="happy"):
+        puppet.expression_offsets(np.zeros(3), "bored", 1)
