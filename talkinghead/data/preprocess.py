@@ -1,0 +1,194 @@
+"""Preprocessing: a raw corpus -> the clip store (see `talkinghead.data.store`).
+
+Per clip: decode the video (converted to 25 fps) and its audio (16 kHz mono), detect 68 landmarks
+on every frame (missing frames interpolated), align to 224 as PC-AVS / PD-FGC do, estimate the head
+pose from the aligned landmarks, compute the mel spectrogram, and store the aligned frames as JPEG
+with everything else. SynthTalk ground truth (a `.truth.npz` beside the clip) is carried along,
+mapped into aligned coordinates.
+
+Parallel across processes; resumable (a clip whose store file exists is skipped; store files are
+written atomically, so a killed run leaves no partial clip); a bad input is skipped and listed with
+its file and reason in `<store>/report.json`, and the run goes on.
+
+Inputs at another frame rate, another sample rate or with stereo audio are converted and noted in
+the report (`converted`); with `strict=True` they are skipped as bad inputs instead.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import cv2
+import numpy as np
+from threadpoolctl import threadpool_limits
+from tqdm import tqdm
+
+from talkinghead.data import audio as audio_lib
+from talkinghead.data import faces, store, video
+from talkinghead.data.corpora import FPS, SAMPLE_RATE, Clip, read_corpus
+from talkinghead.errors import InputError
+
+VERSION = 1
+TRUTH_KEYS = ("pose", "mouth", "blink", "gaze", "viseme")
+
+
+@dataclass(frozen=True)
+class PreprocessOptions:
+    """min_frames: shorter clips are bad inputs; min_face_fraction: clips where a face is found in
+    fewer frames are bad inputs; detect_size: frames are downscaled so their shorter side is at
+    most this for detection (landmarks are mapped back); jpeg_quality of stored frames."""
+
+    backend: str = "dlib"
+    strict: bool = False
+    min_frames: int = 10
+    min_face_fraction: float = 0.5
+    detect_size: int = 320
+    jpeg_quality: int = 95
+
+
+def _detect(frames: np.ndarray, options: PreprocessOptions) -> tuple[np.ndarray, np.ndarray]:
+    factor = min(1.0, options.detect_size / min(frames.shape[1:3]))
+    if factor < 1.0:
+        size = (round(frames.shape[2] * factor), round(frames.shape[1] * factor))
+        small = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
+        landmarks, found = faces.detect_landmarks(small, options.backend)
+        return landmarks / factor, found
+    return faces.detect_landmarks(frames, options.backend)
+
+
+def process_clip(clip: Clip, store_root: str | Path, options: PreprocessOptions = PreprocessOptions()) -> list[str]:
+    """Process one clip into the store. Returns notes (conversions made); raises InputError."""
+    info = video.probe_video(clip.video)
+    audio_file = clip.audio or clip.video
+    if not info.has_audio and clip.audio is None:
+        raise InputError(clip.video, "no audio track")
+    audio_info = audio_lib.probe_audio(audio_file)
+    problems = []  # (file, what is off) for inputs that need converting
+    if abs(info.fps - FPS) > 0.01:
+        problems.append((clip.video, f"frame rate {info.fps:g} (expected {FPS})"))
+    if audio_info["sample_rate"] != SAMPLE_RATE:
+        problems.append((audio_file, f"sample rate {audio_info['sample_rate']} (expected {SAMPLE_RATE})"))
+    if audio_info["channels"] != 1:
+        problems.append((audio_file, f"{audio_info['channels']} audio channels (expected mono)"))
+    if problems and options.strict:
+        raise InputError(problems[0][0], "; ".join(what for _, what in problems))
+    notes = [f"{what}: converted" for _, what in problems]
+    frames, fps = video.read_video(clip.video)
+    frames = video.convert_fps(frames, fps, FPS)
+    wav = audio_lib.load_audio(audio_file, SAMPLE_RATE)
+    samples_per_frame = SAMPLE_RATE // FPS
+    num_frames = min(len(frames), len(wav) // samples_per_frame)
+    if num_frames < options.min_frames:
+        raise InputError(clip.video, f"too short: {num_frames} frames with audio (< {options.min_frames})")
+    frames, wav = frames[:num_frames], wav[: num_frames * samples_per_frame]
+    landmarks, found = _detect(frames, options)
+    if found.mean() < options.min_face_fraction:
+        raise InputError(clip.video, f"no face: found in {found.sum()} of {num_frames} frames")
+    landmarks = faces.fill_missing(landmarks, found)
+    aligned, aligned_landmarks, transforms = faces.align_clip(frames, landmarks)
+    jpeg, offsets = store.encode_frames(aligned, quality=options.jpeg_quality)
+    arrays = {
+        "frames": jpeg,
+        "frame_offsets": offsets,
+        "audio": wav.astype(np.float32),
+        "mel": audio_lib.mel_spectrogram(wav).numpy(),
+        "landmarks": aligned_landmarks,
+        "landmarks_found": found,
+        "pose": faces.estimate_head_pose(aligned_landmarks),
+    }
+    if clip.truth is not None:
+        arrays.update(_truth_arrays(clip.truth, transforms, num_frames))
+    meta = {
+        "dataset": clip.dataset, "clip_id": clip.clip_id, "speaker": clip.speaker, "split": clip.split,
+        "labels": clip.labels, "num_frames": int(num_frames), "fps": FPS, "sample_rate": SAMPLE_RATE,
+        "source_video": str(clip.video), "source_audio": str(audio_file), "landmark_backend": options.backend,
+        "version": VERSION, "notes": notes,
+    }
+    store.write_clip(store_root, clip.clip_id, arrays, meta)
+    return notes
+
+
+def _truth_arrays(path: Path, transforms: np.ndarray, num_frames: int) -> dict[str, np.ndarray]:
+    """SynthTalk ground truth for the stored frames: landmarks mapped into aligned coordinates."""
+    with np.load(path) as truth:
+        out = {"truth_landmarks": np.stack(
+            [faces.apply_affine(lm, m) for lm, m in zip(truth["landmarks"][:num_frames], transforms)]
+        ).astype(np.float32)}
+        for key in TRUTH_KEYS:
+            out[f"truth_{key}"] = truth[key][:num_frames]
+    return out
+
+
+def _init_worker() -> None:
+    cv2.setNumThreads(1)
+    import torch
+
+    torch.set_num_threads(1)
+    threadpool_limits(1)
+
+
+def _run(args: tuple[Clip, str, PreprocessOptions]) -> tuple[Clip, list[str], tuple[str, str] | None]:
+    clip, store_root, options = args
+    try:
+        return clip, process_clip(clip, store_root, options), None
+    except InputError as err:
+        return clip, [], (err.path, err.reason)
+    except Exception as err:  # any other failure of one clip is reported, never fatal to the run
+        return clip, [], (str(clip.video), f"{type(err).__name__}: {err}")
+
+
+def preprocess_corpus(dataset: str, root: str | Path, store_root: str | Path, workers: int = 2,
+                      backend: str = "dlib", limit: int | None = None, progress: bool = True,
+                      strict: bool = False, shards: bool = False) -> dict:
+    """Process every clip of corpus `dataset` under `root` into `store_root`.
+
+    Returns the report (also written to `<store>/report.json`): processed, skipped (already in the
+    store), failed [{file, clip_id, reason}], converted [{clip_id, notes}], seconds, store.
+    `shards=True` also writes LitData shards to `<store>/shards` for streaming.
+    """
+    options = PreprocessOptions(backend=backend, strict=strict)
+    faces.get_landmark_detector(backend)  # fail early (missing models) before spawning workers
+    clips = read_corpus(dataset, root)
+    if limit is not None:
+        clips = clips[:limit]
+    store_root = Path(store_root)
+    (store_root / "clips").mkdir(parents=True, exist_ok=True)
+    todo = [c for c in clips if not store.clip_exists(store_root, c.clip_id)]
+    report = {"dataset": dataset, "root": str(root), "store": str(store_root), "clips": len(clips),
+              "processed": 0, "skipped": len(clips) - len(todo), "failed": [], "converted": []}
+    start = time.time()
+    bar = tqdm(total=len(todo), desc=f"preprocess {dataset}", unit="clip", disable=not progress)
+    jobs = [(c, str(store_root), options) for c in todo]
+    if workers <= 1:
+        results = map(_run, jobs)
+        _consume(results, report, bar)
+    else:
+        with get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
+            _consume(pool.imap_unordered(_run, jobs, chunksize=1), report, bar)
+    bar.close()
+    report["seconds"] = round(time.time() - start, 2)
+    report["failed"].sort(key=lambda f: f["clip_id"])
+    store.build_index(store_root)
+    if shards:
+        store.write_shards(store_root, store_root / "shards")
+        report["shards"] = str(store_root / "shards")
+    tmp = store_root / f".report.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(report, indent=1))
+    os.replace(tmp, store_root / "report.json")
+    return report
+
+
+def _consume(results, report: dict, bar) -> None:
+    for clip, notes, failure in results:
+        if failure is None:
+            report["processed"] += 1
+            if notes:
+                report["converted"].append({"clip_id": clip.clip_id, "notes": notes})
+        else:
+            report["failed"].append({"clip_id": clip.clip_id, "file": failure[0], "reason": failure[1]})
+            bar.write(f"skipped {failure[0]}: {failure[1]}")
+        bar.update()

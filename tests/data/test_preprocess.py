@@ -1,0 +1,99 @@
+import shutil
+
+import numpy as np
+import pytest
+
+from talkinghead.cli import main
+from talkinghead.data import store
+from talkinghead.data.corpora import read_corpus
+from talkinghead.data.faces import landmark_error
+from talkinghead.data.preprocess import preprocess_corpus
+from talkinghead.data.video import read_video, write_video
+
+
+@pytest.fixture(scope="module")
+def broken_corpus(synth_vox2, tmp_path_factory):
+    """Two good SynthTalk clips plus one file for each kind of bad input, in the VoxCeleb2 layout."""
+    root = tmp_path_factory.mktemp("broken") / "vox2"
+    good = read_corpus("vox2", synth_vox2)[:2]
+    for clip in good:
+        for src in (clip.video, clip.audio, clip.truth):
+            dst = root / src.relative_to(synth_vox2)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, dst)
+    frames, _ = read_video(good[0].video)
+    rng = np.random.default_rng(0)
+    bad = root / "dev" / "mp4"
+
+    def clip(speaker: str) -> "Path":
+        path = bad / speaker / "v0000000000" / "00001.mp4"
+        path.parent.mkdir(parents=True)
+        return path
+
+    data = good[0].video.read_bytes()
+    clip("id09001").write_bytes(data[: len(data) // 2])  # truncated
+    clip("id09002").write_bytes(rng.bytes(5000))  # garbage
+    write_video(clip("id09003"), frames)  # no audio track
+    noise = (rng.random((30, 224, 224, 3)) * 255).astype(np.uint8)
+    write_video(clip("id09004"), noise, audio=np.zeros(30 * 640, np.float32))  # no face
+    write_video(clip("id09005"), frames[:5], audio=np.zeros(5 * 640, np.float32))  # too short
+    wav = (0.1 * rng.standard_normal(int(len(frames) / 30 * 44100))).astype(np.float32)
+    write_video(clip("id09006"), frames, fps=30, audio=wav, sample_rate=44100)  # other rates
+    return root
+
+
+def test_bad_inputs_are_reported_and_the_run_goes_on(broken_corpus, tmp_path):
+    report = preprocess_corpus("vox2", broken_corpus, tmp_path / "store", workers=1, progress=False)
+    reasons = {f["clip_id"].split("/")[0]: f["reason"] for f in report["failed"]}
+    assert set(reasons) == {"id09001", "id09002", "id09003", "id09004", "id09005"}
+    assert "no audio" in reasons["id09003"]
+    assert "no face" in reasons["id09004"]
+    assert "too short" in reasons["id09005"]
+    assert all(f["file"].endswith(".mp4") for f in report["failed"])
+    assert report["processed"] == 3
+    converted = {c["clip_id"].split("/")[0]: " ".join(c["notes"]) for c in report["converted"]}
+    assert "frame rate 30" in converted["id09006"] and "sample rate 44100" in converted["id09006"]
+    saved = (tmp_path / "store" / "report.json").read_text()
+    assert "id09004" in saved and "no face" in saved
+    assert len(store.ClipStore(tmp_path / "store").clips()) == 3
+
+
+def test_strict_mode_skips_other_rates(broken_corpus, tmp_path):
+    report = preprocess_corpus("vox2", broken_corpus, tmp_path / "store", workers=1, progress=False, strict=True)
+    reasons = {f["clip_id"].split("/")[0]: f["reason"] for f in report["failed"]}
+    assert "frame rate 30" in reasons["id09006"] and "strict" not in reasons["id09001"]
+    assert report["processed"] == 2
+
+
+def test_preprocessing_is_resumable_and_leaves_no_partial_clip(synth_vox2, tmp_path):
+    out = tmp_path / "store"
+    first = preprocess_corpus("vox2", synth_vox2, out, workers=2, progress=False)
+    assert first["processed"] == 4 and not first["failed"]
+    again = preprocess_corpus("vox2", synth_vox2, out, workers=1, progress=False)
+    assert again["processed"] == 0 and again["skipped"] == 4
+    # a killed run: one clip missing, a half-written temporary left behind
+    victim = sorted((out / "clips").glob("*.npz"))[0]
+    victim.unlink()
+    (out / "clips" / f".{victim.stem}.tmp-999.npz").write_bytes(b"partial")
+    resumed = preprocess_corpus("vox2", synth_vox2, out, workers=1, progress=False)
+    assert resumed["processed"] == 1 and resumed["skipped"] == 3
+    assert len(store.ClipStore(out).clips()) == 4
+
+
+def test_stored_clip_content(synth_vox2, tmp_path):
+    preprocess_corpus("vox2", synth_vox2, tmp_path / "store", workers=1, progress=False)
+    clips = store.ClipStore(tmp_path / "store")
+    entry = clips.clips("test")[0]
+    data = clips.load(entry, ["frames", "frame_offsets", "landmarks", "truth_landmarks", "pose", "mel", "audio"])
+    n = entry["num_frames"]
+    assert n == 40 and data["landmarks"].shape == (n, 68, 2) and data["pose"].shape == (n, 6)
+    assert data["audio"].shape == (n * 640,) and data["mel"].shape[0] == 80
+    assert store.decode_frames(data["frames"], data["frame_offsets"], [0, n - 1]).shape == (2, 224, 224, 3)
+    # detected landmarks vs ground truth, both in aligned coordinates
+    assert landmark_error(data["landmarks"], data["truth_landmarks"]).mean() < 4.0
+
+
+def test_cli_rejects_unknown_dataset_with_the_choices(capsys):
+    with pytest.raises(SystemExit):
+        main(["preprocess", "--dataset", "voxceleb", "--root", ".", "--store", "x"])
+    assert "lrw" in capsys.readouterr().err
