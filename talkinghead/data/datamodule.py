@@ -1,0 +1,533 @@
+"""TalkingHeadDataModule: training windows from the clip store (or its LitData shards).
+
+One class serves PC-AVS, PD-FGC and Rhythmic Head; each method's config (experiments/*.yaml)
+picks what a sample carries. A sample is a window of `window` consecutive frames of one clip,
+plus whatever the method needs around it (references, negative audio, augmented copies, eye
+anchors, in-window frames). Only the frames a sample uses are read and decoded.
+
+Sample dict (one item; the default collate adds a leading batch dimension B)
+---------------------------------------------------------------------------
+T = window, R = num_references, N = num_negatives + num_shifted, S = image_size.
+
+=====================  ========================  ===================================================
+key                    shape, dtype              content
+=====================  ========================  ===================================================
+frames                 (T, 3, S, S) float32      target frames, RGB in [-1, 1]
+reference              (R, 3, S, S) float32      random frames of the same clip, outside the window
+                                                 when the clip allows, [-1, 1]
+reference_index        (R,) int64                their frame numbers
+mel                    (T, 1, 80, 20) float32    `audio.mel_windows` of the target frames
+negative_mel           (N, T, 1, 80, 20)         [:num_negatives] windows of OTHER clips (random
+                                                 position), [num_negatives:] time-shifted windows of
+                                                 the same clip (|shift| >= min_shift, either
+                                                 direction); only when N > 0
+negative_clip_index    (N,) int64                clip of each negative (== clip_index for shifted)
+negative_frame_index   (N, T) int64              frames each negative window is centred on
+landmarks              (T, 68, 2) float32        dlib-68 (x, y) in output-image pixels
+landmarks_found        (T,) bool                 False where preprocessing interpolated them
+pose                   (T, 6) float32            as stored: rotation vector (rad), tx, ty, log scale
+                                                 (aligned 224-px convention, not rescaled)
+speaker                () int64                  index into the train split's sorted speakers,
+                                                 -1 for a speaker not seen in training
+frame_index            (T,) int64                frame numbers of the window in the clip
+clip_index             () int64                  position of the clip in the store index
+                                                 (`ClipStore.clips()` / shards' clips.json)
+augmented              (T, 3, S, S) float32      augment='pcavs' / 'pdfgc': `frames` through
+                                                 PCAVSAugment / PDFGCMotionAugment, [-1, 1]
+eye_donor              (T, 3, S, S) float32      eye_pairs: a window of another clip, [-1, 1]
+eye_donor_landmarks    (T, 68, 2) float32        its landmarks (output pixels)
+eye_donor_clip_index   () int64                  its clip
+eye_anchor             (T, 3, S, S) float32      composite_eye_region(base=frames, donor=eye_donor,
+                                                 mask=eye_region_mask(donor landmarks)), [-1, 1]
+window_frames          (K, 3, S, S) float32      in_window=K > 0: the K frames centred on the middle
+                                                 target frame (clamped to the clip), each through
+                                                 InWindowAugment, [-1, 1]
+window_index           (K,) int64                their frame numbers
+truth_*                (T, ...)                  SynthTalk ground truth of the target frames, when
+                                                 the store has it (truth_landmarks in output pixels)
+=====================  ========================  ===================================================
+
+Window positions avoid the first 2 and the last frame when the clip is long enough, so every
+target frame's 0.2 s mel window lies inside the audio (no edge replication), as in the
+reference PC-AVS / PD-FGC loaders.
+
+Determinism
+-----------
+Every random choice of a sample derives from (seed, epoch, k, split), k being the sample's
+position in the epoch: window positions, references, other clips and augmentation parameters
+(numpy Generator for choices; `torch.random.fork_rng` + `torch.manual_seed` around the
+transforms). The sampler yields (epoch, k, clip) triples, so batches are identical for any
+num_workers, across runs, and with persistent workers. The epoch is the attached trainer's
+`current_epoch`, else the value given to `set_epoch()`. Validation / test samples always use
+epoch 0 (the same windows every epoch). Files are opened lazily in each worker.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import cv2
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from talkinghead.data.audio import mel_windows
+from talkinghead.data.store import ClipStore, ShardSource
+from talkinghead.data.transforms import (
+    InWindowAugment,
+    PCAVSAugment,
+    PDFGCMotionAugment,
+    composite_eye_region,
+    eye_region_mask,
+)
+
+__all__ = ["TalkingHeadDataModule", "WindowDataset", "SampleConfig", "EpochSampler", "AUGMENTS"]
+
+AUGMENTS = ("none", "pcavs", "pdfgc")
+#: Frames kept clear of each clip end (before, after) when the clip is long enough: frame f's mel
+#: window spans mel frames 4(f-2) .. 4(f-2)+19 of M = 4T+7, i.e. it fits for 2 <= f <= T-2.
+AUDIO_MARGIN = (2, 1)
+_STREAMS = {"train": 0, "val": 1, "test": 2, "predict": 3}
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """What one sample holds (see the module docstring)."""
+
+    window: int = 5
+    num_references: int = 1
+    num_negatives: int = 0
+    num_shifted: int = 0
+    min_shift: int = 5
+    image_size: int = 224
+    augment: str = "none"
+    eye_pairs: bool = False
+    in_window: int = 0
+
+    def __post_init__(self) -> None:
+        if self.window < 1:
+            raise ValueError(f"window must be >= 1, got {self.window}")
+        for name in ("num_references", "num_negatives", "num_shifted", "min_shift", "in_window"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.image_size < 8:
+            raise ValueError(f"image_size must be >= 8, got {self.image_size}")
+        if self.augment not in AUGMENTS:
+            raise ValueError(f"augment must be one of {AUGMENTS}, got {self.augment!r}")
+
+
+def _to_unit(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (n, H, W, 3) -> float32 (n, 3, H, W) in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def _signed(x: torch.Tensor) -> torch.Tensor:
+    return x.mul(2.0).sub_(1.0)
+
+
+class WindowDataset(Dataset):
+    """Map-style dataset of windows; indexed by (epoch, k, local clip) from `EpochSampler`.
+
+    An int index k is also accepted (epoch `self.epoch`, clip k % len(clips)).
+    `source`: ClipStore or ShardSource; `positions`: store positions of this split's clips.
+    """
+
+    def __init__(
+        self,
+        source: ClipStore | ShardSource,
+        positions: list[int],
+        config: SampleConfig,
+        seed: int = 0,
+        speaker_index: dict[str, int] | None = None,
+        stream: str = "train",
+        length: int | None = None,
+        truth_keys: tuple[str, ...] | None = None,
+    ):
+        if not positions:
+            raise ValueError("WindowDataset needs at least one clip")
+        self.source = source
+        self.positions = [int(p) for p in positions]
+        self.config = config
+        self.seed = int(seed)
+        self.speaker_index = dict(speaker_index or {})
+        self.stream = _STREAMS.get(stream, 0)
+        self.length = int(length) if length is not None else len(self.positions)
+        self.epoch = 0
+        if truth_keys is None:
+            first = self.positions[0]
+            truth_keys = tuple(sorted(k for k in source.keys(first) if k.startswith("truth_")))
+        self.truth_keys = tuple(truth_keys)
+        self._augment = {"pcavs": PCAVSAugment, "pdfgc": PDFGCMotionAugment}.get(config.augment)
+        self._augment = self._augment() if self._augment else None
+        self._in_window = InWindowAugment(window_size=config.in_window) if config.in_window > 0 else None
+
+    def __len__(self) -> int:
+        return self.length
+
+    # -- random choices (numpy Generator) -------------------------------------------------
+    def _start_range(self, num_frames: int) -> tuple[int, int]:
+        """Inclusive range of window starts (audio margins when the clip is long enough)."""
+        w = self.config.window
+        lo, hi = AUDIO_MARGIN[0], num_frames - w - AUDIO_MARGIN[1]
+        if hi < lo:
+            lo, hi = 0, max(0, num_frames - w)
+        return lo, hi
+
+    def _indices(self, start: int, num_frames: int) -> np.ndarray:
+        return np.clip(start + np.arange(self.config.window), 0, num_frames - 1).astype(np.int64)
+
+    def _random_start(self, rng: np.random.Generator, num_frames: int) -> int:
+        lo, hi = self._start_range(num_frames)
+        return int(rng.integers(lo, hi + 1))
+
+    def _other_clip(self, rng: np.random.Generator, local: int) -> int:
+        n = len(self.positions)
+        if n == 1:
+            return local
+        j = int(rng.integers(n - 1))
+        return j + 1 if j >= local else j
+
+    def _shifted_start(self, rng: np.random.Generator, start: int, num_frames: int) -> int:
+        lo, hi = self._start_range(num_frames)
+        if hi - lo < self.config.min_shift:  # too short for the margins: use the whole clip
+            lo, hi = 0, max(0, num_frames - self.config.window)
+        starts = np.arange(lo, hi + 1)
+        far = starts[np.abs(starts - start) >= self.config.min_shift]
+        if far.size == 0:  # clip too short: as far as it allows
+            dist = np.abs(starts - start)
+            far = starts[dist == dist.max()]
+        return int(far[rng.integers(far.size)])
+
+    def _references(self, rng: np.random.Generator, num_frames: int, window: np.ndarray) -> np.ndarray:
+        r = self.config.num_references
+        if r == 0:
+            return np.zeros(0, np.int64)
+        outside = np.setdiff1d(np.arange(num_frames), window)
+        pool = outside if outside.size else np.arange(num_frames)
+        return rng.choice(pool, size=r, replace=pool.size < r).astype(np.int64)
+
+    # -- reading --------------------------------------------------------------------------
+    def _frames(self, pos: int, indices: np.ndarray) -> tuple[dict[int, np.ndarray], float, float]:
+        """Decode the unique `indices` of clip `pos`, resized; returns ({frame: HxWx3}, sx, sy)."""
+        unique = np.unique(indices)
+        images = self.source.load_frames(pos, unique)
+        size = self.config.image_size
+        h, w = images.shape[1:3]
+        sx, sy = size / w, size / h
+        if (h, w) != (size, size):
+            interp = cv2.INTER_AREA if size < min(h, w) else cv2.INTER_LINEAR
+            images = np.stack([cv2.resize(im, (size, size), interpolation=interp) for im in images])
+        return dict(zip(unique.tolist(), images)), sx, sy
+
+    @staticmethod
+    def _gather(decoded: dict[int, np.ndarray], indices: np.ndarray) -> torch.Tensor:
+        return _to_unit(np.stack([decoded[int(i)] for i in indices]))
+
+    @staticmethod
+    def _scale_points(points: np.ndarray, sx: float, sy: float) -> torch.Tensor:
+        pts = torch.from_numpy(np.asarray(points, dtype=np.float32).copy())
+        if sx != 1.0 or sy != 1.0:  # pixel centres: x' = (x + 0.5) * s - 0.5 (cv2.resize mapping)
+            pts[..., 0] = (pts[..., 0] + 0.5) * sx - 0.5
+            pts[..., 1] = (pts[..., 1] + 0.5) * sy - 0.5
+        return pts
+
+    def _mel(self, cache: dict, pos: int) -> torch.Tensor:
+        if pos not in cache:
+            cache[pos] = torch.from_numpy(self.source.load(pos, ["mel"])["mel"])
+        return cache[pos]
+
+    @staticmethod
+    def _mel_windows(mel: torch.Tensor, indices: np.ndarray) -> torch.Tensor:
+        idx = torch.from_numpy(indices)
+        return mel_windows(mel, int(indices.max()) + 1)[idx].contiguous()
+
+    # -- the sample -----------------------------------------------------------------------
+    def _key(self, index) -> tuple[int, int, int]:
+        if isinstance(index, (tuple, list)):
+            epoch, k, local = (int(v) for v in index)
+        else:
+            epoch, k = self.epoch, int(index)
+            local = k % len(self.positions)
+        return epoch, k, local
+
+    def __getitem__(self, index) -> dict[str, Any]:
+        epoch, k, local = self._key(index)
+        cfg = self.config
+        seq = np.random.SeedSequence([self.seed, epoch, k, self.stream])
+        np_seq, torch_seq = seq.spawn(2)
+        rng = np.random.default_rng(np_seq)
+        torch_seed = int(torch_seq.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+        pos = self.positions[local]
+        entry = self.source.entry(pos)
+        num_frames = int(entry["num_frames"])
+        start = self._random_start(rng, num_frames)
+        frame_idx = self._indices(start, num_frames)
+        ref_idx = self._references(rng, num_frames, frame_idx)
+        centre = int(frame_idx[len(frame_idx) // 2])
+        win_idx = (
+            self._in_window.window_indices(centre, num_frames).numpy().astype(np.int64)
+            if self._in_window is not None else np.zeros(0, np.int64)
+        )
+
+        decoded, sx, sy = self._frames(pos, np.concatenate([frame_idx, ref_idx, win_idx]))
+        frames01 = self._gather(decoded, frame_idx)
+        size = cfg.image_size
+        sample: dict[str, Any] = {
+            "frames": _signed(frames01),
+            "reference": _signed(self._gather(decoded, ref_idx)) if ref_idx.size
+            else torch.zeros(0, 3, size, size),
+            "reference_index": torch.from_numpy(ref_idx),
+        }
+
+        mels: dict[int, torch.Tensor] = {}
+        sample["mel"] = self._mel_windows(self._mel(mels, pos), frame_idx)
+        negatives, neg_clips, neg_frames = [], [], []
+        for _ in range(cfg.num_negatives):
+            other = self.positions[self._other_clip(rng, local)]
+            other_frames = int(self.source.entry(other)["num_frames"])
+            idx = self._indices(self._random_start(rng, other_frames), other_frames)
+            negatives.append(self._mel_windows(self._mel(mels, other), idx))
+            neg_clips.append(other)
+            neg_frames.append(idx)
+        for _ in range(cfg.num_shifted):
+            idx = self._indices(self._shifted_start(rng, start, num_frames), num_frames)
+            negatives.append(self._mel_windows(self._mel(mels, pos), idx))
+            neg_clips.append(pos)
+            neg_frames.append(idx)
+        if negatives:
+            sample["negative_mel"] = torch.stack(negatives)
+            sample["negative_clip_index"] = torch.tensor(neg_clips, dtype=torch.int64)
+            sample["negative_frame_index"] = torch.from_numpy(np.stack(neg_frames))
+
+        sample["landmarks"] = self._scale_points(self.source.take_rows(pos, "landmarks", frame_idx), sx, sy)
+        sample["landmarks_found"] = torch.from_numpy(
+            np.asarray(self.source.take_rows(pos, "landmarks_found", frame_idx), dtype=bool).copy())
+        sample["pose"] = torch.from_numpy(
+            np.asarray(self.source.take_rows(pos, "pose", frame_idx), dtype=np.float32).copy())
+        sample["speaker"] = torch.tensor(self.speaker_index.get(entry["speaker"], -1), dtype=torch.int64)
+        sample["frame_index"] = torch.from_numpy(frame_idx)
+        sample["clip_index"] = torch.tensor(pos, dtype=torch.int64)
+
+        donor01 = None
+        if cfg.eye_pairs:
+            donor = self.positions[self._other_clip(rng, local)]
+            donor_frames = int(self.source.entry(donor)["num_frames"])
+            donor_idx = self._indices(self._random_start(rng, donor_frames), donor_frames)
+            donor_decoded, dsx, dsy = self._frames(donor, donor_idx)
+            donor01 = self._gather(donor_decoded, donor_idx)
+            donor_lm = self._scale_points(self.source.take_rows(donor, "landmarks", donor_idx), dsx, dsy)
+            mask = eye_region_mask(donor_lm, size, size)
+            sample["eye_donor"] = _signed(donor01)
+            sample["eye_donor_landmarks"] = donor_lm
+            sample["eye_donor_clip_index"] = torch.tensor(donor, dtype=torch.int64)
+            sample["eye_anchor"] = _signed(composite_eye_region(frames01, donor01, mask))
+
+        if self._augment is not None or self._in_window is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(torch_seed)
+                if self._augment is not None:
+                    sample["augmented"] = _signed(self._augment(frames01))
+                if self._in_window is not None:
+                    sample["window_frames"] = _signed(self._in_window(self._gather(decoded, win_idx)))
+                    sample["window_index"] = torch.from_numpy(win_idx)
+
+        for key in self.truth_keys:
+            rows = self.source.take_rows(pos, key, frame_idx) if self.source.has(pos, key) else None
+            if rows is None:
+                raise KeyError(f"clip {entry['clip_id']} lacks {key!r} (other clips of the split have it)")
+            if key == "truth_landmarks":
+                sample[key] = self._scale_points(rows, sx, sy)
+            else:
+                sample[key] = torch.from_numpy(np.ascontiguousarray(rows).copy())
+        return sample
+
+
+class EpochSampler(Sampler):
+    """Yields (epoch, k, local clip) for k = 0 .. length-1.
+
+    shuffle=True: clips in a random order drawn from (seed, epoch), repeated (fresh order each
+    pass) when `length` exceeds the clip count. shuffle=False: clips in order, epoch fixed by
+    `epoch_fn` (validation passes a constant 0).
+    """
+
+    def __init__(self, num_clips: int, length: int, seed: int, shuffle: bool, epoch_fn: Callable[[], int]):
+        self.num_clips = int(num_clips)
+        self.length = int(length)
+        self.seed = int(seed)
+        self.shuffle = bool(shuffle)
+        self.epoch_fn = epoch_fn
+
+    def __len__(self) -> int:
+        return self.length
+
+    def order(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(self.length) % self.num_clips
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, epoch, 0x0DE5]))
+        passes = -(-self.length // self.num_clips)
+        return np.concatenate([rng.permutation(self.num_clips) for _ in range(passes)])[: self.length]
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        epoch = int(self.epoch_fn())
+        for k, local in enumerate(self.order(epoch).tolist()):
+            yield (epoch, k, local)
+
+
+def _worker_init(_: int) -> None:
+    cv2.setNumThreads(1)
+
+
+class TalkingHeadDataModule(LightningDataModule):
+    """Windows of processed clips for every method (see the module docstring for the sample).
+
+    Args:
+        store: clip store folder (`talkinghead preprocess`); or
+        shards: LitData shard folder (`write_shards`); exactly one of the two.
+        train_split / val_split / test_split: split names (test_split None -> val_split).
+        window: consecutive target frames per sample.
+        num_references: random frames of the same clip (outside the window when possible).
+        num_negatives: mel windows from other clips; num_shifted: time-shifted mel windows of the
+            same clip, |shift| >= min_shift frames, either direction.
+        image_size: output frame size (frames are resized, landmarks rescaled, if it differs).
+        augment: 'none' | 'pcavs' | 'pdfgc' -> key `augmented`.
+        eye_pairs: PD-FGC eye-contrastive anchors (`eye_donor`, `eye_anchor`).
+        in_window: PD-FGC in-window decorrelation frames (`window_frames`), 0 = off.
+        batch_size, num_workers, pin_memory, persistent_workers, drop_last: DataLoader settings.
+        seed: base of every random choice (with epoch and sample position).
+        samples_per_epoch: training samples per epoch (None: one window per clip).
+    """
+
+    def __init__(
+        self,
+        store: str | None = None,
+        shards: str | None = None,
+        train_split: str = "train",
+        val_split: str = "test",
+        test_split: str | None = None,
+        window: int = 5,
+        num_references: int = 1,
+        num_negatives: int = 0,
+        num_shifted: int = 0,
+        min_shift: int = 5,
+        image_size: int = 224,
+        augment: str = "none",
+        eye_pairs: bool = False,
+        in_window: int = 0,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        seed: int = 0,
+        samples_per_epoch: int | None = None,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        drop_last: bool = False,
+    ):
+        super().__init__()
+        if (store is None) == (shards is None):
+            raise ValueError("give exactly one of `store` (clip store folder) or `shards` (LitData shards folder)")
+        self.save_hyperparameters()
+        self.store = store
+        self.shards = shards
+        self.train_split = train_split
+        self.val_split = val_split
+        self.test_split = test_split if test_split is not None else val_split
+        self.sample_config = SampleConfig(
+            window=window, num_references=num_references, num_negatives=num_negatives,
+            num_shifted=num_shifted, min_shift=min_shift, image_size=image_size, augment=augment,
+            eye_pairs=eye_pairs, in_window=in_window,
+        )
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if samples_per_epoch is not None and samples_per_epoch < 1:
+            raise ValueError(f"samples_per_epoch must be >= 1 or None, got {samples_per_epoch}")
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.seed = int(seed)
+        self.samples_per_epoch = samples_per_epoch
+        self.pin_memory = bool(pin_memory)
+        self.persistent_workers = bool(persistent_workers)
+        self.drop_last = bool(drop_last)
+        self._epoch = 0
+        self._source: ClipStore | ShardSource | None = None
+        self._datasets: dict[str, WindowDataset | None] = {}
+
+    # -- data -----------------------------------------------------------------------------
+    @property
+    def source(self) -> ClipStore | ShardSource:
+        if self._source is None:
+            self._source = ClipStore(self.store) if self.store is not None else ShardSource(self.shards)
+        return self._source
+
+    @property
+    def speakers(self) -> list[str]:
+        """Sorted speaker vocabulary of the train split (what `speaker` indexes)."""
+        return self.source.speakers(self.train_split)
+
+    @property
+    def num_speakers(self) -> int:
+        return len(self.speakers)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Epoch used when no trainer is attached (a trainer's current_epoch takes precedence)."""
+        self._epoch = int(epoch)
+
+    def current_epoch(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return int(trainer.current_epoch)
+        return self._epoch
+
+    def _dataset(self, split: str, stream: str) -> WindowDataset | None:
+        key = f"{stream}:{split}"
+        if key not in self._datasets:
+            clips = self.source.clips(split)
+            if not clips:
+                splits = sorted({e["split"] for e in self.source.entries})
+                if stream == "train":
+                    raise ValueError(f"{self.source}: no clips in split {split!r} (splits: {splits})")
+                warnings.warn(f"{self.source}: no clips in split {split!r} (splits: {splits}); no {stream} data",
+                              stacklevel=2)
+                self._datasets[key] = None
+            else:
+                length = self.samples_per_epoch if stream == "train" else None
+                self._datasets[key] = WindowDataset(
+                    self.source, [e["index"] for e in clips], self.sample_config, seed=self.seed,
+                    speaker_index=self.source.speaker_index(self.train_split), stream=stream, length=length,
+                )
+        return self._datasets[key]
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit"):
+            self._dataset(self.train_split, "train")
+            self._dataset(self.val_split, "val")
+        if stage in (None, "validate"):
+            self._dataset(self.val_split, "val")
+        if stage in (None, "test"):
+            self._dataset(self.test_split, "test")
+
+    def _loader(self, dataset: WindowDataset, shuffle: bool, epoch_fn: Callable[[], int], drop_last: bool):
+        sampler = EpochSampler(len(dataset.positions), len(dataset), self.seed, shuffle, epoch_fn)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            drop_last=drop_last,
+            worker_init_fn=_worker_init,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self._dataset(self.train_split, "train")
+        return self._loader(dataset, True, self.current_epoch, self.drop_last)
+
+    def val_dataloader(self):
+        dataset = self._dataset(self.val_split, "val")
+        return [] if dataset is None else self._loader(dataset, False, lambda: 0, False)
+
+    def test_dataloader(self):
+        dataset = self._dataset(self.test_split, "test")
+        return [] if dataset is None else self._loader(dataset, False, lambda: 0, False)
