@@ -16,7 +16,6 @@ the report (`converted`); with `strict=True` they are skipped as bad inputs inst
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -31,6 +30,7 @@ from talkinghead.data import audio as audio_lib
 from talkinghead.data import faces, store, video
 from talkinghead.data.corpora import FPS, SAMPLE_RATE, Clip, read_corpus
 from talkinghead.errors import InputError
+from talkinghead.fileio import atomic_write_text
 
 VERSION = 1
 TRUTH_KEYS = ("pose", "mouth", "blink", "gaze", "viseme")
@@ -176,9 +176,7 @@ def preprocess_corpus(dataset: str, root: str | Path, store_root: str | Path, wo
     if shards:
         store.write_shards(store_root, store_root / "shards")
         report["shards"] = str(store_root / "shards")
-    tmp = store_root / f".report.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(report, indent=1))
-    os.replace(tmp, store_root / "report.json")
+    atomic_write_text(store_root / "report.json", json.dumps(report, indent=1))
     return report
 
 

@@ -51,6 +51,8 @@ from typing import Any, Iterable, Sequence
 import cv2
 import numpy as np
 
+from talkinghead.fileio import atomic_write, atomic_write_text
+
 __all__ = [
     "CLIPS_DIR",
     "INDEX_FILE",
@@ -193,7 +195,7 @@ def write_clip(store_root: str | Path, clip_id: str, arrays: dict[str, np.ndarra
     """Write one clip to `<store>/clips/<safe>.npz`, atomically; returns the final path.
 
     `arrays`: the clip's arrays (module docstring); `meta`: a JSON-serialisable dict, stored as
-    the `meta` member (a JSON string). Written uncompressed to `.<safe>.tmp-<pid>.npz` in the
+    the `meta` member (a JSON string). Written uncompressed to a hidden `.<safe>.tmp-<random>.npz` in the
     same folder, then `os.replace`d onto the final name; on any failure the temporary file is
     removed and the error re-raised, so only complete clips ever carry the final name.
     """
@@ -217,35 +219,17 @@ def write_clip(store_root: str | Path, clip_id: str, arrays: dict[str, np.ndarra
         raise ValueError(f"meta clip_id {meta['clip_id']!r} != {clip_id!r}")
     out["meta"] = np.array(json.dumps(meta, sort_keys=True))
 
-    final = clip_path(store_root, clip_id)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.stem}.tmp-{os.getpid()}.npz")
-    try:
+    def save(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
             np.savez(fh, **out)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        raise
-    return final
+
+    return atomic_write(clip_path(store_root, clip_id), save)
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(obj, indent=1))
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write_text(path, json.dumps(obj, indent=1))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ Conventions
 from __future__ import annotations
 
 import os
-import secrets
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -23,6 +22,7 @@ import av
 import numpy as np
 
 from talkinghead.errors import InputError
+from talkinghead.fileio import atomic_write
 
 __all__ = ["VideoInfo", "probe_video", "read_video", "convert_fps", "write_video", "write_audio"]
 
@@ -195,25 +195,6 @@ def convert_fps(frames: np.ndarray, src_fps: float, dst_fps: float = 25) -> np.n
 # ----------------------------------------------------------------------------- writing
 
 
-def _temp_name(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.tmp-{secrets.token_hex(4)}{path.suffix}")
-
-
-def _atomic(path: Path, write) -> None:
-    """Run `write(tmp)` then move tmp onto `path`; remove tmp on any failure."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_name(path)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def _as_mono(audio, what: str = "audio") -> np.ndarray:
     a = np.asarray(audio)
     if a.ndim == 2 and 1 in a.shape:
@@ -328,7 +309,7 @@ def write_video(
                 push_audio(len(samples))
                 out.mux(aus.encode(None))
 
-    _atomic(path, write)
+    atomic_write(path, write)
 
 
 def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int = 16000) -> None:
@@ -349,4 +330,4 @@ def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int = 16000) -
             out.mux(st.encode(_audio_frames(samples, 0, sample_rate)))
             out.mux(st.encode(None))
 
-    _atomic(path, write)
+    atomic_write(path, write)

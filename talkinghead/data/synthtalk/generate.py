@@ -11,7 +11,6 @@ test split never appear in train/val.
 """
 from __future__ import annotations
 
-import os
 import string
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
@@ -22,6 +21,7 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from talkinghead.data.synthtalk import puppet, speech
+from talkinghead.fileio import atomic_write, atomic_write_text
 
 FPS = speech.FPS
 SAMPLE_RATE = speech.SAMPLE_RATE
@@ -188,7 +188,7 @@ def _render_clip(job: ClipJob) -> dict:
         Path(job.audio).parent.mkdir(parents=True, exist_ok=True)
         write_audio(job.audio, audio, SAMPLE_RATE)
     if job.lrw_txt:
-        _atomic_text(Path(job.lrw_txt), lrw_text(Path(job.video).parent.parent.name, word_span, job.identity))
+        atomic_write_text(Path(job.lrw_txt), lrw_text(Path(job.video).parent.parent.name, word_span, job.identity))
     names = [p for p, _, _ in utterance.phones]
     truth = dict(
         landmarks=landmarks, pose=pose.astype(np.float32), mouth=mouth, blink=blink.astype(np.float32),
@@ -200,17 +200,8 @@ def _render_clip(job: ClipJob) -> dict:
         level=np.int32(level), fps=np.int32(FPS), sample_rate=np.int32(SAMPLE_RATE),
     )
     truth_file = video.with_name(video.stem + ".truth.npz")
-    tmp = truth_file.with_name(f".{truth_file.stem}.tmp-{os.getpid()}.npz")
-    np.savez_compressed(tmp, **truth)
-    os.replace(tmp, truth_file)
+    atomic_write(truth_file, lambda tmp: np.savez_compressed(tmp, **truth))
     return {"video": job.video, "frames": num_frames}
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def lrw_text(word: str, span: tuple[float, float], identity: int) -> str:

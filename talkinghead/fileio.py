@@ -1,0 +1,30 @@
+"""Atomic file writes: nothing half-written ever carries a final name."""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Callable
+
+
+def temp_name(path: Path) -> Path:
+    """A hidden temporary sibling of `path` that keeps its suffix (muxers and numpy look at it)."""
+    return path.with_name(f".{path.stem}.tmp-{secrets.token_hex(4)}{path.suffix}")
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Run `write(tmp)` on a temporary sibling, then move it onto `path`; on any failure remove it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
