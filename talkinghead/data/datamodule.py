@@ -73,7 +73,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from talkinghead.data.audio import mel_windows
+from talkinghead.data.audio import FRAMES_PER_VIDEO_FRAME, mel_windows
 from talkinghead.data.store import ClipStore, ShardSource
 from talkinghead.data.transforms import (
     InWindowAugment,
@@ -240,8 +240,14 @@ class WindowDataset(Dataset):
 
     @staticmethod
     def _mel_windows(mel: torch.Tensor, indices: np.ndarray) -> torch.Tensor:
-        idx = torch.from_numpy(indices)
-        return mel_windows(mel, int(indices.max()) + 1)[idx].contiguous()
+        """`mel_windows(mel, ...)[indices]`, building only the windows asked for when they are
+        consecutive: frame f's window starts at mel column 4(f-2), so the spectrogram cut at
+        column 4(lo-2) gives frames lo.. as its frames 2.. (same edge replication at the tail)."""
+        lo = int(indices.min())
+        cut = FRAMES_PER_VIDEO_FRAME * (lo - 2)
+        if lo >= 2 and cut < mel.shape[-1] and np.array_equal(indices, lo + np.arange(len(indices))):
+            return mel_windows(mel[:, cut:], len(indices) + 2)[2:].contiguous()
+        return mel_windows(mel, int(indices.max()) + 1)[torch.from_numpy(indices)].contiguous()
 
     # -- the sample -----------------------------------------------------------------------
     def _key(self, index) -> tuple[int, int, int]:

@@ -540,8 +540,8 @@ class ClipStore(_Catalog):
         return self.root / self.entry(entry)["file"]
 
     def reader(self, entry: dict | int | str) -> NpzReader:
-        path = self.path(entry)
-        return self._readers.get(str(path), lambda: NpzReader(path))
+        entry = self.entry(entry)
+        return self._readers.get(entry["file"], lambda: NpzReader(self.root / entry["file"]))
 
     def keys(self, entry: dict | int | str) -> list[str]:
         """Array names of a clip (without `meta`)."""
