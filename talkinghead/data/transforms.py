@@ -62,6 +62,7 @@ PD-FGC (Wang et al., CVPR 2023):
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 import math
 from typing import Callable, Iterable, Sequence
 
@@ -173,7 +174,7 @@ def _check_padding(mode: str) -> str:
     return mode
 
 
-class _FrameTransform:
+class _FrameTransform(ABC):
     """Base: draw parameters (per clip or per frame), gate with ``p``, apply.
 
     Subclasses implement ``sample_params(n, height, width) -> dict`` (CPU tensors with
@@ -184,11 +185,13 @@ class _FrameTransform:
     per_frame: bool = False
     p: float = 1.0
 
-    def sample_params(self, n: int, height: int, width: int) -> Params:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def sample_params(self, n: int, height: int, width: int) -> Params:
+        """Random parameters for ``n`` clips (or frames), from the global torch RNG."""
 
-    def _apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        """Apply ``params`` (expanded to ``N``, on ``x.device``) to ``x`` of shape (N, 3, H, W)."""
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         x, b, t = _flatten(frames)
