@@ -1,0 +1,74 @@
+"""The metric base class and the name -> class registry.
+
+Clip inputs (the names a metric lists in `inputs`; the harness passes exactly those):
+
+    fake            float32 (T, 3, H, W) generated frames, RGB in [0, 1] (H = W = 224 unless stated)
+    real            float32 (T, 3, H, W) ground-truth frames of the same clip, RGB in [0, 1]
+    audio           float32 (N,) the driving audio, 16 kHz mono in [-1, 1]
+    reference       float32 (3, H, W) the identity reference image, RGB in [0, 1]
+    real_landmarks  float32 (T, 68, 2) dlib-68 landmarks of `real` (a cache; optional)
+
+`update(**inputs)` takes one clip; `compute()` returns ``{column: 0-d tensor}``, the columns of
+the results table (a metric may fill several, e.g. LSE-C and LSE-D). `columns` maps each column
+to True when higher is better, False when lower is better. A metric whose pretrained weights are
+missing raises `talkinghead.weights.MissingWeightsError` from its constructor; the harness then
+shows "n/a" with the reason.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar
+
+from torchmetrics import Metric
+
+__all__ = ["METRICS", "ClipMetric", "build_metric", "metric_names", "register_metric"]
+
+
+class ClipMetric(Metric):
+    """A per-clip score, averaged over clips (or pooled, e.g. FID). See the module docstring."""
+
+    inputs: ClassVar[tuple[str, ...]] = ()
+    columns: ClassVar[dict[str, bool]] = {}
+    full_state_update = False
+    # update() and compute() stay abstract (torchmetrics.Metric declares them so).
+
+
+METRICS: dict[str, type[ClipMetric]] = {}
+
+
+def register_metric(name: str) -> Callable[[type[ClipMetric]], type[ClipMetric]]:
+    """Class decorator: make the metric buildable as `build_metric(name)`."""
+
+    def add(cls: type[ClipMetric]) -> type[ClipMetric]:
+        if name in METRICS:
+            raise ValueError(f"metric {name!r} is already registered")
+        cls.metric_name = name
+        METRICS[name] = cls
+        return cls
+
+    return add
+
+
+def _load_builtin() -> None:
+    """Import the built-in metric modules so that their decorators run."""
+    import importlib
+    import pkgutil
+
+    import talkinghead.metrics as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name != "base":
+            importlib.import_module(f"talkinghead.metrics.{info.name}")
+
+
+def metric_names() -> list[str]:
+    """Names of every registered metric."""
+    _load_builtin()
+    return sorted(METRICS)
+
+
+def build_metric(name: str, **kwargs: Any) -> ClipMetric:
+    """An instance of metric `name`; an unknown name lists the valid ones."""
+    _load_builtin()
+    if name not in METRICS:
+        raise KeyError(f"unknown metric {name!r}; choose from: {', '.join(sorted(METRICS))}")
+    return METRICS[name](**kwargs)
