@@ -15,3 +15,17 @@ def synth_vox2(tmp_path_factory):
     result = generate(root, TINY_VOX2, workers=1, progress=False)
     assert not result["failed"], result["failed"]
     return root
+
+
+@pytest.fixture(scope="session")
+def synth_vox2_store(synth_vox2, tmp_path_factory):
+    """`synth_vox2` preprocessed into a clip store (dlib landmarks, aligned 224 frames, mel).
+
+    Shared read-only by the metric, SyncNet and harness tests; a test that writes must copy it.
+    """
+    from talkinghead.data.preprocess import preprocess_corpus
+
+    root = tmp_path_factory.mktemp("store") / "vox2"
+    report = preprocess_corpus("vox2", synth_vox2, root, workers=1, progress=False)
+    assert not report["failed"], report["failed"]
+    return root

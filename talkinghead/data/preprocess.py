@@ -18,6 +18,9 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -164,11 +167,9 @@ def preprocess_corpus(dataset: str, root: str | Path, store_root: str | Path, wo
     bar = tqdm(total=len(todo), desc=f"preprocess {dataset}", unit="clip", disable=not progress)
     jobs = [(c, str(store_root), options) for c in todo]
     if workers <= 1:
-        results = map(_run, jobs)
-        _consume(results, report, bar)
+        _consume(map(_run, jobs), report, bar)
     else:
-        with get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
-            _consume(pool.imap_unordered(_run, jobs, chunksize=1), report, bar)
+        _consume(_run_parallel(jobs, workers), report, bar)
     bar.close()
     report["seconds"] = round(time.time() - start, 2)
     report["failed"].sort(key=lambda f: f["clip_id"])
@@ -178,6 +179,44 @@ def preprocess_corpus(dataset: str, root: str | Path, store_root: str | Path, wo
         report["shards"] = str(store_root / "shards")
     atomic_write_text(store_root / "report.json", json.dumps(report, indent=1))
     return report
+
+
+#: A clip in flight when a worker process died this many times is reported as failed.
+MAX_CRASHES = 2
+
+
+def _run_parallel(jobs: list, workers: int, run=_run):
+    """Yield `run` (default `_run`) results of `jobs` from `workers` spawned processes, in completion order.
+
+    At most `workers` clips are in flight, so when a worker dies (a crash in native code, the
+    out-of-memory killer) the suspects are known: the pool is restarted, the clips that were in
+    flight are queued again, and a clip in flight during `MAX_CRASHES` deaths is reported as failed.
+    """
+    queue = deque(jobs)
+    crashes: dict[str, int] = {}
+    while queue:
+        pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker)
+        running: dict = {}
+        try:
+            while queue or running:
+                while queue and len(running) < workers:
+                    job = queue.popleft()
+                    running[pool.submit(run, job)] = job
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    result = future.result()  # raises BrokenProcessPool when a worker died
+                    del running[future]
+                    yield result
+        except BrokenProcessPool:
+            for job in running.values():
+                clip = job[0]
+                crashes[clip.clip_id] = crashes.get(clip.clip_id, 0) + 1
+                if crashes[clip.clip_id] >= MAX_CRASHES:
+                    yield clip, [], (str(clip.video), "the worker process died while processing this clip")
+                else:
+                    queue.appendleft(job)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _consume(results, report: dict, bar) -> None:

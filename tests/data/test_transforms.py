@@ -455,3 +455,51 @@ def test_bad_inputs_raise():
         composite_eye_region(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 9), torch.zeros(1, 1, 8, 8))
     with pytest.raises(ValueError):
         CenteredRandomCrop().apply(clip(t=4), scale=torch.tensor([0.5, 0.6, 0.7]))
+
+
+# ----------------------------------------------------------------------------- fused PC-AVS augmentation
+def _natural_clip(t: int = 3, size: int = 96) -> torch.Tensor:
+    from skimage import data
+    from skimage.transform import resize
+
+    image = resize(data.astronaut()[:400, 50:450], (size, size), anti_aliasing=True)
+    return torch.from_numpy(image).permute(2, 0, 1).float().unsqueeze(0).repeat(t, 1, 1, 1)
+
+
+@pytest.mark.parametrize("flags", [dict(), dict(crop=False), dict(perspective=False), dict(color=False)])
+def test_pcavs_fused_matches_sequential_transforms(flags):
+    """PCAVSAugment draws the same parameters as the three transforms applied in order and resamples
+    once: equal up to the difference between one and two bilinear resamplings."""
+    frames = _natural_clip()
+    fused = PCAVSAugment(**flags)
+    sequential = Compose(fused.transforms)
+    torch.manual_seed(21)
+    a = fused(frames)
+    torch.manual_seed(21)
+    b = sequential(frames)
+    assert a.shape == b.shape
+    assert (a - b).abs().mean() < 0.01
+    inner = (a - b)[..., 8:-8, 8:-8].abs()
+    assert inner.mean() < 0.01 and torch.quantile(inner.flatten(), 0.99) < 0.1
+
+
+def test_pcavs_colour_only_is_exact():
+    frames = _natural_clip()
+    torch.manual_seed(4)
+    a = PCAVSAugment(perspective=False, crop=False)(frames)
+    torch.manual_seed(4)
+    b = ColorTransfer()(frames)
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_warp_clips_matches_kornia_warp_perspective():
+    from kornia.geometry.transform import warp_perspective
+
+    from talkinghead.data.transforms import paper_perspective_matrix, warp_clips
+
+    frames = _natural_clip(t=2, size=64).unsqueeze(0).repeat(2, 1, 1, 1, 1)
+    m = paper_perspective_matrix(torch.tensor([3.0, 5.0]), torch.tensor([4.0, -6.0]), 64, 64)
+    ours = warp_clips(frames, m)
+    for k in range(2):
+        ref = warp_perspective(frames[k], m[k : k + 1].float().repeat(2, 1, 1), (64, 64), padding_mode="reflection", align_corners=True)
+        assert torch.allclose(ours[k], ref, atol=1e-4)
