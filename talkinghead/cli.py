@@ -3,6 +3,7 @@
   talkinghead synth --layout vox2 --out data/synthtalk/vox2     # write a SynthTalk corpus
   talkinghead preprocess --dataset vox2 --root R --store S      # raw corpus -> clip store
   talkinghead data --out data                                   # SynthTalk in every layout, preprocessed
+  talkinghead weights                                           # pretrained files: present or where to get them
 """
 from __future__ import annotations
 
@@ -72,6 +73,19 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_weights(args: argparse.Namespace) -> int:
+    from talkinghead import weights
+
+    rows = weights.status()
+    width = max(len(r["name"]) for r in rows)
+    print(f"pretrained files: ${weights.HOME_ENV} = {weights.home()}")
+    for r in rows:
+        state = "present " if r["present"] else "missing "
+        where = r["path"] if r["present"] else f"get: {r['source']}"
+        print(f"  {r['name']:<{width}}  {state} {r['purpose']}\n  {'':<{width}}           {where}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="talkinghead", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -110,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=list(LAYOUTS))
     synth_options(p)
     p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("weights", help="list the pretrained files the suite can use and whether each is present")
+    p.set_defaults(func=cmd_weights)
     return parser
 
 

@@ -9,28 +9,17 @@ Conventions
 """
 from __future__ import annotations
 
-import importlib.util
 from functools import lru_cache
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from talkinghead import weights
+
 # ---------------------------------------------------------------------------------------------
 # Landmark detection backends
 # ---------------------------------------------------------------------------------------------
-
-
-def _face_recognition_models_dir() -> Path:
-    """Folder of the dlib model files shipped by `face-recognition-models` (found without importing
-    the package, which needs pkg_resources)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "dlib landmark models not found: install the package `face-recognition-models` "
-            "(pip install face-recognition-models); it ships shape_predictor_68_face_landmarks.dat"
-        )
-    return Path(list(spec.submodule_search_locations)[0]) / "models"
 
 
 class DlibLandmarks:
@@ -47,9 +36,7 @@ class DlibLandmarks:
 
         self.upsample = upsample
         self._detector = dlib.get_frontal_face_detector()
-        self._predictor = dlib.shape_predictor(
-            str(_face_recognition_models_dir() / "shape_predictor_68_face_landmarks.dat")
-        )
+        self._predictor = dlib.shape_predictor(str(weights.resolve("dlib_landmarks68")))
         self._dlib = dlib
 
     def __call__(self, image: np.ndarray) -> np.ndarray | None:
