@@ -2,8 +2,19 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from talkinghead.data.synthtalk.generate import SynthConfig, generate
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tests run two pytest workers on two cores: one intra-op thread each avoids oversubscription
+    (OpenMP spinning made small forwards 10-60x slower on a loaded machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 TINY_VOX2 = SynthConfig(layout="vox2", train_identities=3, test_identities=1, clips_per_video=1, duration=1.6)
 
