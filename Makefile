@@ -5,10 +5,15 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test data bench-data clean
+.PHONY: help setup test data train bench bench-data bench-metrics clean
+
+METHOD ?= pcavs
+DATASET ?= synth
+METHODS ?= ground_truth static
+SYNTH_STORE := data/store/synth-vox2
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +29,18 @@ test: $(STAMP) ## run the whole test suite
 
 data: $(STAMP) ## generate SynthTalk (VoxCeleb2, LRW, MEAD layouts) under data/ and preprocess it into clip stores
 	$(BIN)/talkinghead data --out data
+
+$(SYNTH_STORE)/index.json: | $(STAMP)
+	$(BIN)/talkinghead data --out data --layouts vox2
+
+train: $(STAMP) $(SYNTH_STORE)/index.json ## train METHOD (syncnet, pcavs) on SynthTalk, making the data first if missing: make train METHOD=pcavs
+	$(BIN)/talkinghead train --method $(METHOD) -- --store $(SYNTH_STORE) $(ARGS)
+
+bench: $(STAMP) $(if $(filter synth,$(DATASET)),$(SYNTH_STORE)/index.json) ## score METHODS on DATASET: make bench DATASET=synth METHODS="ground_truth static" [CLIPS=N] [ARGS=...]
+	$(BIN)/talkinghead bench --dataset $(DATASET) --methods $(METHODS) $(if $(CLIPS),--clips $(CLIPS)) $(ARGS)
+
+bench-metrics: $(STAMP) ## CPBD and LSE cost next to the reference implementations (benchmarks/perf/metrics.py)
+	$(BIN)/python benchmarks/perf/metrics.py
 
 bench-data: $(STAMP) ## data-loading and preprocessing throughput (benchmarks/perf/data.py)
 	$(BIN)/python benchmarks/perf/data.py

@@ -3,6 +3,8 @@
   talkinghead synth --layout vox2 --out data/synthtalk/vox2     # write a SynthTalk corpus
   talkinghead preprocess --dataset vox2 --root R --store S      # raw corpus -> clip store
   talkinghead data --out data                                   # SynthTalk in every layout, preprocessed
+  talkinghead train --method syncnet --store data/store/synth-vox2   # train a method (options: its trainer's)
+  talkinghead bench --dataset synth --methods ground_truth static   # score methods, write the results table
   talkinghead weights                                           # pretrained files: present or where to get them
 """
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from talkinghead.bench.cli import add_bench_parser
 from talkinghead.data.corpora import READERS
 from talkinghead.data.synthtalk.generate import LAYOUTS, SynthConfig
 
@@ -86,6 +89,28 @@ def cmd_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def trainable_methods() -> list[str]:
+    """Methods with a training entry point (`talkinghead/methods/<name>/train.py` with `main(argv)`)."""
+    import importlib.util
+    import pkgutil
+
+    import talkinghead.methods as methods
+
+    return sorted(info.name for info in pkgutil.iter_modules(methods.__path__)
+                  if info.ispkg and importlib.util.find_spec(f"talkinghead.methods.{info.name}.train") is not None)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import importlib
+
+    choices = trainable_methods()
+    if args.method not in choices:
+        print(f"talkinghead train: unknown method {args.method!r}; choose from: {', '.join(choices)}", file=sys.stderr)
+        return 2
+    options = [a for a in args.options if a != "--"]
+    return importlib.import_module(f"talkinghead.methods.{args.method}.train").main(options)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="talkinghead", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -124,6 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=list(LAYOUTS))
     synth_options(p)
     p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("train", help="train a method; options after the method go to its trainer "
+                       "(talkinghead train --method syncnet -- --help)")
+    p.add_argument("--method", required=True, help="method to train (e.g. syncnet, pcavs)")
+    p.add_argument("options", nargs=argparse.REMAINDER, help="the method trainer's own options")
+    p.set_defaults(func=cmd_train)
+
+    add_bench_parser(sub)
 
     p = sub.add_parser("weights", help="list the pretrained files the suite can use and whether each is present")
     p.set_defaults(func=cmd_weights)

@@ -1,0 +1,375 @@
+"""Benchmark protocols: which clips of which store, driven by which signals.
+
+A `Protocol` names a clip store, the split to evaluate (``test``: identities unseen in training),
+how many clips, and the *setting*:
+
+``self`` (the papers' self-driven / reconstruction setting; PC-AVS, PD-FGC and Rhythmic Head
+    Table 1): the reference image is the clip's first frame, the driving audio is the clip's own
+    audio, and the clip's own frames are the pose, eye and emotion sources. The generated clip
+    should reproduce the real one, so every metric is defined.
+``cross`` (PD-FGC's cross-video setting, its appendix A.3): the reference image and the audio
+    still come from the clip, but "the first frame from another random test video clip" drives
+    all non-lip motions. Here the other clip is chosen deterministically in the same split, with
+    a different emotion label when the store has them (MEAD) and a different speaker when
+    possible; which sources it drives (`Protocol.cross_sources`, default pose, eye and emotion)
+    and whether its first frame is repeated (`cross_frames="first"`, PD-FGC) or its frames are
+    played (``"all"``, frame min(t, len - 1) at t) are protocol fields. There is no recording of
+    "this person saying this with that expression and pose", so **metrics that need ground truth
+    (inputs ``real``: SSIM, PSNR, LMD, FID, ...) are reported n/a** in this setting; the others
+    (LSE-C / LSE-D / NLSE-C, CPBD, CSIM against the reference) are computed as usual. We chose
+    n/a over scoring against the source clip because that clip differs in identity, speech and
+    timing, so such a number would mix up what it measures. (PD-FGC scores this setting by the
+    MSE of 3D-reconstructed expression parameters against the driving frame; no such metric is in
+    the suite yet.)
+
+Clip selection is deterministic and stable: the split's clips (with at least ``min_frames``
+frames) are ranked by ``sha1(f"{seed}:{clip_id}")`` and the first ``num_clips`` are taken, then
+sorted by clip_id. The result depends only on the clip ids and the seed, never on the index
+order, and adding clips to a store changes a selection only where a new clip ranks in.
+
+Registered protocols (`PROTOCOLS`; the store path is the default, `get_protocol(store=...)`
+overrides it):
+
+=============  ===========================  =========  =======================================
+name           store                        setting    published rows (report)
+=============  ===========================  =========  =======================================
+synth          data/store/synth-vox2        self       none (synthetic data)
+synth-mead     data/store/synth-mead        cross      none
+vox2           data/store/vox2              self       VoxCeleb2 (PC-AVS, PD-FGC, Rhythmic Head)
+lrw            data/store/lrw               self       LRW (PC-AVS)
+mead           data/store/mead              self       MEAD (PD-FGC)
+mead-cross     data/store/mead              cross      none
+=============  ===========================  =========  =======================================
+
+Clip counts default to the papers' where stated: 500 VoxCeleb2 and 460 MEAD test clips
+(PD-FGC, appendix A.1); LRW 500 (PC-AVS does not say how many); synthetic stores 50.
+The methods are trained on VoxCeleb2, so NLSE-C's reference LSE-C for the MEAD protocols is
+measured on the VoxCeleb2 store's train split (`Protocol.train_store`), as in PD-FGC's Table 1.
+
+MEAD has no official split (see `talkinghead.data.corpora.mead.mead_split`); a small MEAD store
+may have no test actor, so the MEAD protocols fall back to ``val`` and then ``train`` (with a
+warning, and the split used recorded in run.json).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+from talkinghead.bench.methods import GenerationRequest
+
+__all__ = [
+    "PROTOCOLS",
+    "CROSS_SOURCES",
+    "SETTINGS",
+    "ClipData",
+    "Protocol",
+    "Selection",
+    "get_protocol",
+    "load_clip",
+    "protocol_names",
+    "rank_clips",
+    "register_protocol",
+    "select_clips",
+    "train_clips",
+]
+
+SETTINGS = ("self", "cross")
+#: request sources the cross-driven setting may take from another clip
+CROSS_SOURCES = ("pose", "eye", "emotion")
+GROUND_TRUTH_INPUTS = ("real", "real_landmarks")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One benchmark protocol (see the module docstring).
+
+    name:            registry name (also in the run folder's name).
+    dataset:         corpus layout of the store: vox2, lrw or mead.
+    store:           default clip store folder.
+    setting:         "self" or "cross".
+    split:           split evaluated.
+    fallback_splits: splits tried, in order, when `split` has no usable clip.
+    num_clips:       clips evaluated (fewer when the split has fewer).
+    seed:            selection seed.
+    min_frames:      shortest usable clip (SyncNet needs 5 frames plus context).
+    train_split:     split whose real clips give NLSE-C's reference LSE-C (the methods' training data).
+    train_store:     store holding that training data when it is not `store` (None: `store`).
+    cross_sources:   request sources taken from the other clip in the cross setting.
+    cross_frames:    "first": that clip's first frame repeated (PD-FGC); "all": its frames.
+    published:       key of `benchmarks/published.yaml` whose rows the report adds, or None.
+    description:     one line for listings and the report.
+    """
+
+    name: str
+    dataset: str
+    store: str
+    setting: str = "self"
+    split: str = "test"
+    fallback_splits: tuple[str, ...] = ()
+    num_clips: int = 50
+    seed: int = 0
+    min_frames: int = 12
+    train_split: str = "train"
+    train_store: str | None = None
+    cross_sources: tuple[str, ...] = CROSS_SOURCES
+    cross_frames: str = "first"
+    published: str | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.setting not in SETTINGS:
+            raise ValueError(f"protocol {self.name!r}: setting must be one of {SETTINGS}, got {self.setting!r}")
+        unknown = [s for s in self.cross_sources if s not in CROSS_SOURCES]
+        if unknown or not self.cross_sources:
+            raise ValueError(f"protocol {self.name!r}: cross_sources must be a non-empty subset of {CROSS_SOURCES}, "
+                             f"got {self.cross_sources}")
+        if self.cross_frames not in ("first", "all"):
+            raise ValueError(f"protocol {self.name!r}: cross_frames must be 'first' or 'all', got {self.cross_frames!r}")
+        if self.num_clips < 1:
+            raise ValueError(f"protocol {self.name!r}: num_clips must be >= 1, got {self.num_clips}")
+
+    def replace(self, **changes: Any) -> "Protocol":
+        """A copy with some fields changed (None values are ignored)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PROTOCOLS: dict[str, Protocol] = {}
+
+
+def register_protocol(protocol: Protocol) -> Protocol:
+    if protocol.name in PROTOCOLS:
+        raise ValueError(f"protocol {protocol.name!r} is already registered")
+    PROTOCOLS[protocol.name] = protocol
+    return protocol
+
+
+def protocol_names() -> list[str]:
+    return sorted(PROTOCOLS)
+
+
+def get_protocol(name: str, **overrides: Any) -> Protocol:
+    """Protocol `name` with `overrides` (store, setting, split, num_clips, seed, ...; None ignored).
+
+    An unknown name lists the valid ones."""
+    if name not in PROTOCOLS:
+        raise KeyError(f"unknown protocol {name!r}; choose from: {', '.join(protocol_names())}")
+    protocol = PROTOCOLS[name].replace(**overrides)
+    if "store" in overrides and overrides["store"] is not None:
+        protocol = dataclasses.replace(protocol, store=str(overrides["store"]))
+    return protocol
+
+
+for _p in (
+    Protocol("synth", "vox2", "data/store/synth-vox2",
+             description="SynthTalk in the VoxCeleb2 layout, test identities, self-driven"),
+    Protocol("synth-mead", "mead", "data/store/synth-mead", setting="cross", fallback_splits=("val", "train"),
+             train_store="data/store/synth-vox2",
+             description="SynthTalk in the MEAD layout, cross-driven (another clip's first frame drives pose, "
+                         "eyes and expression)"),
+    Protocol("vox2", "vox2", "data/store/vox2", num_clips=500, published="vox2",
+             description="VoxCeleb2 test identities, self-driven (PC-AVS / PD-FGC / Rhythmic Head Table 1)"),
+    Protocol("lrw", "lrw", "data/store/lrw", num_clips=500, published="lrw",
+             description="LRW test split, self-driven (PC-AVS Table 1)"),
+    Protocol("mead", "mead", "data/store/mead", num_clips=460, fallback_splits=("val", "train"),
+             train_store="data/store/vox2", published="mead",
+             description="MEAD held-out actors, self-driven (PD-FGC Table 1)"),
+    Protocol("mead-cross", "mead", "data/store/mead", num_clips=100, setting="cross",
+             fallback_splits=("val", "train"), train_store="data/store/vox2",
+             description="MEAD held-out actors, cross-video driving (PD-FGC Table 2 setting)"),
+):
+    register_protocol(_p)
+
+
+# ---------------------------------------------------------------------------------------------
+# selection
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Selection:
+    """One clip to evaluate and where its driving signals come from.
+
+    entry:          the store's index entry of the clip (clip_id, file, split, labels, ...).
+    setting:        "self" or "cross".
+    source:         index entry of the clip driving the cross sources (the clip itself when self-driven).
+    cross_sources:  which request sources `source` drives (empty when self-driven).
+    cross_frames:   "first" (source's first frame repeated) or "all" (its frames).
+    """
+
+    entry: dict
+    setting: str
+    source: dict
+    cross_sources: tuple[str, ...] = ()
+    cross_frames: str = "first"
+
+    @property
+    def clip_id(self) -> str:
+        return self.entry["clip_id"]
+
+    def to_dict(self) -> dict:
+        return {"clip_id": self.clip_id, "split": self.entry.get("split"), "speaker": self.entry.get("speaker"),
+                "num_frames": self.entry.get("num_frames"), "labels": self.entry.get("labels") or {},
+                "setting": self.setting, "source": self.source["clip_id"], "cross_sources": list(self.cross_sources),
+                "cross_frames": self.cross_frames}
+
+
+def _rank(seed: int, clip_id: str) -> str:
+    return hashlib.sha1(f"{seed}:{clip_id}".encode("utf-8")).hexdigest()
+
+
+def rank_clips(entries: list[dict], count: int, seed: int = 0) -> list[dict]:
+    """The `count` entries ranked first by sha1(f"{seed}:{clip_id}"), sorted by clip_id."""
+    chosen = sorted(entries, key=lambda e: _rank(seed, e["clip_id"]))[: max(0, int(count))]
+    return sorted(chosen, key=lambda e: e["clip_id"])
+
+
+def _usable(store: Any, split: str, min_frames: int) -> list[dict]:
+    return [e for e in store.clips(split) if int(e.get("num_frames") or 0) >= min_frames]
+
+
+def _cross_source(entry: dict, pool: list[dict], seed: int) -> dict:
+    """Another clip for the cross-driven setting: different emotion (when labelled) and speaker if
+    possible, ties broken by the seeded hash; deterministic."""
+    others = [e for e in pool if e["clip_id"] != entry["clip_id"]]
+    if not others:
+        raise ValueError(f"{entry['clip_id']}: the cross-driven setting needs another clip in the split")
+    emotion = (entry.get("labels") or {}).get("emotion")
+
+    def preference(e: dict) -> tuple:
+        other_emotion = (e.get("labels") or {}).get("emotion")
+        same_emotion = emotion is not None and other_emotion == emotion
+        return (same_emotion, e.get("speaker") == entry.get("speaker"), _rank(seed, entry["clip_id"] + "|" + e["clip_id"]))
+
+    return min(others, key=preference)
+
+
+def select_clips(store: Any, protocol: Protocol) -> tuple[list[Selection], str]:
+    """The protocol's clips of `store` (a ClipStore) and the split they came from.
+
+    Raises ValueError (naming the splits the store has) when no split has a usable clip.
+    """
+    tried = (protocol.split, *protocol.fallback_splits)
+    for split in tried:
+        pool = _usable(store, split, protocol.min_frames)
+        if pool:
+            break
+    else:
+        have = sorted({str(e.get("split")) for e in store.clips()})
+        raise ValueError(f"{getattr(store, 'root', store)}: no clip with >= {protocol.min_frames} frames in split(s) "
+                         f"{', '.join(tried)} (the store has splits: {', '.join(have) or 'none'})")
+    if split != protocol.split:
+        warnings.warn(f"protocol {protocol.name!r}: no usable clip in split {protocol.split!r}; "
+                      f"evaluating split {split!r} instead", stacklevel=2)
+    chosen = rank_clips(pool, protocol.num_clips, protocol.seed)
+    selections = []
+    for entry in chosen:
+        if protocol.setting == "cross":
+            selections.append(Selection(entry, "cross", _cross_source(entry, pool, protocol.seed),
+                                        tuple(protocol.cross_sources), protocol.cross_frames))
+        else:
+            selections.append(Selection(entry, "self", entry))
+    return selections, split
+
+
+def train_clips(store: Any, protocol: Protocol, count: int) -> list[dict]:
+    """Real training clips for NLSE-C's reference LSE-C: `count` clips of `protocol.train_split`
+    of `store` (the protocol's training store) chosen like the test clips (seeded hash, stable)."""
+    return rank_clips(_usable(store, protocol.train_split, protocol.min_frames), count, protocol.seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# loading a clip into a request
+# ---------------------------------------------------------------------------------------------
+def frames_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (T, H, W, 3) RGB -> float32 (T, 3, H, W) in [0, 1]."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def _fit_length(frames: torch.Tensor, length: int) -> torch.Tensor:
+    """Frame min(t, len - 1) at position t, for t < length."""
+    import torch
+
+    idx = torch.clamp(torch.arange(length), max=len(frames) - 1)
+    return frames[idx]
+
+
+@dataclass
+class ClipData:
+    """A loaded clip: the request for the methods and the metrics' ground-truth inputs.
+
+    real / real_landmarks are None in the cross-driven setting (ground truth undefined).
+    real_landmarks: the store's dlib-68 landmarks of the real frames (T, 68, 2) in the frames'
+    pixels, NaN rows where the detector found no face.
+    """
+
+    selection: Selection
+    request: GenerationRequest
+    real_frames: torch.Tensor  # the clip's own frames (for the ground_truth baseline)
+    real: torch.Tensor | None
+    real_landmarks: torch.Tensor | None
+    file: str
+
+    def metric_inputs(self, fake: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        """Every clip input a metric may ask for (see `talkinghead.metrics.base`)."""
+        return {"fake": fake, "real": self.real, "audio": self.request.audio,
+                "reference": self.request.reference, "real_landmarks": self.real_landmarks}
+
+
+def load_clip(store: Any, selection: Selection) -> ClipData:
+    """Read a selected clip from `store` and build its request (see the module docstring)."""
+    import torch
+
+    entry = selection.entry
+    keys = ["audio", "landmarks", "frame_offsets"]
+    has_found = hasattr(store, "has") and store.has(entry, "landmarks_found")
+    arrays = store.load(entry, keys + (["landmarks_found"] if has_found else []))
+    count = len(arrays["frame_offsets"]) - 1
+    frames = frames_tensor(store.load_frames(entry, range(count)))
+    if count < 1:
+        raise ValueError(f"{entry['clip_id']}: no frames")
+    audio = torch.from_numpy(np.asarray(arrays["audio"], np.float32).copy())
+    sources = {"pose": frames, "eye": frames, "emotion": frames}
+    if selection.cross_sources:
+        source = selection.source
+        if selection.cross_frames == "first":
+            driving = frames_tensor(store.load_frames(source, [0])).expand(count, -1, -1, -1)
+        else:
+            n = int(len(store.load(source, ["frame_offsets"])["frame_offsets"]) - 1)
+            driving = _fit_length(frames_tensor(store.load_frames(source, range(n))), count)
+        if tuple(driving.shape[1:]) != tuple(frames.shape[1:]):
+            raise ValueError(f"{entry['clip_id']}: frames of the driving clip {source['clip_id']} are "
+                             f"{tuple(driving.shape[1:])}, the clip's {tuple(frames.shape[1:])}")
+        for name in selection.cross_sources:
+            sources[name] = driving
+    request = GenerationRequest(
+        clip_id=entry["clip_id"], reference=frames[0].clone(), audio=audio, num_frames=count,
+        pose_source=sources["pose"], eye_source=sources["eye"], emotion_source=sources["emotion"],
+        labels=dict(entry.get("labels") or {}), setting=selection.setting, source_clip_id=selection.source["clip_id"],
+    )
+    landmarks = np.asarray(arrays["landmarks"], np.float32).copy()
+    if has_found:  # frames where the detector found no face: NaN rows (the store interpolates them)
+        landmarks[~np.asarray(arrays["landmarks_found"], bool)] = np.nan
+    landmarks = torch.from_numpy(landmarks)
+    self_driven = selection.setting == "self"
+    path = store.path(entry) if hasattr(store, "path") else entry.get("file")
+    # the metrics' copy of the real frames is separate from the request's sources, so a method
+    # that writes into its inputs cannot change the ground truth it is scored against
+    return ClipData(selection, request, frames, frames.clone() if self_driven else None,
+                    landmarks if self_driven else None, str(path))
+
+
+def ground_truth_available(setting: str) -> bool:
+    """Whether metrics with ground-truth inputs (`GROUND_TRUTH_INPUTS`) are defined in `setting`."""
+    return setting == "self"
+

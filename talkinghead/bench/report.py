@@ -1,0 +1,423 @@
+"""Writing a benchmark run: table, CSV, JSON lines, bar charts, sample videos, W&B.
+
+`write_report(result)` writes into the run folder (every file atomically):
+
+table.md        the results table shaped like the papers' Table 1: one row per method, one
+                column per metric column with its direction (↑ higher is better, ↓ lower is
+                better), a "clips" column (scored / selected), then the papers' numbers for the
+                protocol's dataset as rows marked "(published)" (from benchmarks/published.yaml;
+                VoxCeleb2, LRW and MEAD). "n/a" cells carry a footnote with the reason; further
+                footnotes name the protocol, the SyncNet behind LSE numbers, the CSIM embedding
+                and any failed clips.
+results.csv     the same rows (n/a cells empty; kind = measured | published).
+results.jsonl   one JSON line per measured method with all its numbers (stylegan3 style); the
+                same lines are appended to <bench_root>/results.jsonl, the history of every run.
+plots/<column>.png   one bar chart per column (matplotlib, Agg backend): measured methods, then
+                published values hatched.
+samples/<clip>.mp4   one file per sample clip: the methods side by side (columns, labelled), with
+                the clip's audio (`talkinghead.data.video.write_video`).
+wandb/          when wandb is installed: the table, plots and videos logged to a W&B run in
+                offline mode unless WANDB_API_KEY is set (WANDB_MODE=disabled turns it off).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from talkinghead.fileio import atomic_write, atomic_write_text
+
+__all__ = [
+    "PUBLISHED_FILE",
+    "format_value",
+    "load_published",
+    "log_wandb",
+    "markdown_table",
+    "plot_columns",
+    "published_rows",
+    "write_csv",
+    "write_jsonl",
+    "write_report",
+    "write_samples",
+]
+
+PUBLISHED_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "published.yaml"
+UP, DOWN = "↑", "↓"
+_ALIASES = {"syncconf": "lsec", "lsec": "lsec", "confidence": "lsec"}
+
+
+def _key(column: str) -> str:
+    key = re.sub(r"[^a-z0-9]", "", column.lower())
+    return _ALIASES.get(key, key)
+
+
+def format_value(value: float | None) -> str:
+    """A table cell: 3 decimals below 10, 2 below 100, else 1 (n/a handled by the caller)."""
+    if value is None:
+        return "n/a"
+    magnitude = abs(value)
+    return f"{value:.3f}" if magnitude < 10 else f"{value:.2f}" if magnitude < 100 else f"{value:.1f}"
+
+
+# ---------------------------------------------------------------------------------------------
+# published numbers
+# ---------------------------------------------------------------------------------------------
+def load_published(path: str | Path | None = None) -> dict[str, list[dict]]:
+    """{dataset key: [{method, source, values, note}]} from benchmarks/published.yaml ({} if absent)."""
+    import yaml
+
+    path = Path(path) if path is not None else PUBLISHED_FILE
+    if not path.is_file():
+        return {}
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of dataset -> rows")
+    for key, rows in data.items():
+        for row in rows:
+            if not isinstance(row, dict) or "method" not in row or not isinstance(row.get("values"), dict):
+                raise ValueError(f"{path}: rows of {key!r} need `method` and a `values` mapping, got {row!r}")
+    return data
+
+
+def published_rows(columns: list[str], key: str | None, path: str | Path | None = None) -> list[dict]:
+    """Published rows for dataset `key` restricted to `columns` (rows with none of them dropped).
+
+    Each: {method: '<name> (published)', source, note, values: {our column: number}}.
+    """
+    if key is None:
+        return []
+    by_key = {_key(c): c for c in columns}
+    rows = []
+    for row in load_published(path).get(key, []):
+        values = {by_key[_key(c)]: float(v) for c, v in row["values"].items() if _key(c) in by_key}
+        if values:
+            rows.append({"method": f"{row['method']} (published)", "source": row.get("source", ""),
+                         "note": row.get("note"), "values": values})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# table
+# ---------------------------------------------------------------------------------------------
+def _footnotes() -> tuple[dict[str, int], Callable[[str], str]]:
+    notes: dict[str, int] = {}
+
+    def mark(text: str) -> str:
+        if text not in notes:
+            notes[text] = len(notes) + 1
+        return f"[^{notes[text]}]"
+
+    return notes, mark
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _metric_notes(result: Any) -> list[str]:
+    lines = []
+    lse = [name for name, info in result.metric_info.items() if info.get("uses_syncnet")]
+    if lse:
+        cols = ", ".join(c for c, m in result.column_metric.items() if m in lse)
+        syncnet = result.syncnet or {}
+        if syncnet.get("name"):
+            lines.append(f"{cols}: SyncNet = {syncnet['name']} ({syncnet.get('kind')}, checkpoint "
+                         f"`{syncnet.get('checkpoint')}`, sha256 {str(syncnet.get('sha256'))[:12]}).")
+        else:
+            lines.append(f"{cols}: no SyncNet ({syncnet.get('error', 'not resolved')}).")
+        reference = result.run_info.get("nlse_reference") or {}
+        if reference.get("mean") is not None:
+            lines.append(f"NLSE-C reference: LSE-C of {reference.get('clips')} real "
+                         f"{result.protocol.train_split}-split clips = {reference['mean']:.3f}.")
+        if any(_key(c) == "nlsec" for c in result.columns):
+            lines.append("NLSE-C = (LSE-C - LSE-C of real training clips) / the latter, signed: closer to 0 is "
+                         "better (PD-FGC prints its absolute value).")
+    for name, info in result.metric_info.items():
+        if name.lower().startswith("csim") or any(_key(c).startswith("csim") for c in info["columns"]):
+            if info.get("status") == "ok":
+                lines.append(f"CSIM: embedding = {info.get('description') or name}.")
+            else:
+                lines.append(f"CSIM: not computed ({info.get('reason')}).")
+    return lines
+
+
+def markdown_table(result: Any, published: list[dict] | None = None) -> str:
+    """The run's table in GitHub markdown (see the module docstring)."""
+    columns = list(result.columns)
+    notes, mark = _footnotes()
+    header = ["Method", "clips"] + [f"{c} {UP if result.columns[c] else DOWN}" for c in columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---", "---:"] + ["---:"] * len(columns)) + "|"]
+    total = len(result.selections)
+    for m in result.methods:
+        cells = [_cell(m.name), f"{m.clips_ok}/{total}"]
+        if m.clips_failed:
+            cells[1] += mark(f"{m.name}: {m.clips_failed} of {total} clips failed; see errors in results.json "
+                             f"(first: {m.errors[0]['clip_id'] or 'build'}: {m.errors[0]['error']})"
+                             if m.errors else f"{m.name}: {m.clips_failed} clips failed")
+        for column in columns:
+            value = m.values.get(column)
+            cells.append(format_value(value) if value is not None else "n/a" + mark(_cell(m.na.get(column, "not computed"))))
+        lines.append("| " + " | ".join(cells) + " |")
+    for row in published or []:
+        source = mark(f"{row['source']}" + (f"; {row['note']}" if row.get("note") else ""))
+        cells = [_cell(row["method"]) + source, "–"] + [format_value(row["values"][c]) if c in row["values"] else "–"
+                                                          for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+
+    protocol = result.protocol
+    about = [f"Protocol `{protocol.name}`: {protocol.description or protocol.dataset}; store `{protocol.store}`, "
+             f"split `{result.split}`, {total} clips, {protocol.setting}-driven (reference = first frame, own "
+             f"audio{', emotion from another clip' if protocol.setting == 'cross' else ', own frames as pose/eye/emotion source'})."]
+    about += _metric_notes(result)
+    if published:
+        about.append("(published) rows are the papers' numbers from their own pipelines (official SyncNet, "
+                      "their landmark detector and LMD convention, ArcFace): context, not measured here.")
+    out = [f"## Benchmark `{protocol.name}` ({result.run_dir.name})", "", *lines, ""]
+    out += [f"- {line}" for line in about]
+    if notes:
+        out.append("")
+        out += [f"[^{n}]: {text}" for text, n in notes.items()]
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# CSV / JSON lines
+# ---------------------------------------------------------------------------------------------
+def write_csv(result: Any, path: Path, published: list[dict] | None = None) -> Path:
+    columns = list(result.columns)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["method", "kind", "clips_ok", "clips_failed", *columns])
+    for m in result.methods:
+        writer.writerow([m.name, "measured", m.clips_ok, m.clips_failed,
+                         *["" if m.values.get(c) is None else repr(m.values[c]) for c in columns]])
+    for row in published or []:
+        writer.writerow([row["method"], "published", "", "", *[row["values"].get(c, "") for c in columns]])
+    return atomic_write_text(path, buffer.getvalue())
+
+
+def jsonl_records(result: Any) -> list[dict]:
+    """One record per measured method (what results.jsonl holds)."""
+    stamp = result.run_info.get("finished") or time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    syncnet = (result.syncnet or {}).get("name")
+    return [{
+        "run": result.run_dir.name, "run_dir": str(result.run_dir), "timestamp": stamp,
+        "protocol": result.protocol.name, "dataset": result.protocol.dataset, "split": result.split,
+        "setting": result.protocol.setting, "num_clips": len(result.selections),
+        "method": m.name, "checkpoint": m.info.get("checkpoint"), "results": m.values, "na": m.na,
+        "clips_ok": m.clips_ok, "clips_failed": m.clips_failed, "syncnet": syncnet,
+    } for m in result.methods]
+
+
+def write_jsonl(records: list[dict], path: Path, append: bool = False) -> Path:
+    """Write (or append to) a JSON-lines file; the whole file is replaced atomically."""
+    old = path.read_text() if append and path.is_file() else ""
+    if old and not old.endswith("\n"):
+        old += "\n"
+    return atomic_write_text(path, old + "".join(json.dumps(r, default=str) + "\n" for r in records))
+
+
+# ---------------------------------------------------------------------------------------------
+# plots
+# ---------------------------------------------------------------------------------------------
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "column"
+
+
+def plot_columns(result: Any, folder: Path, published: list[dict] | None = None) -> list[Path]:
+    """One PNG bar chart per column: measured methods (n/a marked), then published values hatched."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure  # Figure + Agg canvas, no pyplot: no global state, no GUI
+
+    paths = []
+    for column, higher in result.columns.items():
+        names, values, styles = [], [], []
+        for m in result.methods:
+            names.append(m.name)
+            values.append(m.values.get(column))
+            styles.append("measured")
+        for row in published or []:
+            if column in row["values"]:
+                names.append(row["method"].replace(" (published)", "\n(published)"))
+                values.append(row["values"][column])
+                styles.append("published")
+        fig = Figure(figsize=(max(4.0, 1.1 * len(names) + 1.5), 3.6), dpi=100)
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        xs = np.arange(len(names))
+        heights = [v if v is not None else 0.0 for v in values]
+        colors = ["#4C72B0" if s == "measured" else "#BBBBBB" for s in styles]
+        bars = ax.bar(xs, heights, color=colors, edgecolor="#333333")
+        for bar, value, style in zip(bars, values, styles):
+            if style == "published":
+                bar.set_hatch("//")
+            label = "n/a" if value is None else format_value(value)
+            ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
+                        fontsize=8, xytext=(0, 2), textcoords="offset points")
+        ax.set_xticks(xs, names, rotation=20 if len(names) > 3 else 0, ha="right" if len(names) > 3 else "center",
+                      fontsize=8)
+        ax.set_title(f"{column} ({'higher' if higher else 'lower'} is better) — {result.protocol.name}", fontsize=10)
+        ax.axhline(0, color="#333333", linewidth=0.8)
+        ax.margins(y=0.15)
+        fig.tight_layout()
+        path = folder / f"{_safe(column)}.png"
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+        paths.append(path)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# sample videos
+# ---------------------------------------------------------------------------------------------
+LABEL_HEIGHT = 24
+
+
+def _tile(frames: np.ndarray | None, label: str, count: int, size: tuple[int, int]) -> np.ndarray:
+    """(count, LABEL_HEIGHT + H, W, 3) uint8: a label band over the method's frames (grey if none)."""
+    import cv2
+
+    h, w = size
+    body = np.full((count, h, w, 3), 96, np.uint8)
+    if frames is not None:
+        body[: min(count, len(frames))] = frames[:count]
+    else:
+        for t in range(count):
+            cv2.putText(body[t], "failed", (w // 2 - 30, h // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (230, 230, 230), 1,
+                        cv2.LINE_AA)
+    band = np.full((LABEL_HEIGHT, w, 3), 20, np.uint8)
+    text = label if len(label) <= 26 else label[:25] + "…"
+    cv2.putText(band, text, (6, LABEL_HEIGHT - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+    return np.concatenate([np.broadcast_to(band, (count, *band.shape)), body], axis=1)
+
+
+def write_samples(result: Any, folder: Path, fps: float = 25.0, sample_rate: int = 16000) -> list[Path]:
+    """One mp4 per sample clip: methods side by side (config order), the clip's audio muxed in."""
+    from talkinghead.data.store import safe_name
+    from talkinghead.data.video import write_video
+
+    paths = []
+    order = [m.name for m in result.methods]
+    for clip_id, sample in result.samples.items():
+        frames = sample["frames"]
+        if not frames:
+            continue
+        count = min(len(f) for f in frames.values())
+        size = next(iter(frames.values())).shape[1:3]
+        tiles = [_tile(frames.get(name), name, count, size) for name in order]
+        grid = np.concatenate(tiles, axis=2)
+        if grid.shape[2] % 2:
+            grid = np.pad(grid, ((0, 0), (0, 0), (0, 1), (0, 0)))
+        if grid.shape[1] % 2:
+            grid = np.pad(grid, ((0, 0), (0, 1), (0, 0), (0, 0)))
+        audio = np.asarray(sample["audio"], np.float32)[: int(round(count / fps * sample_rate))]
+        path = folder / f"{safe_name(clip_id)}.mp4"
+        write_video(path, np.ascontiguousarray(grid), fps=fps, audio=audio if audio.size else None,
+                    sample_rate=sample_rate, preset="fast")
+        paths.append(path)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights & Biases
+# ---------------------------------------------------------------------------------------------
+def wandb_mode() -> str:
+    """W&B mode: $WANDB_MODE when set (e.g. disabled), else online with WANDB_API_KEY, else offline."""
+    explicit = os.environ.get("WANDB_MODE")
+    if explicit:
+        return explicit
+    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
+def log_wandb(result: Any, outputs: dict, published: list[dict] | None = None,
+              log: Callable[[str], None] = print) -> str | None:
+    """Log the table, plots and sample videos to a W&B run under <run folder>/wandb.
+
+    Returns the W&B run folder, or None when wandb is not installed, disabled, or fails (a
+    warning is printed; the benchmark never fails because of W&B).
+    """
+    try:
+        import wandb
+    except ImportError:
+        return None
+    mode = wandb_mode()
+    if mode == "disabled":
+        return None
+    run = None
+    try:
+        settings = wandb.Settings(silent=True, console="off", disable_git=True, save_code=False,
+                                  x_disable_stats=True, x_disable_machine_info=True)
+        config = {k: result.run_info.get(k) for k in ("protocol", "dataset", "split", "setting", "methods", "syncnet")}
+        run = wandb.init(project=os.environ.get("WANDB_PROJECT", "talkinghead-bench"), name=result.run_dir.name,
+                         dir=str(result.run_dir), mode=mode, job_type="bench", config=config, settings=settings)
+        columns = list(result.columns)
+        table = wandb.Table(columns=["method", "kind", "clips_ok", *columns])
+        for m in result.methods:
+            table.add_data(m.name, "measured", m.clips_ok, *[m.values.get(c) for c in columns])
+        for row in published or []:
+            table.add_data(row["method"], "published", None, *[row["values"].get(c) for c in columns])
+        payload: dict[str, Any] = {"results": table}
+        for path in outputs.get("plots", []):
+            payload[f"plots/{Path(path).stem}"] = wandb.Image(str(path))
+        for path in outputs.get("samples", []):
+            payload[f"samples/{Path(path).stem}"] = wandb.Video(str(path), format="mp4")
+        run.log(payload)
+        for m in result.methods:
+            for column, value in m.values.items():
+                if value is not None:
+                    run.summary[f"{m.name}/{column}"] = value
+        folder = str(Path(run.dir).parent)
+        run.finish()
+        return folder
+    except Exception as error:  # noqa: BLE001 - W&B is a convenience, never a failure
+        log(f"W&B logging skipped: {type(error).__name__}: {error}")
+        if run is not None:
+            try:
+                run.finish(exit_code=1)
+            except Exception:  # noqa: BLE001
+                pass
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# everything
+# ---------------------------------------------------------------------------------------------
+def write_report(result: Any, published: str | Path | None = None, wandb_log: bool = True,
+                 history: str | Path | None = None, log: Callable[[str], None] | None = None) -> dict:
+    """Write every report file of `result` into its run folder; returns {kind: path(s)}.
+
+    history: the JSON-lines file every run appends to (default <bench_root>/results.jsonl).
+    """
+    log = log or (lambda message: print(message, file=sys.stderr))
+    run_dir = Path(result.run_dir)
+    rows = published_rows(list(result.columns), result.protocol.published, published)
+    outputs: dict[str, Any] = {}
+    table = markdown_table(result, rows)
+    outputs["table"] = str(atomic_write_text(run_dir / "table.md", table))
+    outputs["csv"] = str(write_csv(result, run_dir / "results.csv", rows))
+    records = jsonl_records(result)
+    outputs["jsonl"] = str(write_jsonl(records, run_dir / "results.jsonl"))
+    bench_root = Path(result.run_info.get("config", {}).get("bench_root") or run_dir.parent)
+    history = Path(history) if history is not None else bench_root / "results.jsonl"
+    outputs["history"] = str(write_jsonl(records, history, append=True))
+    try:
+        outputs["plots"] = [str(p) for p in plot_columns(result, run_dir / "plots", rows)]
+    except ImportError as error:
+        log(f"plots skipped: {error} (pip install matplotlib)")
+        outputs["plots"] = []
+    try:
+        outputs["samples"] = [str(p) for p in write_samples(result, run_dir / "samples")]
+    except Exception as error:  # noqa: BLE001 - a video encoder problem must not lose the numbers
+        log(f"sample videos skipped: {type(error).__name__}: {error}")
+        outputs["samples"] = []
+    if wandb_log:
+        outputs["wandb"] = log_wandb(result, outputs, rows, log)
+    log(f"results: {run_dir}\n\n{table}")
+    return outputs
