@@ -13,12 +13,13 @@ models are returned as paths for dlib's own loaders.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from talkinghead.fileio import sha256_file
 
 __all__ = [
     "ASSETS",
@@ -135,18 +136,10 @@ def _missing_message(item: Asset) -> str:
 _VERIFIED: set[Path] = set()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _verify(item: Asset, path: Path) -> None:
     if item.sha256 is None or path in _VERIFIED:
         return
-    actual = _sha256(path)
+    actual = sha256_file(path)
     if actual != item.sha256:
         raise WeightsChecksumError(
             f"{path}: sha256 {actual} does not match the registered {item.sha256} for {item.name!r}; "

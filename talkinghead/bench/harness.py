@@ -69,7 +69,7 @@ from tqdm import tqdm
 from talkinghead.bench import protocol as protocols
 from talkinghead.bench.methods import build_method, describe, method_spec
 from talkinghead.bench.protocol import GROUND_TRUTH_INPUTS, Protocol, Selection, get_protocol, load_clip
-from talkinghead.fileio import atomic_write_text
+from talkinghead.fileio import atomic_write_text, sha256_file
 
 __all__ = [
     "BenchConfig",
@@ -253,14 +253,6 @@ def _sync_confidence(model: Any, frames: torch.Tensor, audio: torch.Tensor) -> f
     return float(torch.as_tensor(scores).float().mean())
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _model_to(model: Any, device: str) -> Any:
     if isinstance(model, torch.nn.Module):
         model = model.to(device).eval()
@@ -311,7 +303,7 @@ def resolve_syncnet(config: BenchConfig, store: Any, log: Callable[[str], None] 
     loaded = loader(checkpoint)
     model, name = loaded if isinstance(loaded, tuple) else (loaded, f"SyncNet ({checkpoint.name})")
     model = _model_to(model, config.device)
-    return SyncNetChoice(model, str(name), config.syncnet, checkpoint, _file_sha256(checkpoint), trained)
+    return SyncNetChoice(model, str(name), config.syncnet, checkpoint, sha256_file(checkpoint), trained)
 
 
 def real_sync_confidence(

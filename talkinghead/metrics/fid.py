@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from torchmetrics.utilities import dim_zero_cat
 
 from talkinghead import weights
-from talkinghead.fileio import atomic_write
+from talkinghead.fileio import atomic_write, sha256_file
 from talkinghead.metrics.base import ClipMetric, register_metric
 
 __all__ = [
@@ -236,14 +236,6 @@ def cached_statistics(
     return stats
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def store_real_statistics(
     store,
     clip_ids: Sequence[str] | None = None,
@@ -271,7 +263,7 @@ def store_real_statistics(
         files.append([e["clip_id"], st.st_size, st.st_mtime_ns])
     parts = {
         "kind": "clip-store-real-frames",
-        "index_sha256": _file_sha256(store.root / INDEX_FILE),
+        "index_sha256": sha256_file(store.root / INDEX_FILE),
         "clips": files,
         "frames_per_clip": frames_per_clip,
     }

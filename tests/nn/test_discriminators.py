@@ -6,15 +6,6 @@ import torch
 
 from talkinghead.nn.discriminators import MultiscaleDiscriminator, MultiscaleDiscriminatorConfig
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small ops: one intra-op thread is much faster than two on a shared, loaded 2-core CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 
 def official_discriminator_keys() -> dict[str, tuple[int, ...]]:
     """Official PC-AVS MultiscaleDiscriminator (num_D 2, n_layers_D 4, ndf 64, spectralinstance,

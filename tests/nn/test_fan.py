@@ -14,16 +14,6 @@ from talkinghead.nn.fan import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP's spinning threads make these small
-    convolutions tens of times slower than a single thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------------------------------------
 # Official key tables, written out from PC-AVS models/networks/FAN_feature_extractor.py and
 # encoder.py (FanEncoder) / PD-FGC lib/models/networks/encoder.py; not derived from our modules.

@@ -19,15 +19,6 @@ from talkinghead.nn.losses import (
     softmax_contrastive_loss,
 )
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small ops: one intra-op thread is much faster than two on a shared, loaded 2-core CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 
 # ------------------------------------------------------------------ hinge
 

@@ -15,16 +15,6 @@ from talkinghead.nn.resnet import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP's spinning threads make these small
-    convolutions tens of times slower than a single thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------------------------------------
 # Official key tables, written out from torchvision's ResNet (resnet.py: conv1/bn1, layer1..4 of
 # Bottleneck conv1..3/bn1..3 + downsample.0 (conv) / downsample.1 (BN) in block 0, fc) and PC-AVS's

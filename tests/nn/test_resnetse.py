@@ -7,16 +7,6 @@ import torch
 from talkinghead.nn.resnetse import AudioEncoder, AudioEncoderConfig, ResNetSE, ResNetSEConfig
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP's spinning threads make these small
-    convolutions tens of times slower than a single thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------------------------------------
 # Official key table, written out from PC-AVS models/networks/audio_network.py (ResNetSE with
 # SEBasicBlock, [3, 4, 6, 3], [32, 64, 128, 256], SAP, n_mels 80, n_mel_T 1) and encoder.py

@@ -13,15 +13,6 @@ from talkinghead.nn.stylegan2 import (
     upfirdn2d,
 )
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small ops: one intra-op thread is much faster than two on a shared, loaded 2-core CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 
 def official_generator_keys(style_dim: int) -> dict[str, tuple[int, ...]]:
     """Key -> shape of the official PC-AVS/PD-FGC ``ModulateGenerator`` at 224 px, written out from

@@ -8,16 +8,6 @@ from talkinghead import weights
 from talkinghead.nn.vgg import VGG19, VGGPerceptualLoss, load_vgg19_imagenet
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP's spinning threads make these small
-    convolutions tens of times slower than a single thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # torchvision's vgg19 `features`: conv index -> (in, out), written out from cfg "E"
 # [64, 64, M, 128, 128, M, 256 x4, M, 512 x4, M, 512 x4, M] (conv, ReLU pairs; pools at 4, 9, 18, 27, 36).
 TORCHVISION_CONVS = {
