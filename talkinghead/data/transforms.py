@@ -63,6 +63,7 @@ PD-FGC (Wang et al., CVPR 2023):
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+import functools
 import math
 from typing import Callable, Iterable, Sequence
 
@@ -422,12 +423,11 @@ class CenteredRandomCrop(_FrameTransform):
         return _restore(self._run(x, {"scale": _broadcast(scale, b, t)}), frames)
 
 
-def _pixel_grid(height: int, width: int, dtype: torch.dtype, device) -> torch.Tensor:
-    """Homogeneous pixel coordinates ``(H*W, 3)`` as (x, y, 1), row-major."""
-    ys, xs = torch.meshgrid(
-        torch.arange(height, dtype=dtype, device=device), torch.arange(width, dtype=dtype, device=device), indexing="ij"
-    )
-    return torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones(height * width, dtype=dtype, device=device)], -1)
+@functools.lru_cache(maxsize=8)
+def _pixel_grid(height: int, width: int) -> torch.Tensor:
+    """Homogeneous pixel coordinates ``(H*W, 3)`` as (x, y, 1), row-major, float64 on the CPU (cached)."""
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64), indexing="ij")
+    return torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones(height * width, dtype=torch.float64)], -1)
 
 
 def warp_clips(x: torch.Tensor, forward: torch.Tensor, padding_mode: str = "reflection") -> torch.Tensor:
@@ -440,7 +440,7 @@ def warp_clips(x: torch.Tensor, forward: torch.Tensor, padding_mode: str = "refl
     """
     b, t, c, h, w = x.shape
     inverse = torch.linalg.inv(forward.to(torch.float64))  # (B, 3, 3)
-    points = _pixel_grid(h, w, torch.float64, x.device)  # (HW, 3)
+    points = _pixel_grid(h, w).to(x.device)  # (HW, 3)
     src = torch.einsum("bij,pj->bpi", inverse, points)
     src = src[..., :2] / src[..., 2:3]
     scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], dtype=torch.float64, device=x.device)
@@ -524,7 +524,9 @@ class PCAVSAugment(Compose):
             crop[:, 1, 2] = (h - 1) / 2.0 * (1.0 - 1.0 / s)
             forward = torch.where(gate.view(-1, 1, 1), crop @ forward, forward)
             warped |= gate
-        if bool(warped.any()):
+        if bool(warped.all()):
+            x = warp_clips(x, forward.to(x.device), self.paper_perspective.padding_mode)
+        elif bool(warped.any()):
             out = warp_clips(x, forward.to(x.device), self.paper_perspective.padding_mode)
             x = torch.where(warped.to(x.device).view(-1, 1, 1, 1, 1), out, x)
         return _restore(x, frames)
@@ -541,9 +543,9 @@ class PCAVSAugment(Compose):
         offset = params["offset"]
         matrix = torch.where(gate.view(-1, 1, 1), matrix, torch.eye(3, dtype=torch.float64))
         offset = torch.where(gate.view(-1, 1), offset, torch.zeros_like(offset))
-        flat = x.transpose(1, 2).reshape(b, 3, t * h * w)  # (B, 3, T*H*W)
-        out = torch.baddbmm(offset.to(x).view(b, 3, 1), matrix.to(x), flat).clamp_(0.0, 1.0)
-        return out.view(b, 3, t, h, w).transpose(1, 2)
+        out = torch.matmul(matrix.to(x).view(b, 1, 3, 3), x.reshape(b, t, 3, h * w))  # (B, T, 3, H*W)
+        out += offset.to(x).view(b, 1, 3, 1)
+        return out.clamp_(0.0, 1.0).view(b, t, 3, h, w)
 
 
 # --------------------------------------------------------------------------- PD-FGC
