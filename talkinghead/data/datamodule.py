@@ -119,8 +119,10 @@ class SampleConfig:
 
 
 def _to_unit(frames: np.ndarray) -> torch.Tensor:
-    """uint8 (n, H, W, 3) -> float32 (n, 3, H, W) in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
+    """uint8 (n, H, W, 3) -> float32 (n, 3, H, W) in [0, 1], contiguous (NCHW memory layout: a permuted
+    view would keep channels-last strides, which makes every later op slower)."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+    return x.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
 
 
 def _signed(x: torch.Tensor) -> torch.Tensor:
