@@ -181,7 +181,7 @@ def preprocess_corpus(dataset: str, root: str | Path, store_root: str | Path, wo
     return report
 
 
-#: A clip in flight when a worker process died this many times is reported as failed.
+#: A clip that kills its worker while running alone this many times is reported as failed.
 MAX_CRASHES = 2
 
 
@@ -189,17 +189,22 @@ def _run_parallel(jobs: list, workers: int, run=_run):
     """Yield `run` (default `_run`) results of `jobs` from `workers` spawned processes, in completion order.
 
     At most `workers` clips are in flight, so when a worker dies (a crash in native code, the
-    out-of-memory killer) the suspects are known: the pool is restarted, the clips that were in
-    flight are queued again, and a clip in flight during `MAX_CRASHES` deaths is reported as failed.
+    out-of-memory killer) the suspects are known: the pool is restarted and the clips that were in
+    flight are run again one at a time, so an innocent clip beside the culprit is never blamed. A
+    clip whose worker dies while it runs alone `MAX_CRASHES` times is reported as failed.
     """
     queue = deque(jobs)
+    suspects: deque = deque()
     crashes: dict[str, int] = {}
-    while queue:
+    while queue or suspects:
         pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker)
         running: dict = {}
         try:
-            while queue or running:
-                while queue and len(running) < workers:
+            while queue or suspects or running:
+                while suspects and not running:
+                    job = suspects.popleft()
+                    running[pool.submit(run, job)] = job
+                while queue and not suspects and len(running) < workers:
                     job = queue.popleft()
                     running[pool.submit(run, job)] = job
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -208,13 +213,16 @@ def _run_parallel(jobs: list, workers: int, run=_run):
                     del running[future]
                     yield result
         except BrokenProcessPool:
-            for job in running.values():
+            if len(running) == 1:
+                (job,) = running.values()
                 clip = job[0]
                 crashes[clip.clip_id] = crashes.get(clip.clip_id, 0) + 1
                 if crashes[clip.clip_id] >= MAX_CRASHES:
                     yield clip, [], (str(clip.video), "the worker process died while processing this clip")
                 else:
-                    queue.appendleft(job)
+                    suspects.appendleft(job)
+            else:
+                suspects.extend(running.values())
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
