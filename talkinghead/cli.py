@@ -111,6 +111,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     return importlib.import_module(f"talkinghead.methods.{args.method}.train").main(options)
 
 
+def generating_methods() -> list[str]:
+    """Methods with a ``talkinghead.methods.<name>.generate`` module (a ``main(argv)``)."""
+    import importlib.util
+    import pkgutil
+
+    import talkinghead.methods as methods
+
+    return sorted(info.name for info in pkgutil.iter_modules(methods.__path__)
+                  if info.ispkg and importlib.util.find_spec(f"talkinghead.methods.{info.name}.generate") is not None)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import importlib
+
+    choices = generating_methods()
+    if args.method not in choices:
+        print(f"talkinghead generate: unknown method {args.method!r}; choose from: {', '.join(choices)}",
+              file=sys.stderr)
+        return 2
+    options = [a for a in args.options if a != "--"]
+    return importlib.import_module(f"talkinghead.methods.{args.method}.generate").main(options)
+
+
+#: Subcommands whose unknown options belong to the method's own parser.
+PASS_THROUGH = ("generate",)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="talkinghead", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -156,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("options", nargs=argparse.REMAINDER, help="the method trainer's own options")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("generate", help="make a talking-head mp4 with a trained method; the method's own options "
+                       "follow (talkinghead generate --method pcavs --help)", add_help=False)
+    p.add_argument("--method", required=True, help="method to run (e.g. pcavs)")
+    p.set_defaults(func=cmd_generate, options=[])
+
     add_bench_parser(sub)
 
     p = sub.add_parser("weights", help="list the pretrained files the suite can use and whether each is present")
@@ -164,7 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command not in PASS_THROUGH:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.options = list(args.options) + extra
     return args.func(args)
 
 

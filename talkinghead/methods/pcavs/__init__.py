@@ -1,0 +1,13 @@
+"""PC-AVS (Zhou et al., CVPR 2021): pose-controllable audio-driven talking heads.
+
+* `networks`: the assembled model (`PCAVS`, `PCAVSConfig.paper()` / `.tiny()`), official submodule
+  names ``netV`` / ``netE`` / ``netA_sync`` / ``netG``;
+* `module`: the LightningModule (`PCAVSModule`, stages ``identity`` -> ``sync`` -> ``full``);
+* `train`: `train(config, overrides, ...)` runs the stages (``python -m talkinghead.methods.pcavs.train``);
+* `generate`: `generate(checkpoint, reference, audio, out, ...)` and `PCAVSGenerator` (the
+  benchmark entry, registered by `bench`);
+* `official`: import of the published ``latest_net_{G,V,E,A_sync}.pth``;
+* `evaluate`: pose-transfer and fixed-pose lip checks on a clip store.
+
+Nothing is imported here, so importing the package costs nothing.
+"""

@@ -1,0 +1,53 @@
+"""Benchmark hook: registers PC-AVS with `talkinghead.bench` (imported by `build_method("pcavs")`).
+
+* ``pcavs``: our PC-AVS from a Lightning checkpoint; without ``--checkpoint`` the final full-stage
+  checkpoint of ``make train METHOD=pcavs`` (``runs/pcavs/full/checkpoints/last.ckpt``; the
+  runs folder follows ``$TALKINGHEAD_RUNS``). A folder with the official
+  ``latest_net_{G,V,E,A_sync}.pth`` given as the checkpoint loads the published model instead.
+* ``pcavs_official``: the published checkpoint through `talkinghead.weights`
+  (``$TALKINGHEAD_HOME/pcavs/latest_net_*.pth``) with the official preprocessing (loader crop,
+  audio feature x 1.2); a folder can be given as its checkpoint.
+
+Both take the pose from the request's ``pose_source`` (the clip's own frames in the self-driven
+protocols), as the paper's "PC-AVS" row; the paper's "Ours-Fix Pose" row is
+`PCAVSGenerator(pose_mode="fixed")`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from talkinghead.bench.methods import register_method, runs_root
+from talkinghead.methods.pcavs.generate import PCAVSGenerator
+
+__all__ = ["build", "build_official", "default_checkpoint"]
+
+
+def default_checkpoint() -> Path | None:
+    """``<runs>/pcavs/full/checkpoints/last.ckpt``, else the newest full-stage ``*.ckpt`` under it."""
+    folder = runs_root() / "pcavs" / "full" / "checkpoints"
+    last = folder / "last.ckpt"
+    if last.is_file():
+        return last
+    found = sorted(folder.glob("*.ckpt"), key=lambda p: (p.stat().st_mtime, str(p))) if folder.is_dir() else []
+    return found[-1] if found else None
+
+
+@register_method("pcavs", needs_checkpoint=True, find_checkpoint=default_checkpoint,
+                 description="PC-AVS (ours, Lightning; pose from the pose source)")
+def build(checkpoint: Path | None, device: str) -> PCAVSGenerator:
+    """PC-AVS (ours, Lightning)."""
+    if checkpoint is None:
+        raise FileNotFoundError("PC-AVS needs a checkpoint: run `make train METHOD=pcavs` or pass --checkpoint pcavs=PATH")
+    return PCAVSGenerator.from_checkpoint(checkpoint, device)
+
+
+@register_method("pcavs_official", description="PC-AVS official checkpoint (published weights)")
+def build_official(checkpoint: Path | None, device: str) -> PCAVSGenerator:
+    """PC-AVS, the published checkpoint."""
+    from talkinghead.methods.pcavs.official import load_official
+
+    model = load_official(checkpoint)
+    generator = PCAVSGenerator(model, device=device, checkpoint=checkpoint, crop="loader",
+                               description="PC-AVS official checkpoint (latest_net_*.pth)")
+    generator.name = "pcavs_official"
+    return generator

@@ -1,0 +1,331 @@
+"""PC-AVS generation: a reference face + driving audio (+ a pose source) -> talking-head frames / mp4.
+
+Two entry points share one implementation (`PCAVSGenerator.synthesize`):
+
+* `generate(checkpoint, reference, audio, out, ...)`: files in, an mp4 with the audio out
+  (``talkinghead generate --method pcavs``). The reference image (or a video's first frame) and
+  the pose-source video are aligned exactly as training data were preprocessed
+  (`talkinghead.data.preprocess`: dlib landmarks on frames downscaled to <= 320 px, then
+  `faces.align_clip`: the PC-AVS 224 px alignment). Any audio length works: T = round(samples /
+  640) frames at 25 fps (at least 1), generated in chunks and streamed to the encoder; a pose
+  source shorter than the audio holds its last frame, a longer one is cut.
+* `PCAVSGenerator.generate(request)`: the benchmark harness's entry (`bench.py`); requests carry
+  already aligned 224 px frames (the clip store's).
+
+Pose modes: ``source`` (pose code of each pose-source frame: ``--pose-source``), ``fixed``
+(the reference's own pose code for every frame: ``--fixed-pose``, the official "reference pose"
+output) and ``frontal`` (a zero pose code: ``--frontal``, PC-AVS's frontalisation).
+
+Model frames: the networks run at the config's ``image_size`` (224 for the paper configs, 64 for
+the tiny SynthTalk config); frames are resized to it and the outputs resized back to the input
+size (bilinear). The official checkpoints additionally use the official loader crop (rows
+0:192, cols 16:208 of the aligned face, resized to 224): their output covers that crop and is
+pasted back into the reference frame (`official.py` sets ``crop="loader"``). Noise: the
+generator's fixed noise buffers (``noise_mode="const"``) so that generation is deterministic
+and does not flicker (the official inference draws fresh noise per frame).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from talkinghead.methods.pcavs.networks import PCAVS, PCAVSConfig
+
+__all__ = ["POSE_MODES", "PCAVSGenerator", "align_frames", "generate", "load_model", "num_frames_for"]
+
+POSE_MODES = ("source", "fixed", "frontal")
+FPS = 25
+SAMPLE_RATE = 16000
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
+LOADER_CROP = (0, 192, 16, 208)  # rows 0:192, cols 16:208 of the aligned 224 px face (official loader)
+
+
+def num_frames_for(num_samples: int) -> int:
+    """Video frames (25 fps) for `num_samples` of 16 kHz audio: round(N / 640), at least 1."""
+    return max(1, int(round(num_samples / SAMPLES_PER_FRAME)))
+
+
+def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[PCAVS, dict]:
+    """A `PCAVS` (eval mode, on `device`) and a description dict from a checkpoint.
+
+    Accepts a Lightning checkpoint of `PCAVSModule` (any stage; the ``model`` hyper-parameter and
+    the ``model_ema.*`` weights when the run kept a moving average, else ``model.*``) or a folder
+    holding the official ``latest_net_{G,V,E,A_sync}.pth`` (see `official.load_official`).
+    """
+    path = Path(checkpoint)
+    if path.is_dir():
+        from talkinghead.methods.pcavs.official import load_official
+
+        model = load_official(path)
+        return model.to(device).eval(), {"kind": "official", "crop": "loader", "path": str(path)}
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no PC-AVS checkpoint (train one with `make train METHOD=pcavs`)")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path}: cannot load as a PC-AVS checkpoint: {error}") from error
+    if not isinstance(data, dict) or "state_dict" not in data or "hyper_parameters" not in data:
+        raise ValueError(f"{path}: not a PC-AVS Lightning checkpoint (no state_dict / hyper_parameters)")
+    hp = data["hyper_parameters"]
+    config = PCAVSConfig.from_dict(hp["model"])
+    model = PCAVS(config)
+    prefix = "model_ema." if any(k.startswith("model_ema.") for k in data["state_dict"]) else "model."
+    state = {k[len(prefix):]: v for k, v in data["state_dict"].items() if k.startswith(prefix)}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise ValueError(f"{path}: weights do not fit the checkpoint's own model config: {error}") from error
+    info = {"kind": "lightning", "crop": None, "path": str(path), "stage": hp.get("stage"), "name": hp.get("name"),
+            "global_step": int(data.get("global_step", 0)), "weights": prefix.rstrip(".")}
+    return model.to(device).eval(), info
+
+
+class PCAVSGenerator:
+    """A PC-AVS model ready to generate (see the module docstring).
+
+    model:       a `PCAVS`.
+    crop:        None, or "loader" for the official loader crop (official checkpoints).
+    audio_scale: factor on the audio content feature (None: ``model.config.audio_scale``).
+    pose_mode:   what `generate(request)` uses: "source" (the request's pose_source; fixed when
+                 absent), "fixed" or "frontal".
+    batch_size:  frames per generator call.
+    """
+
+    name = "pcavs"
+
+    def __init__(self, model: PCAVS, *, device: str | torch.device = "cpu", checkpoint: str | Path | None = None,
+                 description: str = "", crop: str | None = None, audio_scale: float | None = None,
+                 pose_mode: str = "source", batch_size: int = 16, noise_mode: str = "const"):
+        if crop not in (None, "loader"):
+            raise ValueError(f"crop must be None or 'loader', got {crop!r}")
+        if pose_mode not in POSE_MODES:
+            raise ValueError(f"pose_mode must be one of {POSE_MODES}, got {pose_mode!r}")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        self.description = description
+        self.crop = crop
+        self.audio_scale = audio_scale
+        self.pose_mode = pose_mode
+        self.batch_size = int(batch_size)
+        self.noise_mode = noise_mode
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path, device: str | torch.device = "cpu", **kwargs) -> "PCAVSGenerator":
+        model, info = load_model(checkpoint, device)
+        if info["kind"] == "official":
+            description = "PC-AVS official checkpoint (latest_net_*.pth)"
+        else:
+            description = (f"PC-AVS ({info.get('name')}, {info.get('stage')} stage, step {info.get('global_step')}, "
+                           f"{model.config.image_size} px)")
+        kwargs.setdefault("crop", info["crop"])
+        return cls(model, device=device, checkpoint=checkpoint, description=description, **kwargs)
+
+    # ----------------------------------------------------------------------------- images
+    @property
+    def image_size(self) -> int:
+        return self.model.config.image_size
+
+    def prepare(self, images: torch.Tensor, size: int | None = None) -> torch.Tensor:
+        """Aligned frames (N, 3, H, W) in [0, 1] -> the model's input (N, 3, S, S) in [-1, 1]
+        (S = `size`, default the model's ``image_size``)."""
+        size = int(size or self.image_size)
+        x = images.to(self.device, torch.float32)
+        if self.crop == "loader":
+            if x.shape[-2:] != (224, 224):
+                x = F.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False)
+            r0, r1, c0, c1 = LOADER_CROP
+            x = x[:, :, r0:r1, c0:c1]
+        if x.shape[-2:] != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=x.shape[-1] > size)
+        return x * 2.0 - 1.0
+
+    def restore(self, images: torch.Tensor, size: tuple[int, int], background: torch.Tensor) -> torch.Tensor:
+        """Model outputs (N, 3, S, S) in (-1, 1) -> frames (N, 3, H, W) in [0, 1] (un-cropped onto
+        `background` (3, H, W) for the loader crop)."""
+        x = ((images.float() + 1.0) * 0.5).clamp(0.0, 1.0)
+        if self.crop == "loader":
+            r0, r1, c0, c1 = LOADER_CROP
+            canvas = background.to(x.device, x.dtype)
+            if canvas.shape[-2:] != (224, 224):
+                canvas = F.interpolate(canvas[None], size=(224, 224), mode="bilinear", align_corners=False)[0]
+            canvas = canvas.expand(len(x), -1, -1, -1).clone()
+            canvas[:, :, r0:r1, c0:c1] = F.interpolate(x, size=(r1 - r0, c1 - c0), mode="bilinear",
+                                                       align_corners=False)
+            x = canvas
+        if tuple(x.shape[-2:]) != tuple(size):
+            x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+        return x.clamp(0.0, 1.0)
+
+    # ----------------------------------------------------------------------------- generation
+    @torch.no_grad()
+    def synthesize(self, reference: torch.Tensor, audio: torch.Tensor | np.ndarray, num_frames: int | None = None,
+                   pose_source: torch.Tensor | None = None, pose: str = "source") -> Iterator[torch.Tensor]:
+        """Yield generated frames in chunks of (n, 3, H, W), in [0, 1], on the CPU.
+
+        reference: (3, H, W) aligned face in [0, 1]; audio: (N,) 16 kHz in [-1, 1];
+        num_frames: T (None: `num_frames_for(N)`); pose_source: (T', 3, H, W) aligned frames
+        (frame min(t, T'-1) drives frame t); pose: "source" | "fixed" | "frontal" ("source" without
+        a pose_source is "fixed").
+        """
+        from talkinghead.data.audio import mel_spectrogram, mel_windows
+
+        if pose not in POSE_MODES:
+            raise ValueError(f"pose must be one of {POSE_MODES}, got {pose!r}")
+        audio = torch.as_tensor(np.asarray(audio, dtype=np.float32)) if not torch.is_tensor(audio) else audio.float()
+        if audio.ndim != 1 or audio.numel() == 0:
+            raise ValueError(f"audio must be a non-empty (N,) signal, got shape {tuple(audio.shape)}")
+        t_total = num_frames_for(audio.numel()) if num_frames is None else int(num_frames)
+        if t_total < 1:
+            raise ValueError(f"num_frames must be >= 1, got {t_total}")
+        size = tuple(reference.shape[-2:])
+        m = self.model
+        scale = m.config.audio_scale if self.audio_scale is None else float(self.audio_scale)
+        ident = m.netV(self.prepare(reference[None], m.config.reference_size))
+        if pose == "frontal":
+            fixed = torch.zeros(1, m.config.pose_dim, device=self.device)
+        else:
+            fixed = m.pose_code(self.prepare(reference[None]))
+        use_source = pose == "source" and pose_source is not None and len(pose_source) > 0
+        mel = mel_windows(mel_spectrogram(audio), t_total)  # (T, 1, 80, 20)
+        for start in range(0, t_total, self.batch_size):
+            stop = min(t_total, start + self.batch_size)
+            n = stop - start
+            if use_source:
+                idx = torch.clamp(torch.arange(start, stop), max=len(pose_source) - 1)
+                codes = m.pose_code(self.prepare(pose_source[idx]))
+            else:
+                codes = fixed.expand(n, -1)
+            content = m.audio_content(mel[start:stop].to(self.device))
+            mouth = m.mouth_style(content, scale)
+            out = m.render(ident.feature.expand(n, -1), ident.feature_map.expand(n, -1, -1, -1), mouth, codes,
+                           noise_mode=self.noise_mode)
+            yield self.restore(out, size, reference).cpu()
+
+    def generate(self, request) -> torch.Tensor:
+        """The harness's entry: `GenerationRequest` -> (T, 3, H, W) frames in [0, 1]."""
+        chunks = self.synthesize(request.reference, request.audio, request.num_frames, request.pose_source,
+                                 pose=self.pose_mode)
+        return torch.cat(list(chunks), dim=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# files in, mp4 out
+# ---------------------------------------------------------------------------------------------
+def align_frames(frames: np.ndarray, what: str = "input") -> np.ndarray:
+    """Raw RGB frames (T, H, W, 3) uint8 -> aligned 224 px faces, exactly as the clip store's
+    preprocessing aligns a clip (dlib on frames downscaled to <= 320 px, `faces.align_clip`)."""
+    from talkinghead.data import faces
+    from talkinghead.data.preprocess import PreprocessOptions, _detect
+
+    landmarks, found = _detect(np.ascontiguousarray(frames), PreprocessOptions())
+    if not found.any():
+        raise ValueError(f"{what}: no face found")
+    landmarks = faces.fill_missing(landmarks, found)
+    aligned, _, _ = faces.align_clip(frames, landmarks)
+    return aligned
+
+
+def _read_image(path: Path) -> np.ndarray:
+    import cv2
+
+    if path.suffix.lower() in (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"):
+        from talkinghead.data.video import read_video
+
+        frames, _ = read_video(path)
+        return frames[0]
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"{path}: not a readable image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _to_tensor(frames: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def generate(checkpoint: str | Path, reference: str | Path, audio: str | Path, out: str | Path, *,
+             pose_source: str | Path | None = None, fixed_pose: bool = False, frontal: bool = False,
+             device: str = "cpu", batch_size: int = 16, audio_scale: float | None = None) -> Path:
+    """Write `out` (mp4, 25 fps, 224 px aligned face, with the driving audio); returns its path.
+
+    checkpoint: a PC-AVS Lightning checkpoint or a folder with the official files.
+    reference:  image (jpg/png/...) or video (its first frame) of the identity.
+    audio:      any audio or video file ffmpeg reads (resampled to 16 kHz mono).
+    pose_source / fixed_pose / frontal: at most one; none given = fixed pose (the reference's).
+    """
+    from talkinghead.data.audio import load_audio
+    from talkinghead.data.video import convert_fps, read_video, write_video
+
+    if sum([pose_source is not None, bool(fixed_pose), bool(frontal)]) > 1:
+        raise ValueError("give at most one of pose_source, fixed_pose, frontal")
+    reference, audio, out = Path(reference), Path(audio), Path(out)
+    for path in [reference, audio] + ([Path(pose_source)] if pose_source is not None else []):
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file")
+    generator = PCAVSGenerator.from_checkpoint(checkpoint, device, batch_size=batch_size, audio_scale=audio_scale)
+    ref = _to_tensor(align_frames(_read_image(reference)[None], str(reference)))[0]
+    wav = load_audio(audio, SAMPLE_RATE)
+    frames = num_frames_for(len(wav))
+    source = None
+    mode = "frontal" if frontal else "fixed"
+    if pose_source is not None:
+        raw, fps = read_video(pose_source)
+        source = _to_tensor(align_frames(convert_fps(raw, fps, FPS), str(pose_source)))
+        mode = "source"
+    chunks = generator.synthesize(ref, torch.from_numpy(wav), frames, source, pose=mode)
+
+    def uint8_frames():
+        for chunk in chunks:
+            array = (chunk.permute(0, 2, 3, 1).numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
+            yield from array
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    audio_out = np.zeros(frames * SAMPLES_PER_FRAME, np.float32)
+    audio_out[: min(len(wav), len(audio_out))] = wav[: len(audio_out)]
+    write_video(out, uint8_frames(), fps=FPS, audio=audio_out, sample_rate=SAMPLE_RATE)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="talkinghead generate --method pcavs",
+                                     description="PC-AVS: reference face + audio -> talking-head mp4")
+    parser.add_argument("--checkpoint", default=None,
+                        help="Lightning checkpoint or official weights folder (default: the final checkpoint of "
+                             "`make train METHOD=pcavs`, runs/pcavs/full/checkpoints/last.ckpt)")
+    parser.add_argument("--reference", required=True, help="image or video (first frame) of the identity")
+    parser.add_argument("--audio", required=True, help="driving audio (any file ffmpeg reads)")
+    parser.add_argument("--out", required=True, help="output mp4")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--pose-source", default=None, help="video whose head pose drives the output")
+    group.add_argument("--fixed-pose", action="store_true", help="keep the reference's pose (default)")
+    group.add_argument("--frontal", action="store_true", help="zero pose code: a frontal face")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        from talkinghead.methods.pcavs.bench import default_checkpoint
+
+        checkpoint = default_checkpoint()
+        if checkpoint is None:
+            parser.error("no --checkpoint given and no trained PC-AVS found (runs/pcavs/full/checkpoints); "
+                         "run `make train METHOD=pcavs` first")
+    try:
+        path = generate(checkpoint, args.reference, args.audio, args.out, pose_source=args.pose_source,
+                        fixed_pose=args.fixed_pose, frontal=args.frontal, device=args.device)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"talkinghead generate: error: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

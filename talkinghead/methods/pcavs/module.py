@@ -1,0 +1,621 @@
+"""PC-AVS as a LightningModule: one class, three training stages (``stage`` argument).
+
+Stages (paper Sec. 3; the official release has no training code, so the schedule follows the
+paper and the official loss definitions in ``models/av_model.py``):
+
+``identity``  E_i (``netV``) on identity classification, L_i = cross-entropy of ``netV.fc`` over
+              the train split's speakers, on reference and target frames.
+``sync``      the speech-content space: E_n (trunk + ``to_mouth`` = mp_c) on *augmented* target
+              frames (colour transfer, perspective, centred crop: `PCAVSAugment`) and E_c^a
+              (``netA_sync``) on the matching mel windows, L_c = L_c^{v2a} + L_c^{a2v}
+              (InfoNCE, cosine similarity / temperature, `PCAVSModule.sync_losses`). A batch holds
+              B windows of T consecutive frames; for each frame the candidates are all frames of
+              the batch: its own audio (positive), frames of *other clips* and frames of the *same
+              clip* >= ``min_shift`` apart (time-shifted negatives); same-clip frames closer than
+              that are left out. The data module's explicit N^- audio windows (``negative_mel``:
+              other clips and time-shifted windows of the same clip) are added to the v2a
+              negatives when configured.
+``full``      joint reconstruction: G renders the target frame from [f_i(reference),
+              mouth(audio), pose(augmented target)] (and, as the official ``compute_generator_loss``
+              with ``generate_from_audio_only`` off, also from the *visual* mouth feature),
+              L = L_GAN (hinge) + lambda_1 L_FM + lambda_v L_vgg + lambda_c L_c + lambda_i L_i
+              (+ optional pixel / mouth-box L1, off in the paper configs). D: 2-scale patch
+              discriminator, hinge loss. The pose code gets no loss of its own: it learns
+              implicitly from reconstruction.
+
+Optimisation is manual in every stage (``automatic_optimization = False``; the GAN stage as in
+Lightning's GAN example: ``toggle_optimizer`` / ``manual_backward`` / ``untoggle_optimizer``), so
+every stage can skip a step whose loss is not finite: a warning is logged, ``train/skipped`` is
+counted, no parameter changes (under DDP the decision is shared by all ranks, and a zero backward
+keeps DDP's reducer in step). Parameters a stage does not train are frozen
+(``requires_grad=False``), which is also what DDP needs.
+
+Batches are `TalkingHeadDataModule` samples (keys ``frames``, ``reference``, ``mel``,
+``negative_mel``, ``augmented``, ``speaker``, ``landmarks``; see `talkinghead.data.datamodule`).
+
+The VGG19 perceptual loss needs torchvision's ImageNet VGG19 (asset ``vgg19``). Without the file
+the loss is off and the run says so once; the VGG is never a registered submodule, so it never
+enters a checkpoint.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_only
+
+from talkinghead.methods.pcavs.networks import PCAVS, PCAVSConfig, build_discriminator
+from talkinghead.nn.losses import (
+    discriminator_hinge_loss,
+    feature_matching_loss,
+    generator_hinge_loss,
+    pcavs_sync_losses,
+)
+
+__all__ = ["LOSS_DEFAULTS", "OPTIM_DEFAULTS", "PCAVSModule", "STAGES", "STAGE_OUTPUTS", "mouth_mask", "resize_images"]
+
+log = logging.getLogger(__name__)
+
+STAGES = ("identity", "sync", "full")
+#: The submodules each stage trains (and hands on to the later stages).
+STAGE_OUTPUTS = {"identity": ("netV",), "sync": ("netE", "netA_sync"), "full": ("netV", "netE", "netA_sync", "netG")}
+
+#: Loss weights and switches (experiments/pcavs/*.yaml ``loss``). Paper/official values noted.
+LOSS_DEFAULTS: dict[str, Any] = {
+    "gan": 1.0,            # L_GAN weight (official lambda_D 1)
+    "feat": 10.0,          # lambda_1, discriminator feature matching (official lambda_feat 10)
+    "image": 1.0,          # weight of FM's first term, the image itself (official lambda_image 1)
+    "vgg": 10.0,           # lambda_v (official lambda_vgg 10); off when the VGG19 file is missing
+    "sync": 1.0,           # lambda_c (paper 1)
+    "identity": 1.0,       # lambda_i (paper 1)
+    "l1": 0.0,             # pixel L1 on the whole frame (not in the paper; tiny configs only)
+    "mouth_l1": 0.0,       # pixel L1 inside the mouth box (not in the paper; tiny configs only)
+    "mouth_margin": 0.35,  # mouth box = landmarks 48-67 box grown by this fraction of its width
+    "contrastive": "infonce",  # "infonce" (paper) | "official" (SoftmaxContrastive x100 + CrossModal)
+    "temperature": 1.0,    # InfoNCE temperature (paper: none, i.e. 1)
+    "min_shift": 5,        # same-clip frames at least this far apart are time-shifted negatives
+    "center": False,       # subtract the batch mean of each modality's features before the cosine
+    "visual_path": True,   # also render from the visual mouth feature (official default)
+    "pose_from": "augmented",  # the frame the pose code is read from: "augmented" (paper, official) or
+                               # "frames" (the clean target frame; SynthTalk's small poses drown in the
+                               # perspective augmentation otherwise)
+    "vgg_imagenet_normalize": True,  # False = official (feeds [-1, 1] images to VGG unnormalised)
+}
+
+#: Optimiser settings (experiments/pcavs/*.yaml ``optim``; per stage).
+OPTIM_DEFAULTS: dict[str, Any] = {
+    "lr": 1.0e-3,          # official base lr
+    "betas": [0.0, 0.9],   # official TTUR betas
+    "ttur": True,          # official: G lr / 2, D lr * 2 (in every stage, as create_optimizers)
+    "amsgrad": True,       # official generator-side Adam uses amsgrad
+    "weight_decay": 0.0,
+    "freeze": [],          # submodules kept fixed in this stage (official --fix_netV etc.)
+    "lr_mult": {},         # submodule -> factor on the generator-side lr (e.g. {netE: 0.25})
+    "ema": 0.0,            # full stage: decay of an exponential moving average of the model's weights
+                           # (``model_ema``, what generation uses when present); 0 = off (official)
+}
+
+
+def _merge(base: dict, override: dict | None, what: str) -> dict:
+    out = dict(base)
+    for key, value in (override or {}).items():
+        if key not in base:
+            raise ValueError(f"unknown {what} key {key!r}; valid: {', '.join(sorted(base))}")
+        out[key] = value
+    return out
+
+
+def resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(..., 3, H, W) images -> (..., 3, size, size) (bilinear, antialiased when shrinking); as is when H == size."""
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    shape = x.shape
+    y = F.interpolate(x.reshape(-1, *shape[-3:]), size=(size, size), mode="bilinear", align_corners=False,
+                      antialias=size < shape[-1])
+    return y.reshape(*shape[:-2], size, size)
+
+
+def mouth_mask(landmarks: torch.Tensor, size: int, margin: float = 0.35) -> torch.Tensor:
+    """(N, 68, 2) landmarks in `size`-px coordinates -> (N, 1, size, size) 0/1 mask of the mouth box
+    (points 48-67, grown by `margin` x its width on every side)."""
+    pts = landmarks[:, 48:68]
+    lo, hi = pts.amin(1), pts.amax(1)
+    pad = margin * (hi[:, 0] - lo[:, 0]).clamp_min(1.0)
+    lo, hi = lo - pad[:, None], hi + pad[:, None]
+    coords = torch.arange(size, device=landmarks.device, dtype=landmarks.dtype)
+    inside_x = (coords[None] >= lo[:, 0:1]) & (coords[None] <= hi[:, 0:1])  # (N, S)
+    inside_y = (coords[None] >= lo[:, 1:2]) & (coords[None] <= hi[:, 1:2])
+    return (inside_y[:, :, None] & inside_x[:, None, :]).unsqueeze(1).to(landmarks.dtype)
+
+
+class PCAVSModule(LightningModule):
+    """PC-AVS training (see the module docstring).
+
+    Args:
+        stage: "identity" | "sync" | "full".
+        model: `PCAVSConfig` as a dict (``PCAVSConfig.to_dict()``); None = the paper model.
+        loss: overrides of `LOSS_DEFAULTS`.
+        optim: overrides of `OPTIM_DEFAULTS`.
+        sample_every_n_steps: write a sample grid every so many training batches (0: never).
+        name: run name (recorded).
+    """
+
+    def __init__(self, stage: str = "full", model: dict | None = None, loss: dict | None = None,
+                 optim: dict | None = None, sample_every_n_steps: int = 200, name: str = "pcavs"):
+        super().__init__()
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        self.config = PCAVSConfig.from_dict(model) if model is not None else PCAVSConfig.paper()
+        self.save_hyperparameters({"stage": stage, "model": self.config.to_dict(), "loss": dict(loss or {}),
+                                   "optim": dict(optim or {}), "sample_every_n_steps": int(sample_every_n_steps),
+                                   "name": name})
+        self.stage = stage
+        self.loss_cfg = _merge(LOSS_DEFAULTS, loss, "loss")
+        self.optim_cfg = _merge(OPTIM_DEFAULTS, optim, "optim")
+        if self.loss_cfg["contrastive"] not in ("infonce", "official"):
+            raise ValueError(f"loss.contrastive must be 'infonce' or 'official', got {self.loss_cfg['contrastive']!r}")
+        self.sample_every_n_steps = int(sample_every_n_steps)
+        self.automatic_optimization = False
+        self.model = PCAVS(self.config)
+        if stage == "full":
+            self.netD = build_discriminator(self.config)
+        self.ema_decay = float(self.optim_cfg["ema"]) if stage == "full" else 0.0
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"optim.ema must be in [0, 1), got {self.ema_decay}")
+        if self.ema_decay > 0:
+            import copy
+
+            self.model_ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+        self._vgg_holder: list = []       # the VGG loss, kept out of the module tree (never checkpointed)
+        self._vgg_state = "unset"          # "unset" | "on" | "off"
+        self._freeze_for_stage()
+
+    # ------------------------------------------------------------------------------- params
+    def _trained_groups(self) -> dict[str, list[torch.nn.Parameter]]:
+        """{submodule: parameters this stage trains}; "netD" holds the discriminator's (full stage)."""
+        m = self.model
+        freeze = set(self.optim_cfg["freeze"] or [])
+        unknown = freeze - set(STAGE_OUTPUTS["full"])
+        if unknown:
+            raise ValueError(f"optim.freeze: unknown submodules {sorted(unknown)}; valid: {STAGE_OUTPUTS['full']}")
+        v = m.netV.model
+        backbone = [v.conv1, v.bn1, v.layer1, v.layer2, v.layer3, v.layer4]  # not the unused ImageNet `fc`
+        groups: dict[str, list[torch.nn.Module]] = {}
+        if self.stage == "identity":
+            groups["netV"] = backbone + [m.netV.fc]
+        elif self.stage == "sync":
+            groups["netE"] = [m.netE.model, m.netE.to_mouth]
+            groups["netA_sync"] = [m.netA_sync.model]
+        else:
+            groups["netV"] = backbone + [m.netV.conv1x1, m.netV.fc]
+            groups["netE"] = [m.netE.model, m.netE.to_mouth, m.netE.mouth_embed, m.netE.to_headpose,
+                              m.netE.headpose_embed]
+            groups["netA_sync"] = [m.netA_sync.model]
+            # the learned constant `input` and the `style` mapping MLP are unused (as official)
+            groups["netG"] = [m.netG.conv1, m.netG.to_rgb1, m.netG.convs, m.netG.to_rgbs]
+            for name in freeze:
+                groups.pop(name, None)
+        out: dict[str, list[torch.nn.Parameter]] = {}
+        seen: set[int] = set()
+        for name, modules in groups.items():
+            params = []
+            for module in modules:
+                for p in module.parameters():
+                    if id(p) not in seen:
+                        seen.add(id(p))
+                        params.append(p)
+            out[name] = params
+        if self.stage == "full":
+            out["netD"] = list(self.netD.parameters())
+        return out
+
+    def _trained_parameters(self) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+        """(generator-side parameters, discriminator parameters) this stage trains."""
+        groups = self._trained_groups()
+        d_params = groups.pop("netD", [])
+        return [p for params in groups.values() for p in params], d_params
+
+    def _freeze_for_stage(self) -> None:
+        g_params, d_params = self._trained_parameters()
+        keep = {id(p) for p in g_params + d_params}
+        for p in self.parameters():
+            p.requires_grad_(id(p) in keep)
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """model_ema <- decay * model_ema + (1 - decay) * model (parameters); buffers copied."""
+        if self.ema_decay <= 0:
+            return
+        decay = min(self.ema_decay, (1.0 + self._batches()) / (10.0 + self._batches()))  # short warm-up
+        for ema, live in zip(self.model_ema.parameters(), self.model.parameters()):
+            ema.lerp_(live.detach(), 1.0 - decay)
+        for ema, live in zip(self.model_ema.buffers(), self.model.buffers()):
+            ema.copy_(live)
+
+    def load_stage_weights_into_ema(self) -> None:
+        """Start the moving average from the current weights (after `load_stage_weights`)."""
+        if self.ema_decay > 0:
+            self.model_ema.load_state_dict(self.model.state_dict())
+
+    def configure_optimizers(self):
+        cfg = self.optim_cfg
+        lr, betas = float(cfg["lr"]), tuple(float(b) for b in cfg["betas"])
+        g_lr, d_lr = (lr / 2, lr * 2) if cfg["ttur"] else (lr, lr)
+        groups = self._trained_groups()
+        d_params = groups.pop("netD", [])
+        mult = dict(cfg["lr_mult"] or {})
+        unknown = set(mult) - set(STAGE_OUTPUTS["full"])
+        if unknown:
+            raise ValueError(f"optim.lr_mult: unknown submodules {sorted(unknown)}")
+        param_groups = [{"params": params, "lr": g_lr * float(mult.get(name, 1.0)), "name": name}
+                        for name, params in groups.items() if params]
+        opt_g = torch.optim.Adam(param_groups, lr=g_lr, betas=betas, amsgrad=bool(cfg["amsgrad"]),
+                                 weight_decay=float(cfg["weight_decay"]))
+        if self.stage != "full":
+            return opt_g
+        opt_d = torch.optim.Adam(d_params, lr=d_lr, betas=betas, weight_decay=float(cfg["weight_decay"]))
+        return [opt_g, opt_d]
+
+    @property
+    def optimizers_per_step(self) -> int:
+        """Optimiser steps per training batch (Lightning's ``global_step`` counts each)."""
+        return 2 if self.stage == "full" else 1
+
+    # ------------------------------------------------------------------------------- weights
+    def load_stage_weights(self, checkpoint: str | Path, submodules: tuple[str, ...] | None = None) -> list[str]:
+        """Copy the weights an earlier stage trained from its Lightning checkpoint into ``self.model``.
+
+        submodules: which of netV / netE / netA_sync / netG to take (default: what that
+        checkpoint's stage trained, `STAGE_OUTPUTS`). Returns the submodules loaded.
+        """
+        data = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
+        hp = data.get("hyper_parameters", {})
+        stage = hp.get("stage", "full")
+        wanted = tuple(submodules or STAGE_OUTPUTS.get(stage, ()))
+        state = data["state_dict"]
+        loaded = []
+        for name in wanted:
+            prefix = f"model.{name}."
+            part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            if not part:
+                continue
+            target = getattr(self.model, name)
+            ours = target.state_dict()
+            wrong = [k for k, v in part.items() if k in ours and tuple(v.shape) != tuple(ours[k].shape)]
+            if wrong:
+                raise ValueError(f"{checkpoint}: {name} weights do not fit this model config ({wrong[:3]} ...)")
+            part = {k: v for k, v in part.items() if k in ours}  # e.g. classifier heads an inference model lacks
+            target.load_state_dict(part, strict=False)
+            loaded.append(name)
+        return loaded
+
+    # ------------------------------------------------------------------------------- VGG
+    def _vgg(self):
+        """The VGG19 perceptual loss, or None when off (weight 0 or no VGG19 file)."""
+        if self.loss_cfg["vgg"] <= 0 or self.stage != "full":
+            return None
+        if self._vgg_state == "unset":
+            from talkinghead.nn.vgg import VGGPerceptualLoss
+            from talkinghead.weights import MissingWeightsError
+
+            try:
+                vgg = VGGPerceptualLoss(pretrained=True, imagenet_normalize=bool(self.loss_cfg["vgg_imagenet_normalize"]))
+                self._vgg_holder = [vgg.to(self.device)]
+                self._vgg_state = "on"
+            except MissingWeightsError as error:
+                self._vgg_state = "off"
+                self._warn_once("PC-AVS: the VGG19 perceptual loss is OFF (lambda_v ignored): "
+                                + str(error).splitlines()[0] + f" - put it at {_vgg_path()} to enable it")
+        if self._vgg_state != "on":
+            return None
+        vgg = self._vgg_holder[0]
+        if vgg.mean.device != self.device:
+            self._vgg_holder = [vgg.to(self.device)]
+        return self._vgg_holder[0]
+
+    @rank_zero_only
+    def _warn_once(self, message: str) -> None:
+        log.warning(message)
+
+    # ------------------------------------------------------------------------------- losses
+    def sync_losses(self, visual: torch.Tensor, audio: torch.Tensor, negatives: torch.Tensor | None = None,
+                    clip_index: torch.Tensor | None = None, frame_index: torch.Tensor | None = None
+                    ) -> dict[str, torch.Tensor]:
+        """L_c for content features visual, audio (B, T, D) of B windows of T frames.
+
+        InfoNCE (paper eq. 2-3, cosine similarity / ``temperature``) in both directions. Candidates
+        for frame (b, t): every frame of the batch's windows; the positive is (b, t) itself, the
+        negatives are the frames of *other clips* and the frames of the *same clip* at least
+        ``min_shift`` frames away (time-shifted); same-clip frames closer than that are left out.
+        The explicit audio negatives of the data module, (B, N, T, D) (other clips and time-shifted
+        windows), are added to the v2a candidates. ``contrastive: official`` uses the official
+        SoftmaxContrastive (x100) + CrossModal losses instead. Returns {"v2a", "a2v", "loss", "acc"}.
+        """
+        b, t, d = visual.shape
+        if self.loss_cfg["contrastive"] == "official":
+            out = pcavs_sync_losses(visual, audio)
+            out["loss"] = sum(out.values())
+            with torch.no_grad():
+                sims = F.normalize(visual.reshape(-1, d), dim=-1) @ F.normalize(audio.reshape(-1, d), dim=-1).t()
+                out["acc"] = self._accuracy(sims, None)
+            return out
+        if clip_index is None:
+            clip_index = torch.arange(b, device=visual.device)
+        if frame_index is None:
+            frame_index = torch.arange(t, device=visual.device).expand(b, t)
+        n = b * t
+        clips = clip_index.reshape(b, 1).expand(b, t).reshape(n)
+        frames = frame_index.reshape(n)
+        near = (clips[:, None] == clips[None, :]) & ((frames[:, None] - frames[None, :]).abs() < self.min_shift)
+        eye = torch.eye(n, dtype=torch.bool, device=visual.device)
+        valid = ~near | eye                                      # (n, n): candidates of each anchor
+        v, a = visual.reshape(n, d), audio.reshape(n, d)
+        if self.loss_cfg["center"]:  # the features' common part carries no sync information
+            v, a = v - v.mean(0, keepdim=True), a - a.mean(0, keepdim=True)
+        v, a = F.normalize(v, dim=-1), F.normalize(a, dim=-1)
+        tau = float(self.loss_cfg["temperature"])
+        sim = v @ a.t()                                          # (n, n): visual i vs audio j
+        logits_v2a = sim.masked_fill(~valid, float("-inf"))
+        logits_a2v = sim.t().masked_fill(~valid, float("-inf"))
+        if negatives is not None and negatives.numel():
+            neg = negatives.permute(0, 2, 1, 3).reshape(n, -1, d)  # (n, N, D)
+            if self.loss_cfg["center"]:
+                neg = neg - audio.reshape(n, d).mean(0)
+            neg = F.normalize(neg, dim=-1)
+            logits_v2a = torch.cat([logits_v2a, torch.einsum("nd,nkd->nk", v, neg)], dim=1)
+        target = torch.arange(n, device=visual.device)
+        if int(valid.sum()) == n and logits_v2a.shape[1] == n:
+            raise ValueError("the contrastive loss has no negatives: use windows of other clips (batch > 1), "
+                             "window > min_shift or num_negatives / num_shifted > 0")
+        v2a = F.cross_entropy(logits_v2a / tau, target)
+        a2v = F.cross_entropy(logits_a2v / tau, target) if int(valid.sum()) > n else v2a.new_zeros(())
+        with torch.no_grad():
+            acc = self._accuracy(logits_v2a, target)
+            # lip-sync proper: the positive against the same clip's time-shifted frames only
+            shifted = (clips[:, None] == clips[None, :]) & valid & ~eye
+            has = shifted.any(1)
+            if bool(has.any()):
+                pos = sim.diagonal()
+                best_shift = sim.masked_fill(~shifted, float("-inf")).max(1).values
+                acc_shift = (pos > best_shift)[has].float().mean()
+            else:
+                acc_shift = acc.new_tensor(float("nan"))
+        return {"v2a": v2a, "a2v": a2v, "loss": v2a + a2v, "acc": acc, "acc_shift": acc_shift}
+
+    @property
+    def min_shift(self) -> int:
+        return int(self.loss_cfg["min_shift"])
+
+    @staticmethod
+    def _accuracy(logits: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        """Fraction of anchors whose positive scores highest (v2a top-1)."""
+        if target is None:
+            target = torch.arange(logits.shape[0], device=logits.device)
+        return (logits.argmax(1) == target).float().mean()
+
+    # ------------------------------------------------------------------------------- steps
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        if self.stage == "identity":
+            self._identity_step(batch)
+        elif self.stage == "sync":
+            self._sync_step(batch)
+        else:
+            self._full_step(batch)
+
+    def _finite(self, loss: torch.Tensor, what: str) -> bool:
+        """True when `loss` is finite on every rank; otherwise log a warning and count a skip."""
+        ok = bool(torch.isfinite(loss.detach()).all())
+        if self.trainer is not None and self.trainer.world_size > 1:
+            ok = self.trainer.strategy.reduce_boolean_decision(ok, all=True)
+        if not ok:
+            self._skipped = getattr(self, "_skipped", 0) + 1
+            log.warning("PC-AVS %s stage: non-finite %s loss at batch %d (global step %d); step skipped (%d so far)",
+                        self.stage, what, self._batches(), self.global_step, self._skipped)
+            self.log("train/skipped", float(self._skipped), on_step=True, sync_dist=False)
+        return ok
+
+    def _skip_backward(self, opt, params: list[torch.nn.Parameter]) -> None:
+        """A skipped step: no update. Under DDP a zero-valued backward keeps the ranks' reducers in step."""
+        if self.trainer is not None and self.trainer.world_size > 1:
+            zero = sum(p.sum() for p in params) * 0.0
+            self.manual_backward(zero)
+        opt.zero_grad(set_to_none=True)
+
+    def _batches(self) -> int:
+        return self.global_step // self.optimizers_per_step
+
+    def _step(self, opt, loss: torch.Tensor, what: str) -> bool:
+        params = [p for group in opt.param_groups for p in group["params"]]
+        if not self._finite(loss, what):
+            self._skip_backward(opt, params)
+            return False
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        opt.step()
+        return True
+
+    def _identity_step(self, batch: dict) -> None:
+        opt = self.optimizers()
+        size = self.config.reference_size
+        images = torch.cat([resize_images(batch["reference"], size), resize_images(batch["frames"], size)], dim=1)
+        b, n = images.shape[:2]
+        labels = batch["speaker"].repeat_interleave(n)
+        logits = self.model.netV(images.reshape(b * n, *images.shape[2:])).logits
+        self._check_labels(labels, logits.shape[1])
+        loss = F.cross_entropy(logits, labels)
+        self._step(opt, loss, "identity")
+        acc = (logits.argmax(1) == labels).float().mean()
+        self.log_dict({"train/loss_identity": loss.detach(), "train/acc_identity": acc}, on_step=True, prog_bar=True,
+                      batch_size=b)
+        self._maybe_sample(batch, {"reference": batch["reference"][:, 0], "target": batch["frames"][:, 0]})
+
+    def _check_labels(self, labels: torch.Tensor, classes: int) -> None:
+        if bool((labels < 0).any()) or bool((labels >= classes).any()):
+            raise ValueError(f"speaker labels {int(labels.min())}..{int(labels.max())} do not fit the identity "
+                             f"classifier's {classes} classes (model.identity.num_identities; null sizes it from "
+                             f"the store's train speakers)")
+
+    def _content(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, Any]:
+        """(visual (B, T, D), audio (B, T, D), negative audio (B, N, T, D) or None, E_n output)."""
+        aug = resize_images(batch["augmented"], self.config.image_size)
+        b, t = aug.shape[:2]
+        enc = self.model.netE(aug)
+        visual = enc.mouth.view(b, t, -1)
+        audio = self.model.audio_content(batch["mel"]).view(b, t, -1)
+        neg = batch.get("negative_mel")
+        negatives = None
+        if neg is not None and neg.numel():
+            n = neg.shape[1]
+            negatives = self.model.audio_content(neg.reshape(b * n * t, *neg.shape[3:])).view(b, n, t, -1)
+        return visual, audio, negatives, enc
+
+    def _sync_step(self, batch: dict) -> None:
+        opt = self.optimizers()
+        visual, audio, negatives, _ = self._content(batch)
+        losses = self.sync_losses(visual, audio, negatives, batch["clip_index"], batch["frame_index"])
+        self._step(opt, losses["loss"], "sync")
+        b = visual.shape[0]
+        self.log_dict({f"train/sync_{k}": v.detach() for k, v in losses.items()}, on_step=True, batch_size=b)
+        self.log("train/loss_sync", losses["loss"].detach(), on_step=True, prog_bar=True, batch_size=b)
+        self._maybe_sample(batch, {"target": batch["frames"][:, 0], "augmented": batch["augmented"][:, 0]})
+
+    def _full_step(self, batch: dict) -> None:
+        opt_g, opt_d = self.optimizers()
+        cfg = self.loss_cfg
+        m = self.model
+        size = self.config.image_size
+        scale = size / batch["frames"].shape[-1]
+        frames = resize_images(batch["frames"], size)
+        b, t = frames.shape[:2]
+        target = frames.reshape(b * t, *frames.shape[2:])
+        reference = resize_images(batch["reference"][:, 0], self.config.reference_size)
+
+        # ---- generator step
+        self.toggle_optimizer(opt_g)
+        ident = m.netV(reference)
+        identity = ident.feature.repeat_interleave(t, 0)
+        identity_map = ident.feature_map.repeat_interleave(t, 0)
+        visual, audio, negatives, enc = self._content(batch)
+        if cfg["pose_from"] == "frames":
+            pose = m.pose_code(target)
+        elif cfg["pose_from"] == "augmented":
+            pose = enc.pose
+        else:
+            raise ValueError(f"loss.pose_from must be 'augmented' or 'frames', got {cfg['pose_from']!r}")
+        fake_a = m.render(identity, identity_map, m.mouth_style(audio.reshape(b * t, -1)), pose)
+        fakes = [fake_a]
+        if cfg["visual_path"]:
+            fakes.append(m.render(identity, identity_map, enc.mouth_embed, pose))
+        fake = torch.cat(fakes, 0)
+        reals = target.repeat(len(fakes), 1, 1, 1)
+
+        losses: dict[str, torch.Tensor] = {}
+        pred_fake = self.netD(fake)
+        with torch.no_grad():
+            pred_real = self.netD(target)
+        pred_real_rep = [[f.repeat(len(fakes), *([1] * (f.dim() - 1))) for f in scale] for scale in pred_real]
+        losses["gan"] = generator_hinge_loss(pred_fake) * cfg["gan"]
+        if cfg["feat"] > 0:
+            losses["feat"] = feature_matching_loss(pred_fake, pred_real_rep, first_weight=cfg["image"]) * cfg["feat"]
+        vgg = self._vgg()
+        if vgg is not None:
+            losses["vgg"] = vgg(fake, reals) * cfg["vgg"]
+        if cfg["l1"] > 0:
+            losses["l1"] = F.l1_loss(fake, reals) * cfg["l1"]
+        if cfg["mouth_l1"] > 0:
+            lm = (batch["landmarks"].reshape(b * t, 68, 2).to(fake.dtype) + 0.5) * scale - 0.5
+            mask = mouth_mask(lm, size, cfg["mouth_margin"]).repeat(len(fakes), 1, 1, 1)
+            losses["mouth_l1"] = ((fake - reals).abs() * mask).sum() / (mask.sum() * 3).clamp_min(1.0) * cfg["mouth_l1"]
+        sync = None
+        if cfg["sync"] > 0:
+            sync = self.sync_losses(visual, audio, negatives, batch["clip_index"], batch["frame_index"])
+            losses["sync"] = sync["loss"] * cfg["sync"]
+        if cfg["identity"] > 0:
+            labels = batch["speaker"]
+            self._check_labels(labels, ident.logits.shape[1])
+            losses["identity"] = F.cross_entropy(ident.logits, labels) * cfg["identity"]
+        loss_g = sum(losses.values())
+        self._step(opt_g, loss_g, "generator")
+        self.untoggle_optimizer(opt_g)
+
+        # ---- discriminator step
+        self.toggle_optimizer(opt_d)
+        d_fake_pred = self.netD(fake.detach())
+        d_real_pred = self.netD(target)
+        d_real, d_fake = discriminator_hinge_loss(d_real_pred, d_fake_pred)
+        loss_d = (d_real + d_fake) * cfg["gan"]
+        self._step(opt_d, loss_d, "discriminator")
+        self.untoggle_optimizer(opt_d)
+        self._update_ema()
+
+        logs = {f"train/loss_{k}": v.detach() for k, v in losses.items()}
+        logs.update({"train/loss_G": loss_g.detach(), "train/loss_D": loss_d.detach(), "train/D_real": d_real.detach(),
+                     "train/D_fake": d_fake.detach()})
+        with torch.no_grad():
+            logs["train/l1_audio"] = F.l1_loss(fake_a, target)
+        if sync is not None:
+            logs["train/sync_acc"] = sync["acc"]
+        self.log_dict(logs, on_step=True, batch_size=b)
+        self.log("train/loss_G_total", loss_g.detach(), prog_bar=True, on_step=True, batch_size=b)
+        self._maybe_sample(batch, {"reference": resize_images(reference, size),
+                                   "generated": fake_a.view(b, t, *fake_a.shape[1:])[:, 0],
+                                   "target": frames[:, 0],
+                                   "pose_source": frames[:, 0] if cfg["pose_from"] == "frames"
+                                   else resize_images(batch["augmented"][:, 0], size)})
+
+    # ------------------------------------------------------------------------------- samples
+    def _maybe_sample(self, batch: dict, columns: dict[str, torch.Tensor]) -> None:
+        every = self.sample_every_n_steps
+        step = self._batches()
+        if every <= 0 or step % every or getattr(self, "_last_sample", -1) == step:
+            return
+        self._last_sample = step
+        self._write_sample(columns, step)
+
+    @rank_zero_only
+    def _write_sample(self, columns: dict[str, torch.Tensor], step: int) -> None:
+        grid = sample_grid(columns)
+        trainer = self.trainer
+        folder = Path(trainer.log_dir or trainer.default_root_dir) / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{self.stage}-step{step:06d}.png"
+        import cv2
+
+        cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+        caption = " | ".join(columns)
+        for logger in trainer.loggers:
+            if hasattr(logger, "log_image"):
+                try:
+                    logger.log_image(key=f"samples/{self.stage}", images=[grid], step=trainer.global_step,
+                                     caption=[caption])
+                except Exception as error:  # noqa: BLE001 - a logger failure must not stop training
+                    log.warning("sample grid not logged to %s: %s", type(logger).__name__, error)
+
+
+def sample_grid(columns: dict[str, torch.Tensor], rows: int = 4) -> np.ndarray:
+    """uint8 (H, W, 3) grid: one row per sample (up to `rows`), one column per entry of `columns`
+    (each (B, 3, S, S) in [-1, 1], resized to the first column's size)."""
+    tiles = []
+    first = next(iter(columns.values()))
+    n = min(rows, first.shape[0])
+    size = first.shape[-1]
+    for i in range(n):
+        row = []
+        for images in columns.values():
+            x = images[i].detach().float().cpu()
+            if x.shape[-1] != size:
+                x = F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False)[0]
+            row.append(((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy())
+        tiles.append(np.concatenate(row, axis=1))
+    return np.ascontiguousarray(np.concatenate(tiles, axis=0))
+
+
+def _vgg_path() -> str:
+    from talkinghead import weights
+
+    return str(weights.home() / weights.asset("vgg19").file)

@@ -1,0 +1,172 @@
+"""PC-AVS training: every stage runs a few steps on tiny SynthTalk with finite, decreasing losses;
+stages hand their weights on; a resumed stage continues at the same step and data position; a
+non-finite loss skips the step instead of crashing; the VGG loss is off without its weights."""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from talkinghead.methods.pcavs.module import PCAVSModule, mouth_mask
+from talkinghead.methods.pcavs.networks import PCAVSConfig
+from talkinghead.methods.pcavs.train import final_checkpoint, train
+
+TINY_MODEL = {"preset": "tiny", "image_size": 32,
+              "identity": {"num_identities": None}, "nonidentity": {"num_identities": None},
+              "audio": {"num_identities": None}}
+
+
+def tiny_config(store: Path, out: Path, **stage_steps: int) -> dict:
+    """The smallest useful PC-AVS run: 32 px tiny nets, batches of 4, a few steps per stage."""
+    stage = {"batch_size": 4, "epoch_batches": 4, "max_minutes": None, "sample_every_n_steps": 0}
+    return {
+        "name": "test", "seed": 0, "store": str(store), "out": str(out), "stages": ["identity", "sync", "full"],
+        "model": TINY_MODEL,
+        "data": {"window": 2, "num_references": 1, "num_negatives": 1, "num_shifted": 1, "min_shift": 5,
+                 "augment": "pcavs", "num_workers": 0},
+        "trainer": {"accelerator": "cpu", "devices": 1, "num_threads": 1, "log_every_n_steps": 1, "wandb": False,
+                    "progress": False},
+        "identity": {**stage, "max_steps": stage_steps.get("identity", 12),
+                     "data": {"window": 1, "augment": "none", "num_negatives": 0, "num_shifted": 0},
+                     "optim": {"lr": 2e-3, "betas": [0.5, 0.999], "ttur": False, "amsgrad": False}},
+        "sync": {**stage, "max_steps": stage_steps.get("sync", 12), "data": {"window": 8},
+                 "optim": {"lr": 1e-3, "betas": [0.5, 0.999], "ttur": False, "amsgrad": False},
+                 "loss": {"temperature": 0.1}},
+        "full": {**stage, "max_steps": stage_steps.get("full", 12), "sample_every_n_steps": 4,
+                 "optim": {"lr": 1e-3, "betas": [0.5, 0.99], "ttur": False, "amsgrad": False, "ema": 0.9,
+                           "lr_mult": {"netE": 0.5}},
+                 "loss": {"l1": 10.0, "mouth_l1": 10.0, "temperature": 0.1}},
+    }
+
+
+def metric_rows(out: Path, stage: str) -> list[dict]:
+    rows = []
+    for path in sorted((out / stage / "logs").glob("version_*/metrics.csv")):
+        with open(path) as f:
+            rows += list(csv.DictReader(f))
+    return rows
+
+
+def series(rows: list[dict], key: str) -> np.ndarray:
+    return np.array([float(r[key]) for r in rows if r.get(key) not in (None, "")])
+
+
+@pytest.fixture(scope="module")
+def trained(synth_vox2_store, tmp_path_factory):
+    """All three stages, 12 batches each, on the tiny store (shared by the checks below)."""
+    out = tmp_path_factory.mktemp("pcavs-run")
+    path = train(tiny_config(synth_vox2_store, out))
+    return out, path
+
+
+@pytest.mark.parametrize("stage,key", [("identity", "train/loss_identity"), ("sync", "train/loss_sync"),
+                                       ("full", "train/l1_audio")])
+def test_stage_losses_finite_and_decreasing(trained, stage, key):
+    out, _ = trained
+    values = series(metric_rows(out, stage), key)
+    assert len(values) >= 10
+    assert np.isfinite(values).all()
+    assert values[-4:].mean() < values[:4].mean(), f"{stage}: {key} did not decrease: {values}"
+    done = json.loads((out / stage / "done.json").read_text())
+    assert done["batches"] == 12 and done["stopped_by"] == "steps"
+
+
+def test_full_stage_logs_every_loss_and_a_sample_grid(trained):
+    out, path = trained
+    assert path == final_checkpoint(out, "full") and path.is_file()
+    rows = metric_rows(out, "full")
+    for key in ("train/loss_gan", "train/loss_feat", "train/loss_sync", "train/loss_identity", "train/loss_D",
+                "train/loss_l1", "train/loss_mouth_l1"):
+        assert np.isfinite(series(rows, key)).all() and len(series(rows, key)), key
+    assert "train/loss_vgg" not in rows[0]  # no VGG19 file on the test machine: the loss is off
+    grids = list((out / "full" / "logs").glob("version_*/samples/full-step*.png"))
+    assert grids
+    import cv2
+
+    grid = cv2.imread(str(grids[0]))
+    assert grid.shape[1] == 4 * 32  # reference | generated | target | pose source
+    assert (out / "full" / "config.yaml").is_file()
+
+
+def test_checkpoint_has_no_vgg_and_hands_weights_on(trained):
+    out, _ = trained
+    full = torch.load(final_checkpoint(out, "full"), map_location="cpu", weights_only=True)
+    assert not any("vgg" in k for k in full["state_dict"])
+    assert any(k.startswith("netD.") for k in full["state_dict"])
+    assert any(k.startswith("model_ema.netG.") for k in full["state_dict"])  # the moving average is kept
+    from talkinghead.methods.pcavs.generate import load_model
+
+    model, info = load_model(final_checkpoint(out, "full"))
+    assert info["weights"] == "model_ema"
+    key = "netG.conv1.conv.weight"
+    assert torch.equal(model.state_dict()[key], full["state_dict"][f"model_ema.{key}"])
+    assert not torch.equal(full["state_dict"][f"model.{key}"], full["state_dict"][f"model_ema.{key}"])
+    assert full["hyper_parameters"]["stage"] == "full"
+    # the sync stage started from the identity stage's netV and trained netE / netA_sync only
+    ident = torch.load(final_checkpoint(out, "identity"), map_location="cpu", weights_only=True)["state_dict"]
+    sync = torch.load(final_checkpoint(out, "sync"), map_location="cpu", weights_only=True)["state_dict"]
+    key = "model.netV.model.conv1.weight"
+    assert torch.equal(ident[key], sync[key])
+    assert not torch.equal(ident[key], full["state_dict"][key])  # trained further in the full stage
+
+
+def test_resume_continues_at_the_same_step_and_sample(synth_vox2_store, tmp_path):
+    # an uninterrupted run of 6 batches (epochs of 2 batches), with per-batch records
+    straight = tmp_path / "straight"
+    cfg = tiny_config(synth_vox2_store, straight, full=6)
+    cfg["full"]["epoch_batches"] = 2
+    cfg["stages"] = ["full"]
+    train(cfg, record=True)
+    reference = json.loads((straight / "full" / "record" / "rank0.json").read_text())["batches"]
+    # the same run stopped after 4 batches, then resumed to 6
+    split = tmp_path / "split"
+    cfg_split = tiny_config(synth_vox2_store, split, full=4)
+    cfg_split["full"]["epoch_batches"] = 2
+    cfg_split["stages"] = ["full"]
+    train(cfg_split)
+    first = torch.load(final_checkpoint(split, "full"), map_location="cpu", weights_only=True)
+    assert first["global_step"] == 8  # 4 batches x (G step + D step)
+    assert first["optimizer_states"] and len(first["optimizer_states"]) == 2
+    cfg_split["full"]["max_steps"] = 6
+    train(cfg_split, record=True)
+    resumed = json.loads((split / "full" / "record" / "rank0.json").read_text())["batches"]
+    assert [b["step"] for b in resumed] == [8, 10]
+    assert resumed == reference[4:]  # same global steps, same clips and frames
+    done = json.loads((split / "full" / "done.json").read_text())
+    assert done["batches"] == 6
+
+
+def test_non_finite_loss_skips_the_step(synth_vox2_store, tmp_path, caplog):
+    from lightning.pytorch import Trainer
+    from torch.utils.data import DataLoader
+
+    from talkinghead.data.datamodule import TalkingHeadDataModule
+
+    dm = TalkingHeadDataModule(store=str(synth_vox2_store), window=8, image_size=32, augment="pcavs", batch_size=2,
+                               samples_per_epoch=4, drop_last=True)
+    dm.setup("fit")
+    batches = list(dm.train_dataloader())
+    batches[1]["mel"] = torch.full_like(batches[1]["mel"], float("nan"))
+    module = PCAVSModule(stage="sync", model=PCAVSConfig.tiny(image_size=32, num_identities=3).to_dict(),
+                         loss={"temperature": 0.1}, sample_every_n_steps=0)
+    trainer = Trainer(max_steps=10, max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    with caplog.at_level(logging.WARNING, logger="talkinghead.methods.pcavs.module"):
+        trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))
+    assert trainer.global_step == 1  # 2 batches, the NaN one skipped
+    assert getattr(module, "_skipped", 0) == 1
+    assert any("non-finite" in r.getMessage() for r in caplog.records)
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+def test_mouth_mask_box():
+    lm = torch.zeros(1, 68, 2)
+    lm[0, 48:68] = torch.tensor([[10.0, 20.0], [20.0, 24.0]]).repeat(10, 1)
+    mask = mouth_mask(lm, 32, margin=0.1)
+    assert mask.shape == (1, 1, 32, 32)
+    assert mask[0, 0, 22, 15] == 1 and mask[0, 0, 5, 5] == 0 and mask[0, 0, 22, 25] == 0
