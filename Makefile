@@ -33,10 +33,16 @@ data: $(STAMP) ## generate SynthTalk (VoxCeleb2, LRW, MEAD layouts) under data/ 
 $(SYNTH_STORE)/index.json: | $(STAMP)
 	$(BIN)/talkinghead data --out data --layouts vox2
 
+data/store/synth-mead/index.json: | $(STAMP)
+	$(BIN)/talkinghead data --out data --layouts mead
+
+# the SynthTalk store a bench protocol reads, made when missing (synth, synth-pose: vox2; synth-mead: mead)
+BENCH_STORE := $(if $(filter synth synth-pose,$(DATASET)),$(SYNTH_STORE)/index.json,$(if $(filter synth-mead,$(DATASET)),data/store/synth-mead/index.json))
+
 train: $(STAMP) $(SYNTH_STORE)/index.json ## train METHOD (syncnet, pcavs) on SynthTalk, making the data first if missing: make train METHOD=pcavs
 	$(BIN)/talkinghead train --method $(METHOD) -- --store $(SYNTH_STORE) $(ARGS)
 
-bench: $(STAMP) $(if $(filter synth,$(DATASET)),$(SYNTH_STORE)/index.json) ## score METHODS on DATASET: make bench DATASET=synth METHODS="ground_truth static" [CLIPS=N] [ARGS=...]
+bench: $(STAMP) $(BENCH_STORE) ## score METHODS on DATASET: make bench DATASET=synth METHODS="ground_truth static" [CLIPS=N] [ARGS=...]
 	$(BIN)/talkinghead bench --dataset $(DATASET) --methods $(METHODS) $(if $(CLIPS),--clips $(CLIPS)) $(ARGS)
 
 bench-metrics: $(STAMP) ## CPBD and LSE cost next to the reference implementations (benchmarks/perf/metrics.py)

@@ -52,7 +52,7 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nlse-clips", type=int, default=50,
                    help="real train-split clips measured for NLSE-C's reference LSE-C (default 50)")
     p.add_argument("--setting", choices=SETTINGS, default=None,
-                   help="self-driven or cross-driven (emotion from another clip); default: the protocol's")
+                   help="self-driven, or cross-driven (another clip drives the protocol's cross sources: pose, eyes, emotion); default: the protocol's")
     p.add_argument("--split", default=None, help="split to evaluate (default: the protocol's, test)")
     p.add_argument("--seed", type=int, default=None, help="clip selection seed (default 0)")
     p.add_argument("--samples", type=int, default=2, help="clips written as side-by-side sample videos")

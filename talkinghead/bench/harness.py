@@ -18,9 +18,9 @@
 4. for each method (progress bar) and each clip (progress bar): loads the clip, builds the
    request, generates, checks the frames ((T, 3, H, W) float in [0, 1]) and updates every
    metric with exactly the inputs it lists in ``inputs``, plus those of ``optional_inputs`` the
-   harness has (``real_landmarks``: see `real_landmarks` below). A clip that fails (loading, generation or one
-   metric's update) is recorded with its file, stage and message, and the run goes on; a method
-   that fails to build is recorded and skipped;
+   harness has (``real_landmarks`` and ``pose_landmarks``: see below). A clip that fails (loading,
+   generation or one metric's update) is recorded with its file, stage and message, and the run
+   goes on; a method that fails to build is recorded and skipped;
 5. computes each metric per method and writes the run folder (`talkinghead.bench.report`).
 
 Pooled metrics with a real side (FID) get the statistics of the real frames of all selected
@@ -34,6 +34,16 @@ clip and shared by every method. The clip store also holds landmarks, but they a
 the raw video and mapped into the aligned frame, which puts them about 1.5 px (at 224 px) from
 what the same detector finds on the aligned frames (ground truth would score LMD 1.5, not 0);
 ``BenchConfig(store_landmarks=True)`` uses them anyway (faster, biased).
+
+``pose_landmarks`` (LMD-pose, `talkinghead.metrics.pose_lmd`), the landmarks of the pose-source
+frame shown at each t (`protocol.ClipData.pose_landmarks`: the clip's own frames, or another
+clip's in a cross protocol whose sources include the pose), are obtained the same way: the
+metric's own detector on the pose-source frames (detected before the method generates, so a
+method cannot change them), or the store's landmarks of the pose-source clip with
+``store_landmarks=True`` or for a metric without a ``landmarks(images)`` method. Detections are
+cached per detector (backend, or the metric when it has a custom detector), clip and frame, so
+a frame that is both a real frame and a pose-source frame (self-driven) is detected once, and a
+pose-source frame repeated or used by several clips too.
 
 Run folder (default ``runs/bench/<YYYYmmdd-HHMMSS>-<protocol>/``)::
 
@@ -85,7 +95,9 @@ __all__ = [
 DEFAULT_SYNCNET_CONFIG = "experiments/syncnet/synth.yaml"
 VALUE_RANGE_TOLERANCE = 1e-3
 #: the clip inputs a metric may list (`talkinghead.metrics.base`)
-CLIP_INPUTS = ("fake", "real", "audio", "reference", "real_landmarks")
+CLIP_INPUTS = ("fake", "real", "audio", "reference", "real_landmarks", "pose_landmarks")
+#: clip inputs the harness detects with the metric's own detector (module docstring)
+LANDMARK_INPUTS = ("real_landmarks", "pose_landmarks")
 #: the column a metric taking ``real_confidence`` adds (PD-FGC's normalised LSE-C)
 NLSE_COLUMN = "NLSE-C"
 
@@ -115,8 +127,9 @@ class BenchConfig:
     device:             torch device for methods and metrics.
     samples:            clips written as side-by-side sample videos (0: none).
     sample_frames:      longest sample video, in frames.
-    store_landmarks:    give metrics the store's landmarks as ``real_landmarks`` instead of the
-                        metric's own detection on the real frames (module docstring).
+    store_landmarks:    give metrics the store's landmarks as ``real_landmarks`` / ``pose_landmarks``
+                        instead of the metric's own detection on the real / pose-source frames
+                        (module docstring).
     wandb:              log to Weights & Biases when wandb is installed (offline without an API key).
     progress:           tqdm progress bars.
     published:          YAML of published numbers (default benchmarks/published.yaml).
@@ -407,11 +420,46 @@ class _Metric:
     column_na: dict[str, str] = field(default_factory=dict)  # columns n/a although the metric is built
 
 
+def _detector_key(m: _Metric) -> tuple[str, str]:
+    """Which detections metric `m` may share: those of its landmark backend, unless it was given
+    a detector callable of its own (then only its own)."""
+    backend = getattr(m.instance, "backend", None)
+    if isinstance(backend, str) and getattr(m.instance, "detector", None) is None:
+        return ("backend", backend)
+    return ("metric", m.name)
+
+
 class _Runner:
     def __init__(self, config: BenchConfig, log: Callable[[str], None]):
         self.config = config
         self.log = log
-        self._landmarks: dict[tuple[str, str], torch.Tensor | None] = {}
+        # (detector key, clip_id) -> {frame index: (68, 2) float32 landmarks, NaN when no face}
+        self._landmarks: dict[tuple[tuple[str, str], str], dict[int, np.ndarray]] = {}
+
+    def detected_landmarks(self, m: _Metric, clip_id: str, frames: torch.Tensor, index: torch.Tensor
+                           ) -> torch.Tensor:
+        """Landmarks (T, 68, 2) float32 (NaN rows: no face) that `m`'s ``landmarks(images)`` finds on
+        `frames` (T, 3, H, W) in [0, 1], frame t being frame ``index[t]`` of clip `clip_id`; each
+        frame is detected once per detector (`_detector_key`) and cached."""
+        from talkinghead.metrics.image import frames_to_uint8
+
+        cache = self._landmarks.setdefault((_detector_key(m), clip_id), {})
+        index = [int(i) for i in index]
+        if len(index) != len(frames):
+            raise ValueError(f"{clip_id}: {len(frames)} frames but {len(index)} frame indices")
+        first: dict[int, int] = {}  # frame index -> first position t showing it, for the frames to detect
+        for t, i in enumerate(index):
+            if i not in cache:
+                first.setdefault(i, t)
+        if first:
+            positions = torch.tensor(list(first.values()), dtype=torch.long)
+            points, found = m.instance.landmarks(frames_to_uint8(frames[positions]))
+            points = np.array(points, dtype=np.float32)
+            if points.shape != (len(positions), 68, 2):
+                raise ValueError(f"{m.name}.landmarks returned {points.shape}, expected ({len(positions)}, 68, 2)")
+            points[~np.asarray(found, bool)] = np.nan
+            cache.update(zip(first, points))
+        return torch.from_numpy(np.stack([cache[i] for i in index]))
 
     def real_landmarks(self, m: _Metric, data: protocols.ClipData) -> torch.Tensor | None:
         """``real_landmarks`` for metric `m` on this clip (module docstring), cached per clip."""
@@ -419,18 +467,21 @@ class _Runner:
             return None
         if self.config.store_landmarks:
             return data.real_landmarks
-        detect = getattr(m.instance, "landmarks", None)
-        if not callable(detect):
+        if not callable(getattr(m.instance, "landmarks", None)):
             return None  # the metric detects on `real` itself
-        key = (m.name, data.selection.clip_id)
-        if key not in self._landmarks:
-            from talkinghead.metrics.image import frames_to_uint8
+        return self.detected_landmarks(m, data.selection.clip_id, data.real, torch.arange(len(data.real)))
 
-            points, found = detect(frames_to_uint8(data.real))
-            points = np.array(points, dtype=np.float32)
-            points[~np.asarray(found, bool)] = np.nan
-            self._landmarks[key] = torch.from_numpy(points)
-        return self._landmarks[key]
+    def pose_landmarks(self, m: _Metric, data: protocols.ClipData) -> torch.Tensor:
+        """``pose_landmarks`` for metric `m` on this clip (module docstring): its detector on the
+        request's pose-source frames, or the store's landmarks of the pose source."""
+        if data.pose_landmarks is None or data.pose_clip_id is None or data.pose_frame_index is None:
+            raise ValueError(f"{data.selection.clip_id}: the loaded clip has no pose-source landmarks")
+        if self.config.store_landmarks or not callable(getattr(m.instance, "landmarks", None)):
+            return data.pose_landmarks
+        frames = data.request.pose_source
+        if frames is None:
+            raise ValueError(f"{data.selection.clip_id}: the request has no pose_source frames")
+        return self.detected_landmarks(m, data.pose_clip_id, frames, data.pose_frame_index)
 
     # -- setup ---------------------------------------------------------------------------------
     def open_store(self, protocol: Protocol) -> Any:
@@ -642,6 +693,14 @@ class _Runner:
                 result.clips_failed += 1
                 continue
             data.request.ground_truth = data.real_frames if give_truth else None
+            # before generation: a method that writes into its request cannot change them
+            pose: dict[str, torch.Tensor | BaseException] = {}
+            for m in live:
+                if "pose_landmarks" in m.inputs or "pose_landmarks" in m.optional_inputs:
+                    try:
+                        pose[m.name] = self.pose_landmarks(m, data)
+                    except Exception as error:  # noqa: BLE001 - recorded as this metric's failure below
+                        pose[m.name] = error
             stage = "generate"
             try:
                 tick = time.perf_counter()
@@ -660,15 +719,19 @@ class _Runner:
             for m in live:
                 try:
                     tick = time.perf_counter()
-                    args = {k: inputs[k].to(config.device) for k in m.inputs if k != "real_landmarks"}
+                    args = {k: inputs[k].to(config.device) for k in m.inputs if k not in LANDMARK_INPUTS}
                     if "real_landmarks" in m.inputs or "real_landmarks" in m.optional_inputs:
                         landmarks = self.real_landmarks(m, data)
                         if landmarks is None and "real_landmarks" in m.inputs:
                             landmarks = data.real_landmarks  # required and not detectable here: the store's
                         if landmarks is not None:
                             args["real_landmarks"] = landmarks.to(config.device)
+                    if m.name in pose:
+                        if isinstance(pose[m.name], BaseException):
+                            raise pose[m.name]
+                        args["pose_landmarks"] = pose[m.name].to(config.device)
                     args.update({k: inputs[k].to(config.device) for k in m.optional_inputs
-                                 if k != "real_landmarks" and inputs.get(k) is not None})
+                                 if k not in LANDMARK_INPUTS and inputs.get(k) is not None})
                     with torch.no_grad():
                         m.instance.update(**args)
                     result.metric_clips[m.name] += 1

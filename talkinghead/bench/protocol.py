@@ -20,7 +20,9 @@ how many clips, and the *setting*:
     n/a over scoring against the source clip because that clip differs in identity, speech and
     timing, so such a number would mix up what it measures. (PD-FGC scores this setting by the
     MSE of 3D-reconstructed expression parameters against the driving frame; no such metric is in
-    the suite yet.)
+    the suite yet.) What is defined is the pose source's own landmarks (`ClipData.pose_landmarks`),
+    so pose transfer is scored: LMD-pose (`talkinghead.metrics.pose_lmd`) compares the generated
+    jaw line with the pose source's, in both settings.
 
 Clip selection is deterministic and stable: the split's clips (with at least ``min_frames``
 frames) are ranked by ``sha1(f"{seed}:{clip_id}")`` and the first ``num_clips`` are taken, then
@@ -35,11 +37,18 @@ name           store                        setting    published rows (report)
 =============  ===========================  =========  =======================================
 synth          data/store/synth-vox2        self       none (synthetic data)
 synth-mead     data/store/synth-mead        cross      none
+synth-pose     data/store/synth-vox2        cross      none (pose transfer: pose source only)
 vox2           data/store/vox2              self       VoxCeleb2 (PC-AVS, PD-FGC, Rhythmic Head)
 lrw            data/store/lrw               self       LRW (PC-AVS)
 mead           data/store/mead              self       MEAD (PD-FGC)
 mead-cross     data/store/mead              cross      none
 =============  ===========================  =========  =======================================
+
+``synth-pose`` measures pose transfer: only the pose comes from the other test clip (another
+speaker when the split has one; the vox2 layout has no emotion labels, so any other clip
+qualifies), played frame by frame (``cross_frames="all"``); reference, audio, eyes and expression
+stay the clip's own. Its LMD-pose column compares methods, e.g. ``pcavs`` (pose from the source)
+against ``pcavs_fixed_pose`` (the reference's pose): pose transfer works when the former is lower.
 
 Clip counts default to the papers' where stated: 500 VoxCeleb2 and 460 MEAD test clips
 (PD-FGC, appendix A.1); LRW 500 (PC-AVS does not say how many); synthetic stores 50.
@@ -177,6 +186,10 @@ for _p in (
              train_store="data/store/synth-vox2",
              description="SynthTalk in the MEAD layout, cross-driven (another clip's first frame drives pose, "
                          "eyes and expression)"),
+    Protocol("synth-pose", "vox2", "data/store/synth-vox2", setting="cross", cross_sources=("pose",),
+             cross_frames="all",
+             description="SynthTalk in the VoxCeleb2 layout, pose transfer: the pose source is another test clip "
+                         "(another speaker) played frame by frame; reference and audio from the clip (LMD-pose)"),
     Protocol("vox2", "vox2", "data/store/vox2", num_clips=500, published="vox2",
              description="VoxCeleb2 test identities, self-driven (PC-AVS / PD-FGC / Rhythmic Head Table 1)"),
     Protocol("lrw", "lrw", "data/store/lrw", num_clips=500, published="lrw",
@@ -311,6 +324,10 @@ class ClipData:
     real / real_landmarks are None in the cross-driven setting (ground truth undefined).
     real_landmarks: the store's dlib-68 landmarks of the real frames (T, 68, 2) in the frames'
     pixels, NaN rows where the detector found no face.
+    pose_landmarks: the store's landmarks of the pose-source frames (T, 68, 2), same units, defined
+    in both settings: row t belongs to frame ``pose_frame_index[t]`` of clip ``pose_clip_id``,
+    the frame ``request.pose_source[t]`` shows (self-driven, or pose not among the cross sources:
+    the clip itself, index t; cross ``"all"``: the other clip, min(t, len - 1); ``"first"``: 0).
     """
 
     selection: Selection
@@ -319,11 +336,39 @@ class ClipData:
     real: torch.Tensor | None
     real_landmarks: torch.Tensor | None
     file: str
+    pose_landmarks: torch.Tensor | None = None
+    pose_clip_id: str | None = None
+    pose_frame_index: torch.Tensor | None = None  # (T,) int64
 
     def metric_inputs(self, fake: torch.Tensor) -> dict[str, torch.Tensor | None]:
         """Every clip input a metric may ask for (see `talkinghead.metrics.base`)."""
         return {"fake": fake, "real": self.real, "audio": self.request.audio,
-                "reference": self.request.reference, "real_landmarks": self.real_landmarks}
+                "reference": self.request.reference, "real_landmarks": self.real_landmarks,
+                "pose_landmarks": self.pose_landmarks}
+
+
+def _fit_index(count: int, length: int) -> torch.Tensor:
+    """Frame index min(t, length - 1) for t < count, int64 (T,)."""
+    import torch
+
+    return torch.clamp(torch.arange(count), max=length - 1)
+
+
+def _store_landmarks(store: Any, entry: dict, num_frames: int) -> np.ndarray:
+    """The store's landmarks of a clip of `num_frames` frames: float32 (N >= num_frames, 68, 2) in
+    the aligned frames' pixels, NaN rows where the detector found no face (the store interpolates
+    those; its ``landmarks_found`` array marks them)."""
+    has_found = hasattr(store, "has") and store.has(entry, "landmarks_found")
+    arrays = store.load(entry, ["landmarks"] + (["landmarks_found"] if has_found else []))
+    landmarks = np.asarray(arrays["landmarks"], np.float32).copy()
+    if landmarks.ndim != 3 or landmarks.shape[1:] != (68, 2):
+        raise ValueError(f"{entry['clip_id']}: store landmarks must be (N, 68, 2), got {landmarks.shape}")
+    if len(landmarks) < num_frames:
+        raise ValueError(f"{entry['clip_id']}: the store has landmarks for {len(landmarks)} of its "
+                         f"{num_frames} frames")
+    if has_found:
+        landmarks[~np.asarray(arrays["landmarks_found"], bool)] = np.nan
+    return landmarks
 
 
 def load_clip(store: Any, selection: Selection) -> ClipData:
@@ -331,42 +376,47 @@ def load_clip(store: Any, selection: Selection) -> ClipData:
     import torch
 
     entry = selection.entry
-    keys = ["audio", "landmarks", "frame_offsets"]
-    has_found = hasattr(store, "has") and store.has(entry, "landmarks_found")
-    arrays = store.load(entry, keys + (["landmarks_found"] if has_found else []))
+    arrays = store.load(entry, ["audio", "frame_offsets"])
     count = len(arrays["frame_offsets"]) - 1
     frames = frames_tensor(store.load_frames(entry, range(count)))
     if count < 1:
         raise ValueError(f"{entry['clip_id']}: no frames")
+    landmarks = _store_landmarks(store, entry, count)
+    # the pose source's frames, as (clip, frame index per t) and their landmarks (ClipData)
+    pose_clip, pose_index, pose_landmarks = entry, torch.arange(count), landmarks
     audio = torch.from_numpy(np.asarray(arrays["audio"], np.float32).copy())
     sources = {"pose": frames, "eye": frames, "emotion": frames}
     if selection.cross_sources:
         source = selection.source
         if selection.cross_frames == "first":
             driving = frames_tensor(store.load_frames(source, [0])).expand(count, -1, -1, -1)
+            source_index = torch.zeros(count, dtype=torch.long)
         else:
             n = int(len(store.load(source, ["frame_offsets"])["frame_offsets"]) - 1)
             driving = _fit_length(frames_tensor(store.load_frames(source, range(n))), count)
+            source_index = _fit_index(count, n)
         if tuple(driving.shape[1:]) != tuple(frames.shape[1:]):
             raise ValueError(f"{entry['clip_id']}: frames of the driving clip {source['clip_id']} are "
                              f"{tuple(driving.shape[1:])}, the clip's {tuple(frames.shape[1:])}")
         for name in selection.cross_sources:
             sources[name] = driving
+        if "pose" in selection.cross_sources:
+            pose_clip, pose_index = source, source_index
+            pose_landmarks = _store_landmarks(store, source, int(source_index.max()) + 1)
     request = GenerationRequest(
         clip_id=entry["clip_id"], reference=frames[0].clone(), audio=audio, num_frames=count,
         pose_source=sources["pose"], eye_source=sources["eye"], emotion_source=sources["emotion"],
         labels=dict(entry.get("labels") or {}), setting=selection.setting, source_clip_id=selection.source["clip_id"],
     )
-    landmarks = np.asarray(arrays["landmarks"], np.float32).copy()
-    if has_found:  # frames where the detector found no face: NaN rows (the store interpolates them)
-        landmarks[~np.asarray(arrays["landmarks_found"], bool)] = np.nan
+    pose_landmarks = torch.from_numpy(pose_landmarks[pose_index.numpy()])
     landmarks = torch.from_numpy(landmarks)
     self_driven = selection.setting == "self"
     path = store.path(entry) if hasattr(store, "path") else entry.get("file")
     # the metrics' copy of the real frames is separate from the request's sources, so a method
     # that writes into its inputs cannot change the ground truth it is scored against
     return ClipData(selection, request, frames, frames.clone() if self_driven else None,
-                    landmarks if self_driven else None, str(path))
+                    landmarks if self_driven else None, str(path), pose_landmarks=pose_landmarks,
+                    pose_clip_id=pose_clip["clip_id"], pose_frame_index=pose_index)
 
 
 def ground_truth_available(setting: str) -> bool:

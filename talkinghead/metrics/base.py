@@ -7,6 +7,8 @@ Clip inputs (the names a metric lists in `inputs`; the harness passes exactly th
     audio           float32 (N,) the driving audio, 16 kHz mono in [-1, 1]
     reference       float32 (3, H, W) the identity reference image, RGB in [0, 1]
     real_landmarks  float32 (T, 68, 2) dlib-68 landmarks of `real` (a cache; optional)
+    pose_landmarks  float32 (T, 68, 2) dlib-68 landmarks of the pose-source frame that drove each
+                    generated frame (the clip itself when self-driven, another clip when cross-driven)
 
 `update(**inputs)` takes one clip; `compute()` returns ``{column: 0-d tensor}``, the columns of
 the results table (a metric may fill several, e.g. LSE-C and LSE-D). `columns` maps each column

@@ -15,10 +15,13 @@ Convention (stated because papers differ: sum vs mean, centred or not, frame siz
   counted (``skipped_frames``); a clip with no measurable frame does not enter the average
   (``skipped_clips``). Ground-truth landmarks can be passed as ``real_landmarks`` (T, 68, 2) in
   the frames' pixel coordinates (NaN rows = no face) to skip detecting them again.
+
+`LandmarkDistance` holds the detection, distance and averaging shared with other landmark
+metrics (`talkinghead.metrics.pose_lmd`: the jaw line against the pose source's landmarks).
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 import torch
@@ -29,7 +32,7 @@ from talkinghead.weights import MissingWeightsError
 from talkinghead.metrics.base import ClipMetric, register_metric
 from talkinghead.metrics.image import frames_to_uint8
 
-__all__ = ["LMD", "LANDMARK_SETS"]
+__all__ = ["LMD", "LANDMARK_SETS", "LandmarkDistance", "as_landmarks"]
 
 #: Column -> dlib-68 point indices.
 LANDMARK_SETS: dict[str, np.ndarray] = {
@@ -42,24 +45,34 @@ REFERENCE_WIDTH = 224
 Detector = Callable[[np.ndarray], "np.ndarray | None"]
 
 
-@register_metric("lmd")
-class LMD(ClipMetric):
-    """Mean landmark distance (pixels at 224 px) between generated and ground-truth frames.
+def as_landmarks(landmarks: Tensor | np.ndarray, num_frames: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Given landmarks (T, 68, 2) (NaN rows = no face) -> float32 array and found (T,) bool.
 
-    See the module docstring for the convention. `backend` names a landmark backend of
+    Raises ValueError naming `name` when the shape is not (num_frames, 68, 2)."""
+    points = np.asarray(torch.as_tensor(landmarks).detach().cpu(), dtype=np.float32)
+    if points.shape != (num_frames, 68, 2):
+        raise ValueError(f"{name} must be ({num_frames}, 68, 2), got {points.shape}")
+    return points, np.isfinite(points).all(axis=(1, 2))
+
+
+class LandmarkDistance(ClipMetric):
+    """Mean distance (pixels at 224 px) between landmarks detected on generated frames and target
+    landmarks, one column per point set of `sets` (column -> dlib-68 indices); not registered.
+
+    The module docstring states the convention. `backend` names a landmark backend of
     `talkinghead.data.faces` ("dlib", the default, or "face_alignment"); `detector`, when given,
     is any callable mapping a (H, W, 3) uint8 RGB image to (68, 2) landmarks or None, and is used
     instead. States ``skipped_frames`` / ``measured_frames`` / ``skipped_clips`` count what was
-    left out.
+    left out. Subclasses define `sets`, `columns` (the same keys), `inputs` and `update`, which
+    calls `score`.
     """
 
-    inputs = ("fake", "real")
-    #: Passed when the harness has them (the clip store's landmarks of the ground-truth frames).
-    optional_inputs = ("real_landmarks",)
-    columns = {"LMD": False, "LMD-mouth": False, "LMD-contour": False}
+    sets: ClassVar[dict[str, np.ndarray]] = {}
 
     def __init__(self, backend: str = "dlib", detector: Detector | None = None, **kwargs):
         super().__init__(**kwargs)
+        if not self.sets:
+            raise TypeError(f"{type(self).__name__} defines no landmark sets")
         self.backend = backend
         self.detector = detector
         if detector is None:
@@ -69,7 +82,7 @@ class LMD(ClipMetric):
                 if isinstance(error, MissingWeightsError):
                     raise
                 raise MissingWeightsError(str(error)) from error
-        self.add_state("sums", torch.zeros(len(LANDMARK_SETS), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("sums", torch.zeros(len(self.sets), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("clips", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("measured_frames", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("skipped_frames", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
@@ -87,30 +100,19 @@ class LMD(ClipMetric):
                 out[i], found[i] = points, True
         return out, found
 
-    def update(self, fake: Tensor, real: Tensor | None = None, real_landmarks: Tensor | np.ndarray | None = None) -> None:
-        fake_images = frames_to_uint8(fake)
+    def score(self, fake_images: np.ndarray, target: np.ndarray, target_found: np.ndarray) -> None:
+        """Add one clip: detect on `fake_images` (T, H, W, 3) uint8 and compare with `target`
+        (T, 68, 2) in the same pixels (`target_found` (T,) bool: frames with a target face)."""
         num_frames, width = len(fake_images), fake_images.shape[2]
-        if real_landmarks is not None:
-            real_lm = np.asarray(torch.as_tensor(real_landmarks).detach().cpu(), dtype=np.float32)
-            if real_lm.shape != (num_frames, 68, 2):
-                raise ValueError(f"real_landmarks must be ({num_frames}, 68, 2), got {real_lm.shape}")
-            real_found = np.isfinite(real_lm).all(axis=(1, 2))
-        elif real is not None:
-            if tuple(real.shape) != tuple(fake.shape):
-                raise ValueError(f"fake {tuple(fake.shape)} and real {tuple(real.shape)} frames differ in shape")
-            real_lm, real_found = self.landmarks(frames_to_uint8(real))
-        else:
-            raise ValueError("LMD needs the ground truth: `real` frames or `real_landmarks`")
         fake_lm, fake_found = self.landmarks(fake_images)
-
-        valid = fake_found & real_found
+        valid = fake_found & target_found
         self.skipped_frames += int(num_frames - valid.sum())
         if not valid.any():
             self.skipped_clips += 1
             return
-        distance = np.linalg.norm(fake_lm[valid].astype(np.float64) - real_lm[valid], axis=-1)  # (V, 68)
+        distance = np.linalg.norm(fake_lm[valid].astype(np.float64) - target[valid], axis=-1)  # (V, 68)
         distance *= REFERENCE_WIDTH / width
-        per_set = [distance[:, idx].mean(axis=1).mean() for idx in LANDMARK_SETS.values()]
+        per_set = [distance[:, idx].mean(axis=1).mean() for idx in self.sets.values()]
         self.sums += torch.tensor(per_set, dtype=torch.float64, device=self.sums.device)
         self.measured_frames += int(valid.sum())
         self.clips += 1
@@ -118,6 +120,32 @@ class LMD(ClipMetric):
     def compute(self) -> dict[str, Tensor]:
         if self.clips == 0:
             nan = torch.tensor(float("nan"), device=self.sums.device)
-            return {name: nan for name in LANDMARK_SETS}
+            return {name: nan for name in self.sets}
         means = (self.sums / self.clips).float()
-        return {name: means[i] for i, name in enumerate(LANDMARK_SETS)}
+        return {name: means[i] for i, name in enumerate(self.sets)}
+
+
+@register_metric("lmd")
+class LMD(LandmarkDistance):
+    """Mean landmark distance (pixels at 224 px) between generated and ground-truth frames.
+
+    See the module docstring for the convention and `LandmarkDistance` for the constructor.
+    """
+
+    inputs = ("fake", "real")
+    #: Passed when the harness has them (the clip store's landmarks of the ground-truth frames).
+    optional_inputs = ("real_landmarks",)
+    columns = {"LMD": False, "LMD-mouth": False, "LMD-contour": False}
+    sets = LANDMARK_SETS
+
+    def update(self, fake: Tensor, real: Tensor | None = None, real_landmarks: Tensor | np.ndarray | None = None) -> None:
+        fake_images = frames_to_uint8(fake)
+        if real_landmarks is not None:
+            real_lm, real_found = as_landmarks(real_landmarks, len(fake_images), "real_landmarks")
+        elif real is not None:
+            if tuple(real.shape) != tuple(fake.shape):
+                raise ValueError(f"fake {tuple(fake.shape)} and real {tuple(real.shape)} frames differ in shape")
+            real_lm, real_found = self.landmarks(frames_to_uint8(real))
+        else:
+            raise ValueError("LMD needs the ground truth: `real` frames or `real_landmarks`")
+        self.score(fake_images, real_lm, real_found)

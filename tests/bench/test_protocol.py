@@ -37,7 +37,7 @@ def _entry(clip_id, split="test", speaker=None, frames=40, **labels):
 
 
 def test_registry_and_overrides():
-    assert {"synth", "synth-mead", "vox2", "lrw", "mead", "mead-cross"} <= set(protocol_names())
+    assert {"synth", "synth-mead", "synth-pose", "vox2", "lrw", "mead", "mead-cross"} <= set(protocol_names())
     synth = get_protocol("synth")
     assert synth.store == "data/store/synth-vox2" and synth.setting == "self" and synth.split == "test"
     assert synth.published is None and PROTOCOLS["vox2"].published == "vox2" and PROTOCOLS["lrw"].published == "lrw"
@@ -135,7 +135,10 @@ def test_load_clip_self_driven(synth_vox2_store):
     assert data.real is not frames and torch.equal(data.real, frames) and data.real_landmarks.shape == (40, 68, 2)
     assert data.file.endswith(".npz")
     inputs = data.metric_inputs(frames)
-    assert set(inputs) == {"fake", "real", "audio", "reference", "real_landmarks"}
+    assert set(inputs) == {"fake", "real", "audio", "reference", "real_landmarks", "pose_landmarks"}
+    # self-driven, the pose source is the clip itself: its landmarks are the real ones
+    assert data.pose_clip_id == selection.clip_id and torch.equal(data.pose_frame_index, torch.arange(40))
+    assert torch.allclose(inputs["pose_landmarks"], data.real_landmarks, equal_nan=True)
 
 
 def test_load_clip_cross_driven(synth_vox2_store):
@@ -170,3 +173,60 @@ def test_protocol_validation():
     with pytest.raises(ValueError, match="cross_frames must be"):
         Protocol("x", "vox2", "s", cross_frames="middle")
     assert PROTOCOLS["mead"].train_store == "data/store/vox2" and PROTOCOLS["vox2"].num_clips == 500
+
+
+def test_synth_pose_protocol_selects_another_speaker_for_the_pose_only():
+    protocol = PROTOCOLS["synth-pose"]
+    assert (protocol.dataset, protocol.store, protocol.split, protocol.setting) == (
+        "vox2", "data/store/synth-vox2", "test", "cross")
+    assert protocol.cross_sources == ("pose",) and protocol.cross_frames == "all"
+    assert "pose" in protocol.description
+    # a vox2 store has no emotion labels: any other clip, another speaker when there is one
+    vox = FakeStore([_entry("id1/a/1"), _entry("id1/a/2", speaker="id1"), _entry("id2/b/1"), _entry("id3/c/1")])
+    selections, split = select_clips(vox, protocol)
+    assert split == "test" and len(selections) == 4
+    for s in selections:
+        assert s.setting == "cross" and s.cross_sources == ("pose",) and s.cross_frames == "all"
+        assert s.source["speaker"] != s.entry["speaker"]
+
+
+def _store_landmarks(store, entry):
+    arrays = store.load(entry, ["landmarks", "landmarks_found"])
+    landmarks = torch.from_numpy(arrays["landmarks"].astype("float32"))
+    landmarks[~torch.from_numpy(arrays["landmarks_found"].astype(bool))] = float("nan")
+    return landmarks
+
+
+def test_pose_landmarks_follow_the_pose_source(synth_vox2_store):
+    """synth-pose: pose from the other clip frame by frame, the rest from the clip itself."""
+    from talkinghead.data.store import ClipStore
+
+    store = ClipStore(synth_vox2_store)
+    protocol = get_protocol("synth-pose", store=str(synth_vox2_store), split="train", num_clips=1)
+    (selection,), _ = select_clips(store, protocol)
+    source = selection.source
+    assert source["clip_id"] != selection.clip_id and source["speaker"] != selection.entry["speaker"]
+    data = load_clip(store, selection)
+    request = data.request
+    count = request.num_frames
+    assert data.real is None and data.real_landmarks is None  # cross-driven: no ground truth
+    assert torch.equal(request.eye_source, data.real_frames) and torch.equal(request.emotion_source, data.real_frames)
+    n = int(source["num_frames"])
+    index = torch.clamp(torch.arange(count), max=n - 1)
+    assert torch.equal(request.pose_source, frames_tensor(store.load_frames(source, range(n)))[index])
+    assert data.pose_clip_id == source["clip_id"] and torch.equal(data.pose_frame_index, index)
+    expected = _store_landmarks(store, source)[index]
+    inputs = data.metric_inputs(data.real_frames)
+    assert inputs["pose_landmarks"].shape == (count, 68, 2) and inputs["real_landmarks"] is None
+    assert torch.allclose(inputs["pose_landmarks"], expected, equal_nan=True)
+    assert not torch.allclose(expected, _store_landmarks(store, selection.entry)[:count], equal_nan=True)
+
+    # the first frame held (PD-FGC): its landmarks repeated
+    held = load_clip(store, select_clips(store, protocol.replace(cross_frames="first"))[0][0])
+    assert torch.equal(held.pose_frame_index, torch.zeros(count, dtype=torch.long))
+    assert torch.allclose(held.pose_landmarks, expected[:1].expand(count, -1, -1), equal_nan=True)
+
+    # a cross protocol whose pose is not among its sources: the clip's own landmarks
+    own = load_clip(store, select_clips(store, protocol.replace(cross_sources=("emotion",)))[0][0])
+    assert own.pose_clip_id == selection.clip_id
+    assert torch.allclose(own.pose_landmarks, _store_landmarks(store, selection.entry)[:count], equal_nan=True)
