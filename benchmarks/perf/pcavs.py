@@ -2,7 +2,7 @@
 
     python benchmarks/perf/pcavs.py [--threads N] [--frames 16] [--steps 20] [--json out.json]
 
-* generation: `PCAVSGenerator.synthesize` with the paper-size networks (random weights; 224 px,
+* generation (on the CPU, and on the GPU too when CUDA is available): `PCAVSGenerator.synthesize` with the paper-size networks (random weights; 224 px,
   ResNeXt50 E_i, FAN E_n, ResNetSE34 E_c^a, modulated G), a 224 px reference, audio of `frames`
   frames and a pose-source clip: frames per second end to end (mel, encoders, generator, resize);
 * training: each stage of experiments/pcavs/synth.yaml (tiny networks at its sizes) on synthetic
@@ -23,21 +23,23 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def generation_fps(frames: int, batch_size: int) -> dict:
+def generation_fps(frames: int, batch_size: int, device: str = "cpu") -> dict:
     from talkinghead.methods.pcavs.generate import PCAVSGenerator
     from talkinghead.methods.pcavs.networks import PCAVS, PCAVSConfig
 
     torch.manual_seed(0)
-    generator = PCAVSGenerator(PCAVS(PCAVSConfig.paper()), batch_size=batch_size)
+    generator = PCAVSGenerator(PCAVS(PCAVSConfig.paper()), batch_size=batch_size, device=device)
     reference = torch.rand(3, 224, 224)
     pose = torch.rand(frames, 3, 224, 224)
     audio = torch.randn(frames * 640) * 0.1
     list(generator.synthesize(reference, audio[: 2 * 640], 2, pose[:2]))  # warm-up
     start = time.perf_counter()
     out = torch.cat(list(generator.synthesize(reference, audio, frames, pose)))
+    if device != "cpu":
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     assert out.shape == (frames, 3, 224, 224)
-    return {"frames": frames, "batch_size": batch_size, "seconds": round(seconds, 2),
+    return {"device": device, "frames": frames, "batch_size": batch_size, "seconds": round(seconds, 2),
             "frames_per_second": round(frames / seconds, 3)}
 
 
@@ -113,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         report["generation_paper_size"] = generation_fps(args.frames, args.batch_size)
         print(f"generation (paper size, CPU, {report['torch_threads']} threads): "
               f"{report['generation_paper_size']['frames_per_second']} frames/s", flush=True)
+        if torch.cuda.is_available():
+            report["generation_paper_size_gpu"] = generation_fps(max(args.frames, 64), args.batch_size, "cuda")
+            print(f"generation (paper size, {torch.cuda.get_device_name()}): "
+                  f"{report['generation_paper_size_gpu']['frames_per_second']} frames/s", flush=True)
     report["training_tiny"] = training_steps_per_second(args.steps, args.config)
     for stage, r in report["training_tiny"].items():
         print(f"training {stage:8s} (tiny, batch {r['batch_size']}): {r['steps_per_second']} steps/s", flush=True)

@@ -384,6 +384,19 @@ class EpochSampler(Sampler):
             yield (epoch, k, local)
 
 
+def worker_context(start: str = "forkserver"):
+    """The multiprocessing context for DataLoader workers. "forkserver" (default) forks workers from
+    a clean single-threaded server that has torch and this module imported (so a worker starts in
+    well under a second); forking the training process itself ("fork") can hand a worker a lock
+    that another thread held at that moment, and the worker then hangs."""
+    import multiprocessing
+
+    context = multiprocessing.get_context(start)
+    if start == "forkserver":
+        context.set_forkserver_preload(["torch", "talkinghead.data.datamodule"])
+    return context
+
+
 def _worker_init(_: int) -> None:
     cv2.setNumThreads(1)
 
@@ -404,6 +417,10 @@ class TalkingHeadDataModule(LightningDataModule):
         eye_pairs: PD-FGC eye-contrastive anchors (`eye_donor`, `eye_anchor`).
         in_window: PD-FGC in-window decorrelation frames (`window_frames`), 0 = off.
         batch_size, num_workers, pin_memory, persistent_workers, drop_last: DataLoader settings.
+        worker_start: how worker processes start ("forkserver", "spawn" or "fork"). The default,
+            "forkserver", forks workers from a clean single-threaded server: a worker forked from
+            the training process itself can inherit a lock held by one of its threads and hang
+            (seen at an epoch boundary with "fork").
         seed: base of every random choice (with epoch and sample position).
         samples_per_epoch: training samples per epoch (None: one window per clip).
     """
@@ -431,6 +448,7 @@ class TalkingHeadDataModule(LightningDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = False,
         drop_last: bool = False,
+        worker_start: str = "forkserver",
     ):
         super().__init__()
         if (store is None) == (shards is None):
@@ -457,6 +475,9 @@ class TalkingHeadDataModule(LightningDataModule):
         self.pin_memory = bool(pin_memory)
         self.persistent_workers = bool(persistent_workers)
         self.drop_last = bool(drop_last)
+        if worker_start not in ("forkserver", "spawn", "fork"):
+            raise ValueError(f"worker_start must be 'forkserver', 'spawn' or 'fork', got {worker_start!r}")
+        self.worker_start = worker_start
         self._epoch = 0
         self._source: ClipStore | ShardSource | None = None
         self._datasets: dict[str, WindowDataset | None] = {}
@@ -526,6 +547,7 @@ class TalkingHeadDataModule(LightningDataModule):
             persistent_workers=self.persistent_workers and self.num_workers > 0,
             drop_last=drop_last,
             worker_init_fn=_worker_init,
+            multiprocessing_context=worker_context(self.worker_start) if self.num_workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader:

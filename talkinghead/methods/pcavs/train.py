@@ -327,7 +327,7 @@ def _datamodule(cfg: dict, stage: str, image_size: int, world: int, seed: int):
     return TalkingHeadDataModule(
         store=str(cfg["store"]), train_split=data.pop("train_split", "train"), image_size=image_size,
         batch_size=batch, seed=seed, samples_per_epoch=epoch_batches * batch * world, drop_last=True,
-        **data)
+        persistent_workers=True, **data)
 
 
 def _run_stage(cfg: dict, stage: str, out: Path, *, record: bool, progress: bool) -> Path | None:

@@ -182,6 +182,7 @@ def _fit(cfg: dict, store: Path, out: Path, seed: int, max_steps, max_minutes, w
     from lightning.pytorch.loggers import CSVLogger
     from torch.utils.data import DataLoader
 
+    from talkinghead.data.datamodule import worker_context
     from talkinghead.methods.syncnet.data import SyncWindowDataset
     from talkinghead.methods.syncnet.module import SyncNetModule
 
@@ -194,7 +195,8 @@ def _fit(cfg: dict, store: Path, out: Path, seed: int, max_steps, max_minutes, w
                                 max_shift=dcfg["max_shift"],
                                 length=dcfg["samples_per_epoch"], seed=seed, cache=bool(dcfg["cache"]))
     loader = DataLoader(dataset, batch_size=int(tcfg["batch_size"]), shuffle=False, drop_last=True,
-                        num_workers=int(dcfg["num_workers"]), persistent_workers=False)
+                        num_workers=int(dcfg["num_workers"]), persistent_workers=False,  # set_epoch reaches new workers
+                        multiprocessing_context=worker_context() if int(dcfg["num_workers"]) > 0 else None)
     if len(loader) == 0:
         raise ValueError(f"{store}: {len(dataset)} samples per epoch is less than one batch of {tcfg['batch_size']}")
 
