@@ -89,49 +89,36 @@ def cmd_weights(args: argparse.Namespace) -> int:
     return 0
 
 
-def trainable_methods() -> list[str]:
-    """Methods with a training entry point (`talkinghead/methods/<name>/train.py` with `main(argv)`)."""
+def methods_with(entry: str) -> list[str]:
+    """Methods with an entry-point module ``talkinghead.methods.<name>.<entry>`` (``train`` or
+    ``generate``) that has a ``main(argv)``."""
     import importlib.util
     import pkgutil
 
     import talkinghead.methods as methods
 
     return sorted(info.name for info in pkgutil.iter_modules(methods.__path__)
-                  if info.ispkg and importlib.util.find_spec(f"talkinghead.methods.{info.name}.train") is not None)
+                  if info.ispkg and importlib.util.find_spec(f"talkinghead.methods.{info.name}.{entry}") is not None)
+
+
+def _run_method_entry(entry: str, args: argparse.Namespace) -> int:
+    """``talkinghead <entry> --method X ...``: run ``talkinghead.methods.X.<entry>.main(options)``."""
+    import importlib
+
+    choices = methods_with(entry)
+    if args.method not in choices:
+        print(f"talkinghead {entry}: unknown method {args.method!r}; choose from: {', '.join(choices)}", file=sys.stderr)
+        return 2
+    options = [a for a in args.options if a != "--"]
+    return importlib.import_module(f"talkinghead.methods.{args.method}.{entry}").main(options)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import importlib
-
-    choices = trainable_methods()
-    if args.method not in choices:
-        print(f"talkinghead train: unknown method {args.method!r}; choose from: {', '.join(choices)}", file=sys.stderr)
-        return 2
-    options = [a for a in args.options if a != "--"]
-    return importlib.import_module(f"talkinghead.methods.{args.method}.train").main(options)
-
-
-def generating_methods() -> list[str]:
-    """Methods with a ``talkinghead.methods.<name>.generate`` module (a ``main(argv)``)."""
-    import importlib.util
-    import pkgutil
-
-    import talkinghead.methods as methods
-
-    return sorted(info.name for info in pkgutil.iter_modules(methods.__path__)
-                  if info.ispkg and importlib.util.find_spec(f"talkinghead.methods.{info.name}.generate") is not None)
+    return _run_method_entry("train", args)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    import importlib
-
-    choices = generating_methods()
-    if args.method not in choices:
-        print(f"talkinghead generate: unknown method {args.method!r}; choose from: {', '.join(choices)}",
-              file=sys.stderr)
-        return 2
-    options = [a for a in args.options if a != "--"]
-    return importlib.import_module(f"talkinghead.methods.{args.method}.generate").main(options)
+    return _run_method_entry("generate", args)
 
 
 #: Subcommands whose unknown options belong to the method's own parser.

@@ -46,7 +46,7 @@ from typing import Any, Iterable
 import torch
 import yaml
 
-from talkinghead.fileio import atomic_write_text
+from talkinghead.fileio import atomic_write_text, read_yaml_mapping
 
 __all__ = ["CONFIG_DIR", "DEFAULTS", "STAGES", "final_checkpoint", "load_config", "resolve_config", "train"]
 
@@ -159,14 +159,7 @@ def apply_overrides(config: dict, overrides: Iterable[str] | dict | None) -> dic
 def load_config(path: str | Path | None = None) -> dict[str, Any]:
     """A YAML config merged over `DEFAULTS` (default file: experiments/pcavs/synth.yaml)."""
     path = Path(path) if path is not None else CONFIG_DIR / "synth.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such PC-AVS config (see {CONFIG_DIR})")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML: {error}") from error
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: a PC-AVS config must be a mapping")
+    raw = read_yaml_mapping(path, "PC-AVS config")
     return _merge(DEFAULTS, raw, str(path))
 
 

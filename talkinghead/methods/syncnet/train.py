@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import yaml
 
-from talkinghead.fileio import atomic_write
+from talkinghead.fileio import atomic_write, read_yaml_mapping
 from talkinghead.nn.syncnet import SyncNet, SyncNetConfig
 
 __all__ = ["DEFAULTS", "EXPERT_FILE", "EXPERT_FORMAT", "default_checkpoint", "load_config", "load_expert",
@@ -64,14 +64,7 @@ def _merge(base: dict, override: dict, where: str = "config") -> dict:
 def load_config(path: str | Path | None = None) -> dict[str, Any]:
     """A YAML config merged over `DEFAULTS` (default file: experiments/syncnet/synth.yaml)."""
     path = Path(path) if path is not None else CONFIG_DIR / "synth.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such SyncNet config")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML: {error}") from error
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: a SyncNet config must be a mapping")
+    raw = read_yaml_mapping(path, "SyncNet config")
     return _merge(DEFAULTS, raw, str(path))
 
 
