@@ -149,6 +149,17 @@ def _metric_notes(result: Any) -> list[str]:
     return lines
 
 
+
+def _driving(protocol) -> str:
+    """Which frames drive the non-lip motion, for the table's protocol note."""
+    if protocol.setting != "cross":
+        return "own frames as pose/eye/emotion source"
+    frames = "its first frame" if protocol.cross_frames == "first" else "its frames"
+    own = [s for s in ("pose", "eye", "emotion") if s not in protocol.cross_sources]
+    text = f"{'/'.join(protocol.cross_sources)} from another clip ({frames})"
+    return text + (f", own {'/'.join(own)}" if own else "")
+
+
 def markdown_table(result: Any, published: list[dict] | None = None) -> str:
     """The run's table in GitHub markdown (see the module docstring)."""
     columns = list(result.columns)
@@ -175,7 +186,7 @@ def markdown_table(result: Any, published: list[dict] | None = None) -> str:
     protocol = result.protocol
     about = [f"Protocol `{protocol.name}`: {protocol.description or protocol.dataset}; store `{protocol.store}`, "
              f"split `{result.split}`, {total} clips, {protocol.setting}-driven (reference = first frame, own "
-             f"audio{', emotion from another clip' if protocol.setting == 'cross' else ', own frames as pose/eye/emotion source'})."]
+             f"audio, {_driving(protocol)})."]
     about += _metric_notes(result)
     if published:
         about.append("(published) rows are the papers' numbers from their own pipelines (official SyncNet, "
