@@ -46,6 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from talkinghead.nn.config import ConfigDict
+
 __all__ = ["MultiscaleDiscriminator", "MultiscaleDiscriminatorConfig", "NLayerDiscriminator", "NORMS"]
 
 #: Supported ``norm`` values (the official ``get_nonspade_norm_layer`` names).
@@ -53,7 +55,7 @@ NORMS = ("spectralinstance", "spectral", "instance", "none")
 
 
 @dataclass(frozen=True)
-class MultiscaleDiscriminatorConfig:
+class MultiscaleDiscriminatorConfig(ConfigDict):
     """Sizes of a `MultiscaleDiscriminator`; defaults are the official PC-AVS ones.
 
     in_channels:   channels of what D sees (official 3: the RGB image only).

@@ -30,12 +30,14 @@ parameter-free ``avgpool`` attribute of ``FAN_use`` is not created. For other im
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from talkinghead.nn.config import ConfigDict
 
 __all__ = [
     "FAN",
@@ -129,7 +131,7 @@ def _conv_out(size: int, kernel: int, stride: int, pad: int) -> int:
 
 
 @dataclass(frozen=True)
-class FANConfig:
+class FANConfig(ConfigDict):
     """Sizes of the FAN trunk. The defaults are the official ``FAN_use``.
 
     stem_width:      output channels of ``conv1`` (64).
@@ -181,19 +183,6 @@ class FANConfig:
     def fc_in(self) -> int:
         """Input size of ``fc`` (784 at 224)."""
         return self.heatmap_size ** 2
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["widths"] = list(self.widths)
-        return out
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> "FANConfig":
-        values = dict(values or {})
-        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown FANConfig keys {unknown}; valid: {sorted(cls.__dataclass_fields__)}")
-        return cls(**values)
 
 
 class FAN(nn.Module):
@@ -265,7 +254,7 @@ def _flatten_images(x: torch.Tensor, size: int) -> torch.Tensor:
 # PC-AVS non-identity encoder
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class NonIdentityEncoderConfig:
+class NonIdentityEncoderConfig(ConfigDict):
     """Sizes of PC-AVS's E_n. The defaults are the official ``netE`` of the published checkpoint.
 
     trunk:            the FAN trunk (``model.*``); its ``feature_dim`` (512) feeds every head.
@@ -295,19 +284,6 @@ class NonIdentityEncoderConfig:
         for name in ("hidden", "mouth_dim", "pose_dim", "num_identities", "clip_len"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"NonIdentityEncoderConfig.{name} must be >= 1, got {getattr(self, name)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["trunk"] = self.trunk.to_dict()
-        return out
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> "NonIdentityEncoderConfig":
-        values = dict(values or {})
-        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown NonIdentityEncoderConfig keys {unknown}; valid: {sorted(cls.__dataclass_fields__)}")
-        return cls(**values)
 
 
 class NonIdentityOutput(NamedTuple):
@@ -401,7 +377,7 @@ class NonIdentityEncoder(nn.Module):
 # PD-FGC motion encoder
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class MotionEncoderConfig:
+class MotionEncoderConfig(ConfigDict):
     """Sizes of PD-FGC's motion encoder. The defaults are the official ``motion_model.pth``.
 
     trunk:     the FAN trunk (same as PC-AVS).
@@ -425,19 +401,6 @@ class MotionEncoderConfig:
         for name in ("hidden", "mouth_dim", "pose_dim", "eye_dim", "emo_dim"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"MotionEncoderConfig.{name} must be >= 1, got {getattr(self, name)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["trunk"] = self.trunk.to_dict()
-        return out
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> "MotionEncoderConfig":
-        values = dict(values or {})
-        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown MotionEncoderConfig keys {unknown}; valid: {sorted(cls.__dataclass_fields__)}")
-        return cls(**values)
 
 
 class MotionOutput(NamedTuple):

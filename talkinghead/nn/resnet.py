@@ -18,12 +18,14 @@ normalisation, although ``model.*`` is initialised from ImageNet weights); so do
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from talkinghead.nn.config import ConfigDict
 
 __all__ = [
     "BasicBlock",
@@ -114,7 +116,7 @@ def _as_ints(values: Sequence[int], name: str, length: int) -> tuple[int, ...]:
 
 
 @dataclass(frozen=True)
-class ResNetConfig:
+class ResNetConfig(ConfigDict):
     """Sizes of a torchvision-style ResNet. The defaults are ``resnext50_32x4d``.
 
     block:           ``"bottleneck"`` (ResNet-50+/ResNeXt) or ``"basic"`` (ResNet-18/34).
@@ -167,19 +169,6 @@ class ResNetConfig:
     @property
     def is_resnext50_32x4d(self) -> bool:
         return self == ResNetConfig()
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> "ResNetConfig":
-        """Inverse of `to_dict`; unknown keys are an error naming them."""
-        values = dict(values or {})
-        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown ResNetConfig keys {unknown}; valid: {sorted(cls.__dataclass_fields__)}")
-        return cls(**values)
 
 
 class ResNet(nn.Module):
@@ -281,7 +270,7 @@ def load_imagenet(model: nn.Module, asset: str = "resnext50_32x4d", required: bo
 # PC-AVS / PD-FGC identity (appearance) encoder
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class IdentityEncoderConfig:
+class IdentityEncoderConfig(ConfigDict):
     """Sizes of the identity encoder. The defaults are the official PC-AVS ``netV``.
 
     backbone:       the ResNet under ``model.*`` (ResNeXt50-32x4d with its 1000-way ``fc``).
@@ -312,18 +301,6 @@ class IdentityEncoderConfig:
     def pdfgc(cls) -> "IdentityEncoderConfig":
         """The PD-FGC appearance encoder: as PC-AVS but 5995 identities."""
         return cls(num_identities=5995)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"backbone": self.backbone.to_dict(), "map_channels": self.map_channels,
-                "map_size": self.map_size, "num_identities": self.num_identities}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> "IdentityEncoderConfig":
-        values = dict(values or {})
-        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown IdentityEncoderConfig keys {unknown}; valid: {sorted(cls.__dataclass_fields__)}")
-        return cls(**values)
 
 
 class IdentityOutput(NamedTuple):

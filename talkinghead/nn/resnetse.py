@@ -32,11 +32,13 @@ Wrappers with the official checkpoint prefixes:
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import nn
+
+from talkinghead.nn.config import ConfigDict
 
 __all__ = [
     "AudioEncoder",
@@ -97,7 +99,7 @@ def _stride2(size: int) -> int:
 
 
 @dataclass(frozen=True)
-class ResNetSEConfig:
+class ResNetSEConfig(ConfigDict):
     """Sizes of a ResNetSE. The defaults are PC-AVS's ``netA_sync.model`` (ResNetSE34).
 
     channels:         widths of layer1..layer4 (32, 64, 128, 256); layer1 also sets the stem width.
@@ -148,18 +150,6 @@ class ResNetSEConfig:
     def fc_in(self) -> int:
         """Input of ``fc``: 2560 (SAP) or 5120 (ASP) officially."""
         return self.attention_channels * (2 if self.pooling == "ASP" else 1)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> "ResNetSEConfig":
-        values = dict(values or {})
-        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown ResNetSEConfig keys {unknown}; valid: {sorted(cls.__dataclass_fields__)}")
-        return cls(**values)
 
 
 class ResNetSE(nn.Module):
@@ -224,7 +214,7 @@ class ResNetSE(nn.Module):
 
 
 @dataclass(frozen=True)
-class AudioEncoderConfig:
+class AudioEncoderConfig(ConfigDict):
     """An audio encoder = ResNetSE (``model``) + optional heads. Defaults: PC-AVS ``netA_sync``.
 
     backbone:       the ResNetSE; its ``embedding`` (512) is the audio content feature F_c^a.
@@ -250,19 +240,6 @@ class AudioEncoderConfig:
     def pdfgc(cls) -> "AudioEncoderConfig":
         """PD-FGC's audio encoder as its inference code builds it (``model`` + ``mouth_embed`` 500)."""
         return cls(num_identities=None, mouth_dim=500)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["backbone"] = self.backbone.to_dict()
-        return out
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> "AudioEncoderConfig":
-        values = dict(values or {})
-        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown AudioEncoderConfig keys {unknown}; valid: {sorted(cls.__dataclass_fields__)}")
-        return cls(**values)
 
 
 class AudioOutput(NamedTuple):

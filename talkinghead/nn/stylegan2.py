@@ -65,6 +65,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from talkinghead.nn.config import ConfigDict
+
 __all__ = [
     "ModulatedGenerator",
     "ModulatedGeneratorConfig",
@@ -348,7 +350,7 @@ class ToRGB(nn.Module):
 
 
 @dataclass(frozen=True)
-class ModulatedGeneratorConfig:
+class ModulatedGeneratorConfig(ConfigDict):
     """Sizes of a `ModulatedGenerator`. Defaults are the official PC-AVS generator.
 
     style_dim:    length S of the style vector (concatenated codes). PC-AVS 2560, PD-FGC 2590.

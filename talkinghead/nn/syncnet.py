@@ -24,7 +24,7 @@ resize (official: the whole 224 px face crop).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from talkinghead.data.audio import INT16_SCALE, MFCC_CEPS, MFCC_WINDOW, mfcc
+from talkinghead.nn.config import ConfigDict
 
 __all__ = [
     "FusedSyncNet",
@@ -81,7 +82,7 @@ def lip_feature_size(image: tuple[int, int]) -> tuple[int, int]:
 
 
 @dataclass(frozen=True)
-class SyncNetConfig:
+class SyncNetConfig(ConfigDict):
     """Sizes of a SyncNet. The defaults are the official `syncnet_v2` sizes.
 
     audio_channels: the six conv widths of `netcnnaud` (official 64, 192, 384, 256, 256, 512).
@@ -132,26 +133,14 @@ class SyncNetConfig:
     def is_official(self) -> bool:
         return self == SyncNetConfig()
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-python dict (lists, no tuples), e.g. for checkpoints and YAML."""
-        out = asdict(self)
-        for key, value in out.items():
-            if isinstance(value, tuple):
-                out[key] = list(value)
-        return out
-
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> "SyncNetConfig":
-        """Inverse of `to_dict`; unknown keys are an error naming them."""
+        """`ConfigDict.from_dict`, with the list-valued sizes of a YAML or JSON file made tuples."""
         values = dict(values or {})
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown SyncNetConfig keys {unknown}; valid: {sorted(known)}")
         for key in ("audio_channels", "lip_channels", "image_size", "crop"):
             if values.get(key) is not None and not isinstance(values[key], int):
                 values[key] = tuple(values[key])
-        return cls(**values)
+        return super().from_dict(values)
 
 
 def _conv_bn(conv: nn.Module, bn: nn.Module) -> list[nn.Module]:

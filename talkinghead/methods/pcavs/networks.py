@@ -50,6 +50,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from talkinghead.nn.config import ConfigDict
 from talkinghead.nn.discriminators import MultiscaleDiscriminator, MultiscaleDiscriminatorConfig
 from talkinghead.nn.fan import FANConfig, NonIdentityEncoder, NonIdentityEncoderConfig
 from talkinghead.nn.resnet import IdentityEncoder, IdentityEncoderConfig, ResNetConfig
@@ -62,34 +63,8 @@ __all__ = ["PCAVS", "PCAVSConfig", "PCAVSEncodings", "SUBMODULES", "build_discri
 SUBMODULES = ("netV", "netE", "netA_sync", "netG")
 
 
-def _generator_from_dict(values: dict[str, Any] | None) -> ModulatedGeneratorConfig:
-    values = dict(values or {})
-    unknown = sorted(set(values) - set(ModulatedGeneratorConfig.__dataclass_fields__))
-    if unknown:
-        raise ValueError(f"unknown generator keys {unknown}; valid: {sorted(ModulatedGeneratorConfig.__dataclass_fields__)}")
-    return ModulatedGeneratorConfig(**values)
-
-
-def _generator_to_dict(cfg: ModulatedGeneratorConfig) -> dict[str, Any]:
-    return {name: (list(getattr(cfg, name)) if isinstance(getattr(cfg, name), tuple) else getattr(cfg, name))
-            for name in ModulatedGeneratorConfig.__dataclass_fields__}
-
-
-def _discriminator_from_dict(values: dict[str, Any] | None) -> MultiscaleDiscriminatorConfig:
-    values = dict(values or {})
-    unknown = sorted(set(values) - set(MultiscaleDiscriminatorConfig.__dataclass_fields__))
-    if unknown:
-        raise ValueError(f"unknown discriminator keys {unknown}; "
-                         f"valid: {sorted(MultiscaleDiscriminatorConfig.__dataclass_fields__)}")
-    return MultiscaleDiscriminatorConfig(**values)
-
-
-def _discriminator_to_dict(cfg: MultiscaleDiscriminatorConfig) -> dict[str, Any]:
-    return {name: getattr(cfg, name) for name in MultiscaleDiscriminatorConfig.__dataclass_fields__}
-
-
 @dataclass(frozen=True)
-class PCAVSConfig:
+class PCAVSConfig(ConfigDict):
     """Sizes of every PC-AVS network. `PCAVSConfig.paper()` is the published model
     (reference-facts "PC-AVS networks"); `PCAVSConfig.tiny()` a CPU-trainable one.
 
@@ -125,8 +100,8 @@ class PCAVSConfig:
             "identity": IdentityEncoderConfig.from_dict,
             "nonidentity": NonIdentityEncoderConfig.from_dict,
             "audio": AudioEncoderConfig.from_dict,
-            "generator": _generator_from_dict,
-            "discriminator": _discriminator_from_dict,
+            "generator": ModulatedGeneratorConfig.from_dict,
+            "discriminator": MultiscaleDiscriminatorConfig.from_dict,
         }
         for name, convert in converters.items():
             value = getattr(self, name)
@@ -239,34 +214,6 @@ class PCAVSConfig:
             identity_size=identity_size,
         )
         return replace(cfg, **overrides) if overrides else cfg
-
-    # -- (de)serialisation ------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "image_size": self.image_size,
-            "identity": self.identity.to_dict(),
-            "nonidentity": self.nonidentity.to_dict(),
-            "audio": self.audio.to_dict(),
-            "generator": _generator_to_dict(self.generator),
-            "discriminator": _discriminator_to_dict(self.discriminator),
-            "audio_scale": self.audio_scale,
-            "identity_size": self.identity_size,
-        }
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> "PCAVSConfig":
-        """Inverse of `to_dict`. Missing sections take the *paper* defaults; unknown keys are an error."""
-        values = dict(values or {})
-        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown PC-AVS model keys {unknown}; valid: {sorted(cls.__dataclass_fields__)}")
-        if "generator" in values and isinstance(values["generator"], dict):
-            gen = dict(values["generator"])
-            for key in ("channels", "blur_kernel"):
-                if key in gen and gen[key] is not None:
-                    gen[key] = tuple(gen[key])
-            values["generator"] = gen
-        return cls(**values)
 
 
 class PCAVSEncodings(NamedTuple):
