@@ -39,19 +39,3 @@ def sha256_file(path: str | Path) -> str:
             digest.update(block)
     return digest.hexdigest()
 
-
-def read_yaml_mapping(path: str | Path, what: str) -> dict:
-    """The YAML mapping in `path` ({} for an empty file); errors name the file and `what` it should be
-    (e.g. "PC-AVS config")."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such {what}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML: {error}") from error
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: a {what} must be a mapping")
-    return raw

@@ -46,7 +46,8 @@ from typing import Any, Iterable
 import torch
 import yaml
 
-from talkinghead.fileio import atomic_write_text, read_yaml_mapping
+from talkinghead.config import deep_update, merge_config, read_yaml_mapping
+from talkinghead.fileio import atomic_write_text
 
 __all__ = ["CONFIG_DIR", "DEFAULTS", "STAGES", "final_checkpoint", "load_config", "resolve_config", "train"]
 
@@ -103,29 +104,7 @@ _FREE_FORM = {"model", "data", "optim", "loss"}
 
 
 def _merge(base: dict, override: dict | None, where: str = "config") -> dict:
-    out = copy.deepcopy(base)
-    for key, value in (override or {}).items():
-        if key not in base:
-            raise ValueError(f"{where}: unknown key {key!r} (valid: {', '.join(sorted(base))})")
-        if isinstance(base[key], dict) and key not in _FREE_FORM:
-            if not isinstance(value, dict):
-                raise ValueError(f"{where}.{key} must be a mapping, got {type(value).__name__}")
-            out[key] = _merge(base[key], value, f"{where}.{key}")
-        elif isinstance(base[key], dict) and isinstance(value, dict):
-            out[key] = _deep_update(base[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def _deep_update(base: dict, override: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_update(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+    return merge_config(base, override, where, _FREE_FORM)
 
 
 def _parse_value(text: str) -> Any:
@@ -187,7 +166,7 @@ def model_config(model: dict, num_identities: int | None = None):
     else:  # the tiny preset is sized by the frame / map sizes given; explicit fields still override it
         base = PCAVSConfig.tiny(image_size=int(spec.get("image_size", 56)), identity_size=spec.get("identity_size"),
                                 map_size=(spec.get("identity") or {}).get("map_size"))
-    values = _deep_update(base.to_dict(), spec)
+    values = deep_update(base.to_dict(), spec)
     for section in ("identity", "nonidentity", "audio"):
         if values[section].get("num_identities", 0) is None:
             if num_identities is None:
@@ -310,11 +289,16 @@ def _world_size(tcfg: dict) -> int:
     return int(per_node) * int(tcfg["num_nodes"] or 1)
 
 
+def _stage_data(cfg: dict, stage: str) -> dict:
+    """The data-module arguments of `stage`: the shared ``data`` section updated by the stage's own."""
+    return deep_update(cfg["data"], cfg[stage]["data"] or {})
+
+
 def _datamodule(cfg: dict, stage: str, image_size: int, world: int, seed: int):
     from talkinghead.data.datamodule import TalkingHeadDataModule
 
     scfg = cfg[stage]
-    data = _deep_update(cfg["data"], scfg["data"] or {})
+    data = _stage_data(cfg, stage)
     batch = int(scfg["batch_size"])
     epoch_batches = int(scfg["epoch_batches"])
     return TalkingHeadDataModule(
@@ -347,7 +331,7 @@ def _run_stage(cfg: dict, stage: str, out: Path, *, record: bool, progress: bool
 
     from talkinghead.data.store import ClipStore
 
-    split = _deep_update(cfg["data"], scfg["data"] or {}).get("train_split", "train")
+    split = _stage_data(cfg, stage).get("train_split", "train")
     num_speakers = len(ClipStore(cfg["store"]).speakers(split))
     model_cfg = model_config(cfg["model"], num_speakers)
     # frames come at the size E_i needs (the reference, and the frames it classifies); the module

@@ -13,16 +13,15 @@ reads ``clips/`` and ``index.json``, so the store is unaffected).
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from talkinghead.fileio import atomic_write, read_yaml_mapping
+from talkinghead.config import merge_config, read_yaml_mapping
+from talkinghead.fileio import atomic_write
 from talkinghead.nn.syncnet import SyncNet, SyncNetConfig
 
 __all__ = ["DEFAULTS", "EXPERT_FILE", "EXPERT_FORMAT", "default_checkpoint", "load_config", "load_expert",
@@ -47,18 +46,8 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def _merge(base: dict, override: dict, where: str = "config") -> dict:
-    out = copy.deepcopy(base)
-    for key, value in (override or {}).items():
-        if key not in base:
-            raise ValueError(f"{where}: unknown key {key!r} (valid: {', '.join(sorted(base))})")
-        if isinstance(base[key], dict) and key != "model":
-            if not isinstance(value, dict):
-                raise ValueError(f"{where}.{key} must be a mapping, got {type(value).__name__}")
-            out[key] = _merge(base[key], value, f"{where}.{key}")
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+def _merge(base: dict, override: dict | None, where: str = "config") -> dict:
+    return merge_config(base, override, where, free_form=("model",))  # model: SyncNetConfig fields
 
 
 def load_config(path: str | Path | None = None) -> dict[str, Any]:
@@ -155,7 +144,7 @@ def train(
                                 f"`talkinghead preprocess` first")
     out = Path(out_dir) if out_dir is not None else default_checkpoint(store).parent
     out.mkdir(parents=True, exist_ok=True)
-    tcfg, dcfg = cfg["trainer"], cfg["data"]
+    tcfg = cfg["trainer"]
     seed = cfg["seed"] if seed is None else seed
     seed_everything(int(seed), workers=True)
 
