@@ -18,7 +18,7 @@
 4. for each method (progress bar) and each clip (progress bar): loads the clip, builds the
    request, generates, checks the frames ((T, 3, H, W) float in [0, 1]) and updates every
    metric with exactly the inputs it lists in ``inputs``, plus those of ``optional_inputs`` the
-   harness has (``real_landmarks`` and ``pose_landmarks``: see below). A clip that fails (loading,
+   harness has (``real_landmarks``, ``pose_landmarks``, ``fake_landmarks``: see below). A clip that fails (loading,
    generation or one metric's update) is recorded with its file, stage and message, and the run
    goes on; a method that fails to build is recorded and skipped;
 5. computes each metric per method and writes the run folder (`talkinghead.bench.report`).
@@ -43,7 +43,9 @@ method cannot change them), or the store's landmarks of the pose-source clip wit
 ``store_landmarks=True`` or for a metric without a ``landmarks(images)`` method. Detections are
 cached per detector (backend, or the metric when it has a custom detector), clip and frame, so
 a frame that is both a real frame and a pose-source frame (self-driven) is detected once, and a
-pose-source frame repeated or used by several clips too.
+pose-source frame repeated or used by several clips too. ``fake_landmarks``, the generated
+frames' landmarks, are detected the same way once per method and clip and given to every
+landmark metric that accepts them (LMD and LMD-pose), so no generated frame is detected twice.
 
 Run folder (default ``runs/bench/<YYYYmmdd-HHMMSS>-<protocol>/``)::
 
@@ -95,9 +97,9 @@ __all__ = [
 DEFAULT_SYNCNET_CONFIG = "experiments/syncnet/synth.yaml"
 VALUE_RANGE_TOLERANCE = 1e-3
 #: the clip inputs a metric may list (`talkinghead.metrics.base`)
-CLIP_INPUTS = ("fake", "real", "audio", "reference", "real_landmarks", "pose_landmarks")
+CLIP_INPUTS = ("fake", "real", "audio", "reference", "real_landmarks", "pose_landmarks", "fake_landmarks")
 #: clip inputs the harness detects with the metric's own detector (module docstring)
-LANDMARK_INPUTS = ("real_landmarks", "pose_landmarks")
+LANDMARK_INPUTS = ("real_landmarks", "pose_landmarks", "fake_landmarks")
 #: the column a metric taking ``real_confidence`` adds (PD-FGC's normalised LSE-C)
 NLSE_COLUMN = "NLSE-C"
 
@@ -483,6 +485,15 @@ class _Runner:
             raise ValueError(f"{data.selection.clip_id}: the request has no pose_source frames")
         return self.detected_landmarks(m, data.pose_clip_id, frames, data.pose_frame_index)
 
+    def fake_landmarks(self, m: _Metric, method: str, data: protocols.ClipData, fake: torch.Tensor
+                       ) -> torch.Tensor | None:
+        """``fake_landmarks`` for metric `m`: its detector on the generated frames, detected once
+        per method and clip for every metric sharing the detector (LMD and LMD-pose)."""
+        if not callable(getattr(m.instance, "landmarks", None)):
+            return None  # the metric detects on `fake` itself
+        return self.detected_landmarks(m, f"{method}:generated:{data.selection.clip_id}", fake,
+                                       torch.arange(len(fake)))
+
     # -- setup ---------------------------------------------------------------------------------
     def open_store(self, protocol: Protocol) -> Any:
         from talkinghead.data.store import ClipStore
@@ -730,6 +741,10 @@ class _Runner:
                         if isinstance(pose[m.name], BaseException):
                             raise pose[m.name]
                         args["pose_landmarks"] = pose[m.name].to(config.device)
+                    if "fake_landmarks" in m.optional_inputs:
+                        landmarks = self.fake_landmarks(m, name, data, fake)
+                        if landmarks is not None:
+                            args["fake_landmarks"] = landmarks.to(config.device)
                     args.update({k: inputs[k].to(config.device) for k in m.optional_inputs
                                  if k not in LANDMARK_INPUTS and inputs.get(k) is not None})
                     with torch.no_grad():

@@ -9,6 +9,8 @@ Clip inputs (the names a metric lists in `inputs`; the harness passes exactly th
     real_landmarks  float32 (T, 68, 2) dlib-68 landmarks of `real` (a cache; optional)
     pose_landmarks  float32 (T, 68, 2) dlib-68 landmarks of the pose-source frame that drove each
                     generated frame (the clip itself when self-driven, another clip when cross-driven)
+    fake_landmarks  float32 (T, 68, 2) dlib-68 landmarks of `fake`, detected once by the harness for
+                    every landmark metric (a cache; optional)
 
 `update(**inputs)` takes one clip; `compute()` returns ``{column: 0-d tensor}``, the columns of
 the results table (a metric may fill several, e.g. LSE-C and LSE-D). `columns` maps each column

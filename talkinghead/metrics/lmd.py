@@ -14,7 +14,9 @@ Convention (stated because papers differ: sum vs mean, centred or not, frame siz
 * a frame where no face is found in the generated or in the ground-truth frame is skipped and
   counted (``skipped_frames``); a clip with no measurable frame does not enter the average
   (``skipped_clips``). Ground-truth landmarks can be passed as ``real_landmarks`` (T, 68, 2) in
-  the frames' pixel coordinates (NaN rows = no face) to skip detecting them again.
+  the frames' pixel coordinates (NaN rows = no face) to skip detecting them again, and
+  ``fake_landmarks`` likewise for the generated frames (the harness detects those once for all
+  landmark metrics).
 
 `LandmarkDistance` holds the detection, distance and averaging shared with other landmark
 metrics (`talkinghead.metrics.pose_lmd`: the jaw line against the pose source's landmarks).
@@ -100,11 +102,16 @@ class LandmarkDistance(ClipMetric):
                 out[i], found[i] = points, True
         return out, found
 
-    def score(self, fake_images: np.ndarray, target: np.ndarray, target_found: np.ndarray) -> None:
-        """Add one clip: detect on `fake_images` (T, H, W, 3) uint8 and compare with `target`
+    def score(self, fake_images: np.ndarray, target: np.ndarray, target_found: np.ndarray,
+              fake_landmarks: Tensor | np.ndarray | None = None) -> None:
+        """Add one clip: detect on `fake_images` (T, H, W, 3) uint8 (or take `fake_landmarks`
+        (T, 68, 2), NaN rows = no face, already detected on them) and compare with `target`
         (T, 68, 2) in the same pixels (`target_found` (T,) bool: frames with a target face)."""
         num_frames, width = len(fake_images), fake_images.shape[2]
-        fake_lm, fake_found = self.landmarks(fake_images)
+        if fake_landmarks is None:
+            fake_lm, fake_found = self.landmarks(fake_images)
+        else:
+            fake_lm, fake_found = as_landmarks(fake_landmarks, num_frames, "fake_landmarks")
         valid = fake_found & target_found
         self.skipped_frames += int(num_frames - valid.sum())
         if not valid.any():
@@ -133,12 +140,14 @@ class LMD(LandmarkDistance):
     """
 
     inputs = ("fake", "real")
-    #: Passed when the harness has them (the clip store's landmarks of the ground-truth frames).
-    optional_inputs = ("real_landmarks",)
+    #: Passed when the harness has them: landmarks of the ground-truth frames, and of the
+    #: generated frames (detected once by the harness for every landmark metric).
+    optional_inputs = ("real_landmarks", "fake_landmarks")
     columns = {"LMD": False, "LMD-mouth": False, "LMD-contour": False}
     sets = LANDMARK_SETS
 
-    def update(self, fake: Tensor, real: Tensor | None = None, real_landmarks: Tensor | np.ndarray | None = None) -> None:
+    def update(self, fake: Tensor, real: Tensor | None = None, real_landmarks: Tensor | np.ndarray | None = None,
+               fake_landmarks: Tensor | np.ndarray | None = None) -> None:
         fake_images = frames_to_uint8(fake)
         if real_landmarks is not None:
             real_lm, real_found = as_landmarks(real_landmarks, len(fake_images), "real_landmarks")
@@ -148,4 +157,4 @@ class LMD(LandmarkDistance):
             real_lm, real_found = self.landmarks(frames_to_uint8(real))
         else:
             raise ValueError("LMD needs the ground truth: `real` frames or `real_landmarks`")
-        self.score(fake_images, real_lm, real_found)
+        self.score(fake_images, real_lm, real_found, fake_landmarks)

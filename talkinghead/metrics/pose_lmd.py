@@ -43,10 +43,13 @@ class PoseLMD(LandmarkDistance):
     constructor: ``backend`` / ``detector``)."""
 
     inputs = ("fake", "pose_landmarks")
+    #: the generated frames' landmarks, when the harness has detected them (as LMD's)
+    optional_inputs = ("fake_landmarks",)
     columns = {"LMD-pose": False}
     sets = {"LMD-pose": LANDMARK_SETS["LMD-contour"]}
 
-    def update(self, fake: Tensor, pose_landmarks: Tensor | np.ndarray) -> None:
+    def update(self, fake: Tensor, pose_landmarks: Tensor | np.ndarray,
+               fake_landmarks: Tensor | np.ndarray | None = None) -> None:
         fake_images = frames_to_uint8(fake)
         target, found = as_landmarks(pose_landmarks, len(fake_images), "pose_landmarks")
-        self.score(fake_images, target, found)
+        self.score(fake_images, target, found, fake_landmarks)

@@ -121,6 +121,29 @@ def test_synth_pose_run_fills_lmd_pose_and_leaves_lmd_na(synth_vox2_store, tmp_p
     assert "LMD-pose ↓" in table
 
 
+def test_lmd_and_lmd_pose_share_one_detection_per_frame(synth_vox2_store, tmp_path, monkeypatch):
+    """Self-driven, LMD and LMD-pose need the real, pose-source and generated frames' landmarks;
+    the real and pose-source frames are the same frames, and the generated ones are detected once
+    for both metrics: 2 detections per frame, not 3."""
+    pytest.importorskip("dlib")
+    from talkinghead.metrics.lmd import LandmarkDistance
+
+    detected = []
+    original = LandmarkDistance.landmarks
+
+    def counting(self, images):
+        detected.append(len(images))
+        return original(self, images)
+
+    monkeypatch.setattr(LandmarkDistance, "landmarks", counting)
+    result = run_benchmark(_config(synth_vox2_store, tmp_path, protocol="synth", metrics=["lmd", "pose_lmd"],
+                                   methods=["static"]), log=lambda m: None)
+    method = result.methods[0]
+    assert method.clips_ok == 2 and not method.errors
+    assert sum(detected) == 2 * sum(int(s.entry["num_frames"]) for s in result.selections)
+    assert method.values["LMD-pose"] == pytest.approx(method.values["LMD-contour"])
+
+
 # ---------------------------------------------------------------------------------------------
 # pcavs_fixed_pose
 # ---------------------------------------------------------------------------------------------
