@@ -244,10 +244,6 @@ def _read_image(path: Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def _to_tensor(frames: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
-
-
 def generate(checkpoint: str | Path, reference: str | Path, audio: str | Path, out: str | Path, *,
              pose_source: str | Path | None = None, fixed_pose: bool = False, frontal: bool = False,
              device: str = "cpu", batch_size: int = 16, audio_scale: float | None = None) -> Path:
@@ -258,6 +254,7 @@ def generate(checkpoint: str | Path, reference: str | Path, audio: str | Path, o
     audio:      any audio or video file ffmpeg reads (resampled to 16 kHz mono).
     pose_source / fixed_pose / frontal: at most one; none given = fixed pose (the reference's).
     """
+    from talkinghead.bench.protocol import frames_tensor
     from talkinghead.data.audio import load_audio
     from talkinghead.data.video import convert_fps, read_video, write_video
 
@@ -268,14 +265,14 @@ def generate(checkpoint: str | Path, reference: str | Path, audio: str | Path, o
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such file")
     generator = PCAVSGenerator.from_checkpoint(checkpoint, device, batch_size=batch_size, audio_scale=audio_scale)
-    ref = _to_tensor(align_frames(_read_image(reference)[None], str(reference)))[0]
+    ref = frames_tensor(align_frames(_read_image(reference)[None], str(reference)))[0]
     wav = load_audio(audio, SAMPLE_RATE)
     frames = num_frames_for(len(wav))
     source = None
     mode = "frontal" if frontal else "fixed"
     if pose_source is not None:
         raw, fps = read_video(pose_source)
-        source = _to_tensor(align_frames(convert_fps(raw, fps, FPS), str(pose_source)))
+        source = frames_tensor(align_frames(convert_fps(raw, fps, FPS), str(pose_source)))
         mode = "source"
     chunks = generator.synthesize(ref, torch.from_numpy(wav), frames, source, pose=mode)
 
