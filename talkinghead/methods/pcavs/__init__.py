@@ -6,8 +6,10 @@
 * `train`: `train(config, overrides, ...)` runs the stages (``python -m talkinghead.methods.pcavs.train``);
 * `generate`: `generate(checkpoint, reference, audio, out, ...)` and `PCAVSGenerator` (the
   benchmark entry, registered by `bench`);
-* `official`: import of the published ``latest_net_{G,V,E,A_sync}.pth``;
-* `evaluate`: pose-transfer and fixed-pose lip checks on a clip store.
+* `official`: import of the published ``latest_net_{G,V,E,A_sync}.pth``.
+
+Pose transfer and the fixed-pose row are scored by the benchmark harness
+(``make bench DATASET=synth-pose METHODS="pcavs pcavs_fixed_pose"``).
 
 Nothing is imported here, so importing the package costs nothing.
 """
