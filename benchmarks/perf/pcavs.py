@@ -68,15 +68,13 @@ def training_steps_per_second(steps: int, config: Path) -> dict:
     from torch.utils.data import DataLoader
 
     from talkinghead.methods.pcavs.module import PCAVSModule
-    from talkinghead.methods.pcavs.train import load_config, model_config
+    from talkinghead.methods.pcavs.train import load_config, model_config, stage_data_size
 
     cfg = load_config(config)
     model_cfg = model_config(cfg["model"], num_identities=48)
     out = {}
     for stage in ("identity", "sync", "full"):
-        size = model_cfg.image_size
-        if stage != "sync" and model_cfg.reference_size != model_cfg.image_size:
-            size = max(model_cfg.image_size, min(model_cfg.reference_size, 224))
+        size = stage_data_size(model_cfg, stage)
         batch = _batch(stage, cfg, model_cfg, size)
         module = PCAVSModule(stage=stage, model=model_cfg.to_dict(), loss=cfg[stage]["loss"], optim=cfg[stage]["optim"],
                              sample_every_n_steps=0)

@@ -128,6 +128,10 @@ class ResNetConfig(ConfigDict):
     width_per_group: torchvision's ``width_per_group`` (ResNeXt 4; ResNet 64).
     num_classes:     outputs of ``fc`` (ImageNet 1000).
     in_channels:     image channels (3).
+    strides:         stride of each stage ``layer1..layer4`` (torchvision: 1, 2, 2, 2). As in
+                     torchvision, a stage of stride 1 whose width does not change has no
+                     ``downsample`` branch; no other parameter depends on it. The tiny PC-AVS
+                     identity encoder uses 1, 2, 1, 1 to keep a 28 x 28 map at 224 px.
 
     Tiny example: ``ResNetConfig(layers=(1, 1, 1, 1), widths=(8, 16, 32, 64), stem_width=8,
     groups=1, width_per_group=64, num_classes=10)``.
@@ -141,12 +145,16 @@ class ResNetConfig(ConfigDict):
     width_per_group: int = 4
     num_classes: int = 1000
     in_channels: int = 3
+    strides: tuple[int, ...] = (1, 2, 2, 2)
 
     def __post_init__(self) -> None:
         if self.block not in _BLOCKS:
             raise ValueError(f"ResNetConfig.block must be one of {sorted(_BLOCKS)}, got {self.block!r}")
         object.__setattr__(self, "layers", _as_ints(self.layers, "ResNetConfig.layers", 4))
         object.__setattr__(self, "widths", _as_ints(self.widths, "ResNetConfig.widths", 4))
+        object.__setattr__(self, "strides", _as_ints(self.strides, "ResNetConfig.strides", 4))
+        if any(s not in (1, 2) for s in self.strides):
+            raise ValueError(f"ResNetConfig.strides must be 1 or 2 per stage, got {self.strides}")
         for name in ("stem_width", "groups", "width_per_group", "num_classes", "in_channels"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"ResNetConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -172,10 +180,12 @@ class ResNetConfig(ConfigDict):
 
 
 class ResNet(nn.Module):
-    """torchvision's ResNet with the same module names (stride 1, 2, 2, 2 stages).
+    """torchvision's ResNet with the same module names (stage strides ``config.strides``,
+    torchvision's 1, 2, 2, 2 by default).
 
     forward: (B, C, H, W) -> (B, num_classes) logits.
-    forward_features: (B, C, H, W) -> layer4 map (B, out_channels, H/32, W/32) (7x7 at 224).
+    forward_features: (B, C, H, W) -> layer4 map (B, out_channels, H/32, W/32) (7x7 at 224), H/s
+    for another product s of 4 and the stage strides.
     pool: layer4 map -> (B, out_channels) global average.
     Initialisation as torchvision: kaiming-normal (fan_out) convs, BN weight 1 bias 0,
     PyTorch's default Linear.
@@ -190,10 +200,10 @@ class ResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(cfg.stem_width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = self._make_layer(block, cfg.widths[0], cfg.layers[0], 1)
-        self.layer2 = self._make_layer(block, cfg.widths[1], cfg.layers[1], 2)
-        self.layer3 = self._make_layer(block, cfg.widths[2], cfg.layers[2], 2)
-        self.layer4 = self._make_layer(block, cfg.widths[3], cfg.layers[3], 2)
+        self.layer1 = self._make_layer(block, cfg.widths[0], cfg.layers[0], cfg.strides[0])
+        self.layer2 = self._make_layer(block, cfg.widths[1], cfg.layers[1], cfg.strides[1])
+        self.layer3 = self._make_layer(block, cfg.widths[2], cfg.layers[2], cfg.strides[2])
+        self.layer4 = self._make_layer(block, cfg.widths[3], cfg.layers[3], cfg.strides[3])
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(cfg.out_channels, cfg.num_classes)
         for m in self.modules():

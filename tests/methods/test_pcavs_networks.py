@@ -84,6 +84,22 @@ def test_tiny_forward(size):
     assert all(torch.isfinite(s[-1]).all() for s in d(out_fixed))
 
 
+def test_content_size_decouples_encoder_input_from_generated_size():
+    """E_n (content and pose) reads content_size frames while G generates image_size frames."""
+    torch.manual_seed(0)
+    cfg = PCAVSConfig.tiny(image_size=64, content_size=32, identity_size=64, num_identities=5)
+    assert cfg.content_input_size == 32 and cfg.nonidentity.trunk.image_size == 32
+    m = PCAVS(cfg).eval()
+    ref = torch.rand(1, 3, 64, 64) * 2 - 1
+    mel = torch.rand(4, 1, 80, 20)
+    with torch.no_grad():
+        out = m(ref, mel, pose_images=torch.rand(4, 3, 32, 32) * 2 - 1, noise_mode="const")
+        fixed = m(ref, mel, noise_mode="const")  # the reference is resized to 32 px for E_n
+    assert out.shape == fixed.shape == (4, 3, 64, 64)
+    with pytest.raises(ValueError, match="content_size"):
+        PCAVSConfig.from_dict({**cfg.to_dict(), "content_size": 48})  # E_n's trunk is built for 32
+
+
 def test_config_roundtrip_and_validation():
     cfg = PCAVSConfig.tiny()
     again = PCAVSConfig.from_dict(cfg.to_dict())
@@ -106,7 +122,8 @@ def test_experiment_configs_build(name):
     model = model_config(cfg["model"], num_identities=7)
     assert model.identity.num_identities == 7
     if name == "synth":
-        assert model.image_size == 56 and model.reference_size == 448
+        assert model.image_size == 112 and model.reference_size == 224 and model.content_input_size == 56
+        assert model.identity.backbone.strides == (1, 2, 1, 1)  # E_i's layer4 map: 28 x 28 at 224 px
         PCAVS(model)  # the tiny model builds
     else:  # the paper configs are the paper networks (up to the speaker count of the data)
         paper = PCAVSConfig.paper().to_dict()

@@ -137,6 +137,23 @@ def test_config_roundtrip_and_validation():
     assert basic(torch.rand(1, 3, 32, 32)).shape == (1, 3)
 
 
+def test_stage_strides_change_map_size_not_parameters():
+    """A stride-1 layer4 doubles the map side (H/16); where every stage changes width, every parameter
+    name and shape stays (torchvision drops a stride-1 stage's downsample only when its width stays)."""
+    base = dict(block="basic", layers=(1, 1, 1, 1), widths=(8, 16, 32, 64), stem_width=8, groups=1,
+                width_per_group=64, num_classes=3)
+    default, dense = ResNet(ResNetConfig(**base)), ResNet(ResNetConfig(**base, strides=(1, 2, 2, 1)))
+    assert {k: v.shape for k, v in default.state_dict().items()} == {k: v.shape for k, v in dense.state_dict().items()}
+    images = torch.rand(1, 3, 64, 64)
+    assert default.forward_features(images).shape[-2:] == (2, 2)
+    assert dense.forward_features(images).shape[-2:] == (4, 4)
+    assert ResNetConfig.from_dict(ResNetConfig(**base, strides=(1, 2, 2, 1)).to_dict()).strides == (1, 2, 2, 1)
+    with pytest.raises(ValueError, match="strides"):
+        ResNetConfig(strides=(1, 2, 3, 2))
+    same_width = ResNet(ResNetConfig(**{**base, "widths": (8, 16, 32, 32)}, strides=(1, 2, 2, 1)))
+    assert not hasattr(same_width.layer4[0], "downsample") or same_width.layer4[0].downsample is None
+
+
 def test_load_imagenet_from_weights_registry(tmp_path, monkeypatch):
     monkeypatch.setenv(weights.HOME_ENV, str(tmp_path))
     enc = IdentityEncoder(IdentityEncoderConfig(backbone=ResNetConfig(

@@ -462,7 +462,7 @@ class PCAVSModule(LightningModule):
 
     def _content(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, Any]:
         """(visual (B, T, D), audio (B, T, D), negative audio (B, N, T, D) or None, E_n output)."""
-        aug = resize_images(batch["augmented"], self.config.image_size)
+        aug = resize_images(batch["augmented"], self.config.content_input_size)
         b, t = aug.shape[:2]
         enc = self.model.netE(aug)
         visual = enc.mouth.view(b, t, -1)
@@ -502,7 +502,7 @@ class PCAVSModule(LightningModule):
         identity_map = ident.feature_map.repeat_interleave(t, 0)
         visual, audio, negatives, enc = self._content(batch)
         if cfg["pose_from"] == "frames":
-            pose = m.pose_code(target)
+            pose = m.pose_code(resize_images(target, self.config.content_input_size))
         elif cfg["pose_from"] == "augmented":
             pose = enc.pose
         else:

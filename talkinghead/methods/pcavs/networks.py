@@ -84,6 +84,8 @@ class PCAVSConfig(ConfigDict):
     identity_size: side of the reference image E_i sees (None: ``image_size``, as the paper).
                    A tiny model can generate small frames while E_i still sees the 224 px
                    reference, so that its map (``map_size``) carries real spatial detail.
+    content_size:  side of the frames E_n encodes (None: ``image_size``, as the paper). A tiny
+                   model can read speech content and pose from frames smaller than it generates.
     """
 
     image_size: int = 224
@@ -94,6 +96,7 @@ class PCAVSConfig(ConfigDict):
     discriminator: MultiscaleDiscriminatorConfig = field(default_factory=MultiscaleDiscriminatorConfig.pcavs)
     audio_scale: float = 1.2
     identity_size: int | None = None
+    content_size: int | None = None
 
     def __post_init__(self) -> None:
         converters = {
@@ -114,6 +117,11 @@ class PCAVSConfig(ConfigDict):
     def reference_size(self) -> int:
         """Side of the images E_i encodes (``identity_size`` or ``image_size``)."""
         return int(self.identity_size or self.image_size)
+
+    @property
+    def content_input_size(self) -> int:
+        """Side of the frames E_n encodes (``content_size`` or ``image_size``)."""
+        return int(self.content_size or self.image_size)
 
     @property
     def identity_dim(self) -> int:
@@ -145,8 +153,9 @@ class PCAVSConfig(ConfigDict):
         problems = []
         if self.image_size < 8:
             problems.append(f"image_size must be >= 8, got {self.image_size}")
-        if self.nonidentity.trunk.image_size != self.image_size:
-            problems.append(f"nonidentity.trunk.image_size {self.nonidentity.trunk.image_size} != image_size {self.image_size}")
+        if self.nonidentity.trunk.image_size != self.content_input_size:
+            problems.append(f"nonidentity.trunk.image_size {self.nonidentity.trunk.image_size} != content_size "
+                            f"{self.content_input_size}")
         if self.generator.image_size != self.image_size:
             problems.append(f"generator output {self.generator.image_size} px (start_size x 2^levels) != image_size "
                             f"{self.image_size}")
@@ -167,6 +176,8 @@ class PCAVSConfig(ConfigDict):
             problems.append(f"audio_scale must be > 0, got {self.audio_scale}")
         if self.identity_size is not None and self.identity_size < 32:
             problems.append(f"identity_size must be >= 32 or null, got {self.identity_size}")
+        if self.content_size is not None and self.content_size < 8:
+            problems.append(f"content_size must be >= 8 or null, got {self.content_size}")
         if problems:
             raise ValueError("inconsistent PC-AVS config: " + "; ".join(problems))
 
@@ -178,7 +189,7 @@ class PCAVSConfig(ConfigDict):
 
     @classmethod
     def tiny(cls, image_size: int = 56, num_identities: int = 8, identity_size: int | None = None,
-             map_size: int | None = None, **overrides: Any) -> "PCAVSConfig":
+             map_size: int | None = None, content_size: int | None = None, **overrides: Any) -> "PCAVSConfig":
         """A CPU-trainable PC-AVS: the same layout with narrow widths.
 
         image_size:    generated frame side = map_size * 2^k (k = 1..5).
@@ -186,6 +197,7 @@ class PCAVSConfig(ConfigDict):
         identity_size: side of the reference E_i sees (None: image_size). E_i's layer4 map has
                        1/32 of it, so the SynthTalk config feeds E_i the reference at 448 px (the
                        224 px face upsampled) to get a real 14 x 14 map for 56 px frames.
+        content_size:  side of the frames E_n sees (None: image_size).
         """
         start = int(map_size or max(1, image_size // 4))
         levels = (image_size // start).bit_length() - 1
@@ -201,7 +213,7 @@ class PCAVSConfig(ConfigDict):
                 map_channels=width, map_size=start, num_identities=num_identities),
             nonidentity=NonIdentityEncoderConfig(
                 trunk=FANConfig(stem_width=16, widths=(16, 32, 32), hourglass_depth=2, num_heatmaps=16,
-                                feature_dim=content, image_size=image_size, dropout=0.0),
+                                feature_dim=content, image_size=int(content_size or image_size), dropout=0.0),
                 hidden=content, mouth_dim=content - pose, pose_dim=pose, num_identities=num_identities),
             audio=AudioEncoderConfig(
                 backbone=ResNetSEConfig(channels=(8, 16, 32, 32), layers=(1, 1, 1, 1), reduction=4,
@@ -212,6 +224,7 @@ class PCAVSConfig(ConfigDict):
             discriminator=MultiscaleDiscriminatorConfig.tiny(),
             audio_scale=1.0,
             identity_size=identity_size,
+            content_size=content_size,
         )
         return replace(cfg, **overrides) if overrides else cfg
 
@@ -258,11 +271,12 @@ class PCAVS(nn.Module):
         return self.netA_sync.forward_feature(mel)
 
     def nonidentity(self, images: torch.Tensor):
-        """Frames (N, 3, S, S) or (B, T, 3, S, S) -> `NonIdentityOutput` (F_n, F_c^v, mouth style, pose)."""
+        """Frames (N, 3, Sc, Sc) or (B, T, 3, Sc, Sc) (Sc = ``content_input_size``) -> `NonIdentityOutput`
+        (F_n, F_c^v, mouth style, pose)."""
         return self.netE(images)
 
     def pose_code(self, images: torch.Tensor) -> torch.Tensor:
-        """Frames (N, 3, S, S) or (B, T, 3, S, S) -> pose codes (N or B*T, pose_dim)."""
+        """Frames (N, 3, Sc, Sc) or (B, T, 3, Sc, Sc) -> pose codes (N or B*T, pose_dim)."""
         return self.netE.pose(self.netE.forward_feature(images))
 
     def mouth_style(self, content: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
@@ -285,8 +299,9 @@ class PCAVS(nn.Module):
         """Audio-driven generation of T frames for one identity.
 
         reference: (1, 3, Sr, Sr) or (1, R, 3, Sr, Sr) (Sr = ``reference_size``); mel: (T, 1, 80, 20)
-        windows of the driving audio; pose_images: (T, 3, S, S) pose-source frames, or pose: (T, P) /
-        (1, P) codes; neither = the reference's own pose (fixed pose, the reference resized to S).
+        windows of the driving audio; pose_images: (T, 3, Sc, Sc) pose-source frames (Sc =
+        ``content_input_size``), or pose: (T, P) / (1, P) codes; neither = the reference's own pose
+        (fixed pose, the reference resized to Sc).
         audio_scale: None = ``config.audio_scale``.
         Returns (T, 3, S, S) in (-1, 1).
         """
@@ -295,7 +310,7 @@ class PCAVS(nn.Module):
         if pose is None:
             if pose_images is None:
                 pose_images = reference if reference.dim() == 4 else reference[:, 0]
-                size = self.config.image_size
+                size = self.config.content_input_size
                 if pose_images.shape[-1] != size:
                     pose_images = torch.nn.functional.interpolate(pose_images, size=(size, size), mode="bilinear",
                                                                   align_corners=False, antialias=True)

@@ -165,7 +165,8 @@ def model_config(model: dict, num_identities: int | None = None):
         base = PCAVSConfig.paper()
     else:  # the tiny preset is sized by the frame / map sizes given; explicit fields still override it
         base = PCAVSConfig.tiny(image_size=int(spec.get("image_size", 56)), identity_size=spec.get("identity_size"),
-                                map_size=(spec.get("identity") or {}).get("map_size"))
+                                map_size=(spec.get("identity") or {}).get("map_size"),
+                                content_size=spec.get("content_size"))
     values = deep_update(base.to_dict(), spec)
     for section in ("identity", "nonidentity", "audio"):
         if values[section].get("num_identities", 0) is None:
@@ -173,6 +174,17 @@ def model_config(model: dict, num_identities: int | None = None):
                 raise ValueError(f"model.{section}.num_identities is null and no store gives the speaker count")
             values[section]["num_identities"] = int(num_identities)
     return PCAVSConfig.from_dict(values)
+
+
+def stage_data_size(model_cfg, stage: str) -> int:
+    """Side of the frames a stage's batches carry. The sync stage feeds E_n alone
+    (``content_input_size``); the others carry the largest size a network needs (the reference
+    for E_i, the targets for G), at most the store's native 224 px, and the module resizes them
+    for each network."""
+    if stage == "sync":
+        return model_cfg.content_input_size
+    sizes = (model_cfg.image_size, model_cfg.reference_size, model_cfg.content_input_size)
+    return max(model_cfg.image_size, min(max(sizes), 224))
 
 
 def final_checkpoint(out: str | Path = "runs/pcavs", stage: str = "full") -> Path:
@@ -334,11 +346,7 @@ def _run_stage(cfg: dict, stage: str, out: Path, *, record: bool, progress: bool
     split = _stage_data(cfg, stage).get("train_split", "train")
     num_speakers = len(ClipStore(cfg["store"]).speakers(split))
     model_cfg = model_config(cfg["model"], num_speakers)
-    # frames come at the size E_i needs (the reference, and the frames it classifies); the module
-    # resizes them for E_n / G when the model generates smaller frames (identity_size > image_size)
-    data_size = model_cfg.image_size
-    if stage != "sync" and model_cfg.reference_size != model_cfg.image_size:
-        data_size = max(model_cfg.image_size, min(model_cfg.reference_size, 224))  # the store's native size
+    data_size = stage_data_size(model_cfg, stage)
     dm = _datamodule(cfg, stage, data_size, world, seed)
     module = PCAVSModule(stage=stage, model=model_cfg.to_dict(), loss=scfg["loss"], optim=scfg["optim"],
                          sample_every_n_steps=int(scfg["sample_every_n_steps"]), name=str(cfg["name"]))
