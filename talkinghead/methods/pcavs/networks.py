@@ -195,8 +195,8 @@ class PCAVSConfig(ConfigDict):
         image_size:    generated frame side = map_size * 2^k (k = 1..5).
         map_size:      side of the identity map the generator starts from (default image_size / 4).
         identity_size: side of the reference E_i sees (None: image_size). E_i's layer4 map has
-                       1/32 of it, so the SynthTalk config feeds E_i the reference at 448 px (the
-                       224 px face upsampled) to get a real 14 x 14 map for 56 px frames.
+                       1/32 of it with torchvision's strides; the SynthTalk config sets E_i's
+                       ``backbone.strides`` to 1, 2, 1, 1 for a 28 x 28 map of the 224 px reference.
         content_size:  side of the frames E_n sees (None: image_size).
         """
         start = int(map_size or max(1, image_size // 4))
