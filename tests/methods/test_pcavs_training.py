@@ -170,3 +170,20 @@ def test_mouth_mask_box():
     mask = mouth_mask(lm, 32, margin=0.1)
     assert mask.shape == (1, 1, 32, 32)
     assert mask[0, 0, 22, 15] == 1 and mask[0, 0, 5, 5] == 0 and mask[0, 0, 22, 25] == 0
+
+
+def test_lr_mult_applies_to_the_earlier_stages_parts_only():
+    """optim.lr_mult scales the lr of what an earlier stage trained (E_n's trunk and to_mouth); the
+    heads the full stage adds (E_n's pose and mouth-embedding heads, E_i's conv1x1) keep the base lr."""
+    model = PCAVSConfig.tiny(image_size=32, num_identities=4).to_dict()
+    module = PCAVSModule("full", model=model, optim={"lr": 1e-3, "ttur": False, "lr_mult": {"netE": 0.25}})
+    opt_g, _ = module.configure_optimizers()
+    lr_of = {id(p): group["lr"] for group in opt_g.param_groups for p in group["params"]}
+    net_e = module.model.netE
+    for head in (net_e.to_headpose, net_e.headpose_embed, net_e.mouth_embed, module.model.netV.conv1x1):
+        assert all(lr_of[id(p)] == pytest.approx(1e-3) for p in head.parameters())
+    for part in (net_e.model, net_e.to_mouth):
+        assert all(lr_of[id(p)] == pytest.approx(2.5e-4) for p in part.parameters())
+    assert all(lr_of[id(p)] == pytest.approx(1e-3) for p in module.model.netA_sync.parameters() if id(p) in lr_of)
+    trained = [p for p in module.model.parameters() if p.requires_grad]
+    assert len(lr_of) == len(trained)  # every trained generator-side parameter is in exactly one group

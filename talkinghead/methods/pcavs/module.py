@@ -95,7 +95,9 @@ OPTIM_DEFAULTS: dict[str, Any] = {
     "amsgrad": True,       # official generator-side Adam uses amsgrad
     "weight_decay": 0.0,
     "freeze": [],          # submodules kept fixed in this stage (official --fix_netV etc.)
-    "lr_mult": {},         # submodule -> factor on the generator-side lr (e.g. {netE: 0.25})
+    "lr_mult": {},         # submodule -> factor on the generator-side lr of the parts an earlier stage
+                           # trained (e.g. {netE: 0.25}: E_n's trunk and to_mouth; its pose and mouth-
+                           # embedding heads, new in the full stage, keep the base lr)
     "ema": 0.0,            # full stage: decay of an exponential moving average of the model's weights
                            # (``model_ema``, what generation uses when present); 0 = off (official)
 }
@@ -176,28 +178,29 @@ class PCAVSModule(LightningModule):
         self._freeze_for_stage()
 
     # ------------------------------------------------------------------------------- params
+    def _stage_modules(self, stage: str) -> dict[str, list[torch.nn.Module]]:
+        """{submodule: the modules of it that `stage` trains} (the discriminator not included)."""
+        m = self.model
+        v = m.netV.model
+        backbone = [v.conv1, v.bn1, v.layer1, v.layer2, v.layer3, v.layer4]  # not the unused ImageNet `fc`
+        if stage == "identity":
+            return {"netV": backbone + [m.netV.fc]}
+        if stage == "sync":
+            return {"netE": [m.netE.model, m.netE.to_mouth], "netA_sync": [m.netA_sync.model]}
+        # the learned constant `input` and the `style` mapping MLP of netG are unused (as official)
+        return {"netV": backbone + [m.netV.conv1x1, m.netV.fc],
+                "netE": [m.netE.model, m.netE.to_mouth, m.netE.mouth_embed, m.netE.to_headpose, m.netE.headpose_embed],
+                "netA_sync": [m.netA_sync.model],
+                "netG": [m.netG.conv1, m.netG.to_rgb1, m.netG.convs, m.netG.to_rgbs]}
+
     def _trained_groups(self) -> dict[str, list[torch.nn.Parameter]]:
         """{submodule: parameters this stage trains}; "netD" holds the discriminator's (full stage)."""
-        m = self.model
         freeze = set(self.optim_cfg["freeze"] or [])
         unknown = freeze - set(STAGE_OUTPUTS["full"])
         if unknown:
             raise ValueError(f"optim.freeze: unknown submodules {sorted(unknown)}; valid: {STAGE_OUTPUTS['full']}")
-        v = m.netV.model
-        backbone = [v.conv1, v.bn1, v.layer1, v.layer2, v.layer3, v.layer4]  # not the unused ImageNet `fc`
-        groups: dict[str, list[torch.nn.Module]] = {}
-        if self.stage == "identity":
-            groups["netV"] = backbone + [m.netV.fc]
-        elif self.stage == "sync":
-            groups["netE"] = [m.netE.model, m.netE.to_mouth]
-            groups["netA_sync"] = [m.netA_sync.model]
-        else:
-            groups["netV"] = backbone + [m.netV.conv1x1, m.netV.fc]
-            groups["netE"] = [m.netE.model, m.netE.to_mouth, m.netE.mouth_embed, m.netE.to_headpose,
-                              m.netE.headpose_embed]
-            groups["netA_sync"] = [m.netA_sync.model]
-            # the learned constant `input` and the `style` mapping MLP are unused (as official)
-            groups["netG"] = [m.netG.conv1, m.netG.to_rgb1, m.netG.convs, m.netG.to_rgbs]
+        groups = self._stage_modules(self.stage)
+        if self.stage == "full":
             for name in freeze:
                 groups.pop(name, None)
         out: dict[str, list[torch.nn.Parameter]] = {}
@@ -213,6 +216,12 @@ class PCAVSModule(LightningModule):
         if self.stage == "full":
             out["netD"] = list(self.netD.parameters())
         return out
+
+    def _pretrained_ids(self) -> set[int]:
+        """ids of the parameters an earlier stage trained (`lr_mult` applies to these only)."""
+        earlier = STAGES[:STAGES.index(self.stage)]
+        return {id(p) for stage in earlier for modules in self._stage_modules(stage).values()
+                for module in modules for p in module.parameters()}
 
     def _trained_parameters(self) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
         """(generator-side parameters, discriminator parameters) this stage trains."""
@@ -252,8 +261,15 @@ class PCAVSModule(LightningModule):
         unknown = set(mult) - set(STAGE_OUTPUTS["full"])
         if unknown:
             raise ValueError(f"optim.lr_mult: unknown submodules {sorted(unknown)}")
-        param_groups = [{"params": params, "lr": g_lr * float(mult.get(name, 1.0)), "name": name}
-                        for name, params in groups.items() if params]
+        pretrained = self._pretrained_ids()
+        param_groups = []
+        for name, params in groups.items():
+            earlier = [p for p in params if id(p) in pretrained]
+            new = [p for p in params if id(p) not in pretrained]
+            if earlier:
+                param_groups.append({"params": earlier, "lr": g_lr * float(mult.get(name, 1.0)), "name": name})
+            if new:  # first trained in this stage (e.g. netE's pose and mouth-embedding heads): the base lr
+                param_groups.append({"params": new, "lr": g_lr, "name": f"{name}.new" if earlier else name})
         opt_g = torch.optim.Adam(param_groups, lr=g_lr, betas=betas, amsgrad=bool(cfg["amsgrad"]),
                                  weight_decay=float(cfg["weight_decay"]))
         if self.stage != "full":
