@@ -178,20 +178,31 @@ class PCAVSModule(LightningModule):
         self._freeze_for_stage()
 
     # ------------------------------------------------------------------------------- params
-    def _stage_modules(self, stage: str) -> dict[str, list[torch.nn.Module]]:
-        """{submodule: the modules of it that `stage` trains} (the discriminator not included)."""
+    def _stage_parameters(self, stage: str) -> dict[str, list[torch.nn.Parameter]]:
+        """{submodule: the parameters of it that `stage` trains, each once} (the discriminator not included)."""
         m = self.model
         v = m.netV.model
         backbone = [v.conv1, v.bn1, v.layer1, v.layer2, v.layer3, v.layer4]  # not the unused ImageNet `fc`
         if stage == "identity":
-            return {"netV": backbone + [m.netV.fc]}
-        if stage == "sync":
-            return {"netE": [m.netE.model, m.netE.to_mouth], "netA_sync": [m.netA_sync.model]}
-        # the learned constant `input` and the `style` mapping MLP of netG are unused (as official)
-        return {"netV": backbone + [m.netV.conv1x1, m.netV.fc],
-                "netE": [m.netE.model, m.netE.to_mouth, m.netE.mouth_embed, m.netE.to_headpose, m.netE.headpose_embed],
-                "netA_sync": [m.netA_sync.model],
-                "netG": [m.netG.conv1, m.netG.to_rgb1, m.netG.convs, m.netG.to_rgbs]}
+            groups = {"netV": backbone + [m.netV.fc]}
+        elif stage == "sync":
+            groups = {"netE": [m.netE.model, m.netE.to_mouth], "netA_sync": [m.netA_sync.model]}
+        else:  # the learned constant `input` and the `style` mapping MLP of netG are unused (as official)
+            groups = {"netV": backbone + [m.netV.conv1x1, m.netV.fc],
+                      "netE": [m.netE.model, m.netE.to_mouth, m.netE.mouth_embed, m.netE.to_headpose,
+                               m.netE.headpose_embed],
+                      "netA_sync": [m.netA_sync.model],
+                      "netG": [m.netG.conv1, m.netG.to_rgb1, m.netG.convs, m.netG.to_rgbs]}
+        out: dict[str, list[torch.nn.Parameter]] = {}
+        seen: set[int] = set()
+        for name, modules in groups.items():
+            out[name] = []
+            for module in modules:
+                for p in module.parameters():
+                    if id(p) not in seen:
+                        seen.add(id(p))
+                        out[name].append(p)
+        return out
 
     def _trained_groups(self) -> dict[str, list[torch.nn.Parameter]]:
         """{submodule: parameters this stage trains}; "netD" holds the discriminator's (full stage)."""
@@ -199,29 +210,17 @@ class PCAVSModule(LightningModule):
         unknown = freeze - set(STAGE_OUTPUTS["full"])
         if unknown:
             raise ValueError(f"optim.freeze: unknown submodules {sorted(unknown)}; valid: {STAGE_OUTPUTS['full']}")
-        groups = self._stage_modules(self.stage)
+        out = self._stage_parameters(self.stage)
         if self.stage == "full":
             for name in freeze:
-                groups.pop(name, None)
-        out: dict[str, list[torch.nn.Parameter]] = {}
-        seen: set[int] = set()
-        for name, modules in groups.items():
-            params = []
-            for module in modules:
-                for p in module.parameters():
-                    if id(p) not in seen:
-                        seen.add(id(p))
-                        params.append(p)
-            out[name] = params
-        if self.stage == "full":
+                out.pop(name, None)
             out["netD"] = list(self.netD.parameters())
         return out
 
     def _pretrained_ids(self) -> set[int]:
         """ids of the parameters an earlier stage trained (`lr_mult` applies to these only)."""
         earlier = STAGES[:STAGES.index(self.stage)]
-        return {id(p) for stage in earlier for modules in self._stage_modules(stage).values()
-                for module in modules for p in module.parameters()}
+        return {id(p) for stage in earlier for params in self._stage_parameters(stage).values() for p in params}
 
     def _trained_parameters(self) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
         """(generator-side parameters, discriminator parameters) this stage trains."""
