@@ -51,6 +51,7 @@ from talkinghead.data.datamodule import (  # noqa: E402
 )
 from talkinghead.data.store import ClipStore  # noqa: E402
 from talkinghead.data.video import probe_video, read_video  # noqa: E402
+from talkinghead.methods.pcavs.augment import PCAVSAugment  # noqa: E402
 
 
 class RawSource:
@@ -206,15 +207,19 @@ def main(argv: list[str] | None = None) -> dict:
     n_store = (args.warmup + args.batches) * args.batch_size
     n_naive = (args.naive_warmup + args.naive_batches) * args.batch_size
 
+    def augmentation(augment: str):
+        return PCAVSAugment() if augment == "pcavs" else None
+
     def store_loader(augment: str) -> DataLoader:
-        dm = TalkingHeadDataModule(store=str(store), window=5, num_references=1, num_negatives=2, augment=augment,
+        dm = TalkingHeadDataModule(store=str(store), window=5, num_references=1, num_negatives=2,
+                                   augment=augmentation(augment),
                                    image_size=args.image_size, batch_size=args.batch_size,
                                    num_workers=args.workers, seed=0, samples_per_epoch=n_store)
         return dm.train_dataloader()
 
     def naive_loader(augment: str) -> DataLoader:
         config = TalkingHeadDataModule(store=str(store), window=5, num_references=1, num_negatives=2,
-                                       augment=augment, image_size=args.image_size).sample_config
+                                       augment=augmentation(augment), image_size=args.image_size).sample_config
         dataset = WindowDataset(raw, [e["index"] for e in train], config, seed=0,
                                 speaker_index=raw.speaker_index(), length=n_naive, truth_keys=())
         return DataLoader(dataset, batch_size=args.batch_size,

@@ -1,9 +1,10 @@
 """TalkingHeadDataModule: training windows from the clip store (or its LitData shards).
 
-One class serves PC-AVS, PD-FGC and Rhythmic Head; each method's config (experiments/*.yaml)
-picks what a sample carries. A sample is a window of `window` consecutive frames of one clip,
-plus whatever the method needs around it (references, negative audio, augmented copies, eye
-anchors, in-window frames). Only the frames a sample uses are read and decoded.
+One class serves every method: each method's trainer says what a sample carries (window size,
+references, negatives, an augmentation object, ...); nothing here is specific to one method. A
+sample is a window of `window` consecutive frames of one clip, plus whatever the method needs
+around it (references, negative audio, augmented copies, eye anchors, in-window frames). Only
+the frames a sample uses are read and decoded.
 
 Sample dict (one item; the default collate adds a leading batch dimension B)
 ---------------------------------------------------------------------------
@@ -32,8 +33,8 @@ speaker                () int64                  index into the train split's so
 frame_index            (T,) int64                frame numbers of the window in the clip
 clip_index             () int64                  position of the clip in the store index
                                                  (`ClipStore.clips()` / shards' clips.json)
-augmented              (T, 3, S, S) float32      augment='pcavs' / 'pdfgc': `frames` through
-                                                 PCAVSAugment / PDFGCMotionAugment, [-1, 1]
+augmented              (T, 3, S, S) float32      augment given: `frames` (in [0, 1]) through
+                                                 `augment`, then mapped to [-1, 1]
 eye_donor              (T, 3, S, S) float32      eye_pairs: a window of another clip, [-1, 1]
 eye_donor_landmarks    (T, 68, 2) float32        its landmarks (output pixels)
 eye_donor_clip_index   () int64                  its clip
@@ -75,17 +76,15 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from talkinghead.data.audio import FRAMES_PER_VIDEO_FRAME, mel_windows
 from talkinghead.data.store import ClipStore, ShardSource
-from talkinghead.data.transforms import (
-    InWindowAugment,
-    PCAVSAugment,
-    PDFGCMotionAugment,
-    composite_eye_region,
-    eye_region_mask,
-)
+from talkinghead.data.transforms import InWindowAugment, composite_eye_region, eye_region_mask
 
-__all__ = ["TalkingHeadDataModule", "WindowDataset", "SampleConfig", "EpochSampler", "AUGMENTS"]
+__all__ = ["Augment", "TalkingHeadDataModule", "WindowDataset", "SampleConfig", "EpochSampler"]
 
-AUGMENTS = ("none", "pcavs", "pdfgc")
+#: A sample augmentation: frames (T, 3, S, S) float in [0, 1] -> the same shape, in [0, 1]. It must
+#: be picklable (worker processes get a copy) and draw its randomness from torch's global CPU
+#: generator (the data module seeds it per sample), e.g. `talkinghead.data.transforms.MotionAppearanceAugment()`
+#: or an augmentation a method composes from `talkinghead.data.transforms` itself.
+Augment = Callable[[torch.Tensor], torch.Tensor]
 #: Frames kept clear of each clip end (before, after) when the clip is long enough: frame f's mel
 #: window spans mel frames 4(f-2) .. 4(f-2)+19 of M = 4T+7, i.e. it fits for 2 <= f <= T-2.
 AUDIO_MARGIN = (2, 1)
@@ -102,7 +101,7 @@ class SampleConfig:
     num_shifted: int = 0
     min_shift: int = 5
     image_size: int = 224
-    augment: str = "none"
+    augment: Augment | None = None
     eye_pairs: bool = False
     in_window: int = 0
 
@@ -114,8 +113,9 @@ class SampleConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.image_size < 8:
             raise ValueError(f"image_size must be >= 8, got {self.image_size}")
-        if self.augment not in AUGMENTS:
-            raise ValueError(f"augment must be one of {AUGMENTS}, got {self.augment!r}")
+        if self.augment is not None and (isinstance(self.augment, str) or not callable(self.augment)):
+            raise ValueError(f"augment must be a callable frames -> frames (an augmentation object) or None, got "
+                             f"{self.augment!r}; a method maps its config's name to an object itself")
 
 
 def _to_unit(frames: np.ndarray) -> torch.Tensor:
@@ -161,8 +161,7 @@ class WindowDataset(Dataset):
             first = self.positions[0]
             truth_keys = tuple(sorted(k for k in source.keys(first) if k.startswith("truth_")))
         self.truth_keys = tuple(truth_keys)
-        self._augment = {"pcavs": PCAVSAugment, "pdfgc": PDFGCMotionAugment}.get(config.augment)
-        self._augment = self._augment() if self._augment else None
+        self._augment = config.augment
         self._in_window = InWindowAugment(window_size=config.in_window) if config.in_window > 0 else None
 
     def __len__(self) -> int:
@@ -413,9 +412,11 @@ class TalkingHeadDataModule(LightningDataModule):
         num_negatives: mel windows from other clips; num_shifted: time-shifted mel windows of the
             same clip, |shift| >= min_shift frames, either direction.
         image_size: output frame size (frames are resized, landmarks rescaled, if it differs).
-        augment: 'none' | 'pcavs' | 'pdfgc' -> key `augmented`.
-        eye_pairs: PD-FGC eye-contrastive anchors (`eye_donor`, `eye_anchor`).
-        in_window: PD-FGC in-window decorrelation frames (`window_frames`), 0 = off.
+        augment: None, or a picklable callable frames (T, 3, S, S) in [0, 1] -> the same (`Augment`)
+            -> key `augmented` (e.g. `transforms.MotionAppearanceAugment()`, or a method's own
+            augmentation). Seeded per sample; the method maps its config's choice to the object.
+        eye_pairs: eye-contrastive anchors (`eye_donor`, `eye_anchor`; PD-FGC uses them).
+        in_window: in-window decorrelation frames (`window_frames`, `transforms.InWindowAugment`), 0 = off.
         batch_size, num_workers, pin_memory, persistent_workers, drop_last: DataLoader settings.
         worker_start: how worker processes start ("forkserver", "spawn" or "fork"). The default,
             "forkserver", forks workers from a clean single-threaded server: a worker forked from
@@ -438,7 +439,7 @@ class TalkingHeadDataModule(LightningDataModule):
         num_shifted: int = 0,
         min_shift: int = 5,
         image_size: int = 224,
-        augment: str = "none",
+        augment: Augment | None = None,
         eye_pairs: bool = False,
         in_window: int = 0,
         batch_size: int = 8,
@@ -453,7 +454,10 @@ class TalkingHeadDataModule(LightningDataModule):
         super().__init__()
         if (store is None) == (shards is None):
             raise ValueError("give exactly one of `store` (clip store folder) or `shards` (LitData shards folder)")
-        self.save_hyperparameters()
+        # the augmentation object stays out of the hyper-parameters (checkpoints load with
+        # weights_only=True, which refuses arbitrary objects); its repr is recorded instead
+        self.save_hyperparameters(ignore=["augment"])
+        self.hparams["augment"] = None if augment is None else repr(augment)
         self.store = store
         self.shards = shards
         self.train_split = train_split

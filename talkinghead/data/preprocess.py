@@ -53,7 +53,12 @@ class PreprocessOptions:
     jpeg_quality: int = 95
 
 
-def _detect(frames: np.ndarray, options: PreprocessOptions) -> tuple[np.ndarray, np.ndarray]:
+def detect_clip_landmarks(frames: np.ndarray, options: PreprocessOptions = PreprocessOptions()
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """Landmarks of raw RGB uint8 frames (T, H, W, 3) as the clip store detects them: the
+    `options.backend` detector on frames downscaled so their shorter side is <= `options.detect_size`
+    (INTER_AREA), mapped back to the frames' pixels. Returns (landmarks (T, 68, 2) float32, NaN
+    where no face was found; found (T,) bool)."""
     factor = min(1.0, options.detect_size / min(frames.shape[1:3]))
     if factor < 1.0:
         size = (round(frames.shape[2] * factor), round(frames.shape[1] * factor))
@@ -61,6 +66,21 @@ def _detect(frames: np.ndarray, options: PreprocessOptions) -> tuple[np.ndarray,
         landmarks, found = faces.detect_landmarks(small, options.backend)
         return landmarks / factor, found
     return faces.detect_landmarks(frames, options.backend)
+
+
+def align_frames(frames: np.ndarray, what: str = "input", options: PreprocessOptions = PreprocessOptions()
+                 ) -> np.ndarray:
+    """Raw RGB uint8 frames (T, H, W, 3) -> aligned faces (T, 224, 224, 3) uint8, exactly as a clip
+    is aligned into the store (`detect_clip_landmarks`, missing frames filled, `faces.align_clip`).
+    ValueError "<what>: no face found" when no frame has a face."""
+    frames = np.ascontiguousarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+        raise ValueError(f"{what}: frames must be a non-empty (T, H, W, 3) array, got shape {frames.shape}")
+    landmarks, found = detect_clip_landmarks(frames, options)
+    if not found.any():
+        raise ValueError(f"{what}: no face found")
+    aligned, _, _ = faces.align_clip(frames, faces.fill_missing(landmarks, found))
+    return aligned
 
 
 def process_clip(clip: Clip, store_root: str | Path, options: PreprocessOptions = PreprocessOptions()) -> list[str]:
@@ -88,7 +108,7 @@ def process_clip(clip: Clip, store_root: str | Path, options: PreprocessOptions 
     if num_frames < options.min_frames:
         raise InputError(clip.video, f"too short: {num_frames} frames with audio (< {options.min_frames})")
     frames, wav = frames[:num_frames], wav[: num_frames * samples_per_frame]
-    landmarks, found = _detect(frames, options)
+    landmarks, found = detect_clip_landmarks(frames, options)
     if found.mean() < options.min_face_fraction:
         raise InputError(clip.video, f"no face: found in {found.sum()} of {num_frames} frames")
     landmarks = faces.fill_missing(landmarks, found)

@@ -1,4 +1,9 @@
-"""Training-time frame augmentations for PC-AVS and PD-FGC.
+"""Training-time frame augmentations: generic building blocks that the methods compose.
+
+Nothing here is specific to one method; a method builds the augmentation it needs from these
+(e.g. `talkinghead.methods.pcavs.augment.PCAVSAugment`) and hands it to the data module as
+``TalkingHeadDataModule(augment=...)``. Where a transform follows a paper's description, its
+docstring says which.
 
 Conventions
 -----------
@@ -36,29 +41,32 @@ Conventions
 
 Contents
 --------
-PC-AVS (Zhou et al., CVPR 2021, Sec. 3.1 "target frame augmentation", used on
-the frames fed to the non-identity encoder):
+Colour and geometry (per clip unless stated):
 
-* :class:`ColorTransfer` - "colour transfer ... altering RGB channels randomly".
-* :class:`PaperPerspective` - the perspective transformation with the paper's
-  source / target point construction ``P_s`` / ``P_t``
-  (:func:`paper_perspective_points`, :func:`paper_perspective_matrix`).
+* :class:`ColorTransfer` - random RGB channel permutation with per-channel gain and offset
+  (PC-AVS's "colour transfer ... altering RGB channels randomly").
+* :class:`PaperPerspective` - the perspective transformation with PC-AVS's source / target
+  point construction ``P_s`` / ``P_t`` (:func:`paper_perspective_points`,
+  :func:`paper_perspective_matrix`).
 * :class:`CenteredRandomCrop` - centred random crop resized back.
-* :class:`PCAVSAugment` - the composition of the three.
+* :class:`ColorJitter` - brightness / contrast / saturation / hue jitter (per clip or per frame).
+* :class:`RandomPerspective` - generic random perspective (each corner displaced).
+* :class:`MotionAppearanceAugment` - colour jitter then perspective: appearance augmentation for
+  a motion encoder (PD-FGC's appearance/motion disentanglement stage uses one).
+* :class:`InWindowAugment` - in-window decorrelation (**per-frame**): the frames of a window
+  around a driving frame each get an independent random rotation, scaling and colour jitter
+  (PD-FGC: window size 13).
+* :func:`warp_clips` - one homography per clip applied to all its frames with a single sampling
+  grid (for fused augmentations).
 
-PD-FGC (Wang et al., CVPR 2023):
+Eye region (anchor frames for eye-motion contrastive learning, as in PD-FGC):
 
-* :class:`ColorJitter`, :class:`RandomPerspective` and
-  :class:`PDFGCMotionAugment` - appearance augmentation of the motion branch
-  (colour jitter + perspective) in the appearance/motion disentanglement stage.
-* :class:`InWindowAugment` - in-window decorrelation: the frames of a window
-  (size 13 in the paper) around a driving frame are each augmented with an
-  independent random rotation, scaling and colour jitter.
-* :func:`eye_region_mask` / :func:`composite_eye_region` - anchor frames for
-  eye-motion contrastive learning: the eye region of one frame composited onto
-  all other regions of another.
+* :func:`eye_region_mask` / :func:`composite_eye_region` - the eye region of one frame
+  composited onto all other regions of another.
 
-:class:`Compose` chains transforms.
+Helpers for composing new augmentations: :func:`flatten_frames` (``(T,3,H,W)`` /
+``(B,T,3,H,W)`` -> a float ``(B*T,3,H,W)`` working tensor, B, T) and :func:`restore_frames`
+(clamp to [0, 1], back to the input's dtype and shape). :class:`Compose` chains transforms.
 """
 from __future__ import annotations
 
@@ -84,18 +92,19 @@ __all__ = [
     "ColorTransfer",
     "Compose",
     "InWindowAugment",
-    "PCAVSAugment",
-    "PDFGCMotionAugment",
+    "MotionAppearanceAugment",
     "PaperPerspective",
     "RandomPerspective",
     "composite_eye_region",
     "eye_region_mask",
+    "flatten_frames",
     "paper_perspective_matrix",
     "paper_perspective_points",
+    "restore_frames",
     "warp_clips",
 ]
 
-#: dlib-68 indices of the brows (17-26) and eyes (36-47): the PD-FGC eye region.
+#: dlib-68 indices of the brows (17-26) and eyes (36-47): the eye region (as PD-FGC defines it).
 BROW_EYE_INDICES: tuple[int, ...] = tuple(range(17, 27)) + tuple(range(36, 48))
 
 _PADDING_MODES = ("zeros", "border", "reflection")
@@ -104,7 +113,7 @@ Params = dict[str, torch.Tensor]
 
 
 # --------------------------------------------------------------------------- helpers
-def _flatten(frames: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+def flatten_frames(frames: torch.Tensor) -> tuple[torch.Tensor, int, int]:
     """``(T,3,H,W)`` or ``(B,T,3,H,W)`` -> ``(B*T, 3, H, W)`` working tensor, B, T."""
     if not isinstance(frames, torch.Tensor):
         raise TypeError(f"frames must be a torch.Tensor, got {type(frames).__name__}")
@@ -124,7 +133,7 @@ def _flatten(frames: torch.Tensor) -> tuple[torch.Tensor, int, int]:
     return x, b, t
 
 
-def _restore(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def restore_frames(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return x.clamp(0.0, 1.0).to(like.dtype).reshape(like.shape)
 
 
@@ -196,7 +205,7 @@ class _FrameTransform(ABC):
         """Apply ``params`` (expanded to ``N``, on ``x.device``) to ``x`` of shape (N, 3, H, W)."""
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        x, b, t = _flatten(frames)
+        x, b, t = flatten_frames(frames)
         h, w = x.shape[-2:]
         n = b * t if self.per_frame else b
         params = self.sample_params(n, h, w)
@@ -204,7 +213,7 @@ class _FrameTransform(ABC):
         if not self.per_frame:
             params = {k: v.repeat_interleave(t, dim=0) for k, v in params.items()}
             gate = gate.repeat_interleave(t, dim=0)
-        return _restore(self._run(x, params, gate), frames)
+        return restore_frames(self._run(x, params, gate), frames)
 
     def _run(self, x: torch.Tensor, params: Params, gate: torch.Tensor | None = None) -> torch.Tensor:
         if gate is not None and not bool(gate.any()):
@@ -232,7 +241,7 @@ class Compose:
         return f"{type(self).__name__}([{inner}])"
 
 
-# --------------------------------------------------------------------------- PC-AVS
+# --------------------------------------------------------------------------- colour transfer, perspective, crop
 class ColorTransfer(_FrameTransform):
     """PC-AVS colour transfer: "altering RGB channels randomly".
 
@@ -277,13 +286,13 @@ class ColorTransfer(_FrameTransform):
 
     def apply(self, frames: torch.Tensor, perm=(0, 1, 2), gain=(1.0, 1.0, 1.0), offset=(0.0, 0.0, 0.0)) -> torch.Tensor:
         """Deterministic colour transfer with explicit permutation / gains / offsets."""
-        x, b, t = _flatten(frames)
+        x, b, t = flatten_frames(frames)
         params = {
             "perm": _broadcast(perm, b, t, (3,), dtype=torch.long),
             "gain": _broadcast(gain, b, t, (3,)),
             "offset": _broadcast(offset, b, t, (3,)),
         }
-        return _restore(self._run(x, params), frames)
+        return restore_frames(self._run(x, params), frames)
 
 
 def paper_perspective_points(r_s, r_t, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -377,9 +386,9 @@ class PaperPerspective(_FrameTransform):
 
     def apply(self, frames: torch.Tensor, r_s=0.0, r_t=0.0) -> torch.Tensor:
         """Deterministic warp with explicit ``r_s`` / ``r_t`` (pixels)."""
-        x, b, t = _flatten(frames)
+        x, b, t = flatten_frames(frames)
         params = {"r_s": _broadcast(r_s, b, t), "r_t": _broadcast(r_t, b, t)}
-        return _restore(self._run(x, params), frames)
+        return restore_frames(self._run(x, params), frames)
 
 
 class CenteredRandomCrop(_FrameTransform):
@@ -419,8 +428,8 @@ class CenteredRandomCrop(_FrameTransform):
 
     def apply(self, frames: torch.Tensor, scale=1.0) -> torch.Tensor:
         """Deterministic centred crop with an explicit scale ``s`` in (0, 1]."""
-        x, b, t = _flatten(frames)
-        return _restore(self._run(x, {"scale": _broadcast(scale, b, t)}), frames)
+        x, b, t = flatten_frames(frames)
+        return restore_frames(self._run(x, {"scale": _broadcast(scale, b, t)}), frames)
 
 
 @functools.lru_cache(maxsize=8)
@@ -451,104 +460,7 @@ def warp_clips(x: torch.Tensor, forward: torch.Tensor, padding_mode: str = "refl
     return out.view(b, t, c, h, w)
 
 
-class PCAVSAugment(Compose):
-    """PC-AVS target-frame augmentation for the non-identity encoder input.
-
-    ``ColorTransfer`` -> ``PaperPerspective`` -> ``CenteredRandomCrop``, each enabled by
-    its flag and applied per clip with its probability (parameters shared by all
-    frames of a clip).  Keyword defaults are those of the three classes.  Pre-built
-    instances may be passed instead (``color_transfer=...`` etc.), then the matching
-    range / probability keywords are ignored.
-
-    Speed: the colour transfer runs as one 3x3 channel matrix plus offset per clip, and the
-    perspective warp and the centred crop are composed into one homography per clip, so each
-    frame is resampled once (:func:`warp_clips`) instead of twice.  Pixels that the perspective
-    brings in from outside the image are filled by its ``padding_mode``; the centred crop never
-    samples outside.  The single resampling is slightly sharper than two successive bilinear
-    ones; otherwise the result equals applying the three transforms in order.
-    """
-
-    def __init__(
-        self,
-        color: bool = True,
-        perspective: bool = True,
-        crop: bool = True,
-        p_color: float = 1.0,
-        p_perspective: float = 1.0,
-        p_crop: float = 1.0,
-        gain_range: Sequence[float] = (0.7, 1.3),
-        offset_range: Sequence[float] = (-0.1, 0.1),
-        permute: bool = True,
-        max_margin: float = 0.1,
-        max_step: float = 0.1,
-        min_scale: float = 0.8,
-        padding_mode: str = "reflection",
-        color_transfer: ColorTransfer | None = None,
-        paper_perspective: PaperPerspective | None = None,
-        centered_crop: CenteredRandomCrop | None = None,
-    ):
-        self.color_transfer = color_transfer or ColorTransfer(gain_range, offset_range, permute=permute, p=p_color)
-        self.paper_perspective = paper_perspective or PaperPerspective(
-            max_margin, max_step, padding_mode=padding_mode, p=p_perspective
-        )
-        self.centered_crop = centered_crop or CenteredRandomCrop(min_scale, 1.0, p=p_crop)
-        chain: list[Callable[[torch.Tensor], torch.Tensor]] = []
-        if color:
-            chain.append(self.color_transfer)
-        if perspective:
-            chain.append(self.paper_perspective)
-        if crop:
-            chain.append(self.centered_crop)
-        super().__init__(chain)
-
-    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        x, b, t = _flatten(frames)
-        h, w = x.shape[-2:]
-        x = x.view(b, t, 3, h, w)
-        if self.color_transfer in self.transforms:
-            x = self._color(x)
-        forward = torch.eye(3, dtype=torch.float64).repeat(b, 1, 1)
-        warped = torch.zeros(b, dtype=torch.bool)
-        if self.paper_perspective in self.transforms:
-            params = self.paper_perspective.sample_params(b, h, w)
-            gate = torch.rand(b) < self.paper_perspective.p
-            m = paper_perspective_matrix(params["r_s"], params["r_t"], h, w)
-            forward = torch.where(gate.view(-1, 1, 1), m, forward)
-            warped |= gate
-        if self.centered_crop in self.transforms:
-            s = self.centered_crop.sample_params(b)["scale"]
-            gate = torch.rand(b) < self.centered_crop.p
-            crop = torch.eye(3, dtype=torch.float64).repeat(b, 1, 1)
-            crop[:, 0, 0] = crop[:, 1, 1] = 1.0 / s  # output = c + (input - c) / s
-            crop[:, 0, 2] = (w - 1) / 2.0 * (1.0 - 1.0 / s)
-            crop[:, 1, 2] = (h - 1) / 2.0 * (1.0 - 1.0 / s)
-            forward = torch.where(gate.view(-1, 1, 1), crop @ forward, forward)
-            warped |= gate
-        if bool(warped.all()):
-            x = warp_clips(x, forward.to(x.device), self.paper_perspective.padding_mode)
-        elif bool(warped.any()):
-            out = warp_clips(x, forward.to(x.device), self.paper_perspective.padding_mode)
-            x = torch.where(warped.to(x.device).view(-1, 1, 1, 1, 1), out, x)
-        return _restore(x, frames)
-
-    def _color(self, x: torch.Tensor) -> torch.Tensor:
-        """Colour transfer of ``(B, T, 3, H, W)`` as ``out = clamp(C @ rgb + o)`` with one 3x3 C per clip."""
-        b, t, _, h, w = x.shape
-        params = self.color_transfer.sample_params(b)
-        gate = torch.rand(b) < self.color_transfer.p
-        if not bool(gate.any()):
-            return x
-        matrix = torch.zeros(b, 3, 3, dtype=torch.float64)
-        matrix.scatter_(2, params["perm"].long().view(b, 3, 1), params["gain"].view(b, 3, 1))
-        offset = params["offset"]
-        matrix = torch.where(gate.view(-1, 1, 1), matrix, torch.eye(3, dtype=torch.float64))
-        offset = torch.where(gate.view(-1, 1), offset, torch.zeros_like(offset))
-        out = torch.matmul(matrix.to(x).view(b, 1, 3, 3), x.reshape(b, t, 3, h * w))  # (B, T, 3, H*W)
-        out += offset.to(x).view(b, 1, 3, 1)
-        return out.clamp_(0.0, 1.0).view(b, t, 3, h, w)
-
-
-# --------------------------------------------------------------------------- PD-FGC
+# --------------------------------------------------------------------------- colour jitter, perspective, in-window
 class ColorJitter(_FrameTransform):
     """Colour jitter (torchvision semantics, fixed order) built on ``kornia.enhance``.
 
@@ -602,14 +514,14 @@ class ColorJitter(_FrameTransform):
 
     def apply(self, frames: torch.Tensor, brightness=1.0, contrast=1.0, saturation=1.0, hue=0.0) -> torch.Tensor:
         """Deterministic jitter with explicit factors (``hue`` in fractions of a turn)."""
-        x, b, t = _flatten(frames)
+        x, b, t = flatten_frames(frames)
         params = {
             "brightness": _broadcast(brightness, b, t),
             "contrast": _broadcast(contrast, b, t),
             "saturation": _broadcast(saturation, b, t),
             "hue": _broadcast(hue, b, t),
         }
-        return _restore(self._run(x, params), frames)
+        return restore_frames(self._run(x, params), frames)
 
 
 class RandomPerspective(_FrameTransform):
@@ -645,16 +557,17 @@ class RandomPerspective(_FrameTransform):
 
     def apply(self, frames: torch.Tensor, offsets=None) -> torch.Tensor:
         """Deterministic warp with explicit corner ``offsets`` (``(4, 2)`` pixels)."""
-        x, b, t = _flatten(frames)
+        x, b, t = flatten_frames(frames)
         offsets = torch.zeros(4, 2) if offsets is None else offsets
-        return _restore(self._run(x, {"offsets": _broadcast(offsets, b, t, (4, 2))}), frames)
+        return restore_frames(self._run(x, {"offsets": _broadcast(offsets, b, t, (4, 2))}), frames)
 
 
-class PDFGCMotionAugment(Compose):
-    """PD-FGC motion-branch augmentation: colour jitter then perspective, per clip.
+class MotionAppearanceAugment(Compose):
+    """Appearance augmentation for a motion encoder: colour jitter then perspective, per clip.
 
-    Makes the motion encoder ignore appearance (colour) and mild geometric/identity
-    shape cues.  ``jitter`` / ``perspective`` may be replaced by pre-built instances
+    Makes a motion encoder ignore appearance (colour) and mild geometric/identity
+    shape cues (PD-FGC augments its motion branch this way in the appearance/motion
+    disentanglement stage).  ``jitter`` / ``perspective`` may be replaced by pre-built instances
     (e.g. ``perspective=PaperPerspective()``); otherwise built from the keywords.
     Defaults: ``ColorJitter(0.3, 0.3, 0.3, 0.05)`` and ``RandomPerspective(0.08)``.
     """
@@ -678,12 +591,12 @@ class PDFGCMotionAugment(Compose):
 
 
 class InWindowAugment(_FrameTransform):
-    """PD-FGC in-window decorrelation augmentation (**per-frame**).
+    """In-window decorrelation augmentation (**per-frame**, as in PD-FGC).
 
     Every frame gets its own random rotation ``a ~ U(-degrees, degrees)`` (degrees,
     counter-clockwise, about the image centre), isotropic scaling
     ``k ~ U(scale_range)`` and colour jitter (:class:`ColorJitter` ranges).  The
-    paper uses a window of ``window_size = 13`` frames around the driving frame
+    PD-FGC paper uses a window of ``window_size = 13`` frames around the driving frame
     (see :meth:`window_indices`); ``__call__`` works for any ``T``.
 
     Defaults: ``degrees=10``, ``scale_range=(0.9, 1.1)``, jitter
@@ -751,7 +664,7 @@ class InWindowAugment(_FrameTransform):
         self, frames: torch.Tensor, angle=0.0, scale=1.0, brightness=1.0, contrast=1.0, saturation=1.0, hue=0.0
     ) -> torch.Tensor:
         """Deterministic version; each parameter is a scalar or has a leading dim ``B`` or ``B*T``."""
-        x, b, t = _flatten(frames)
+        x, b, t = flatten_frames(frames)
         params = {
             "angle": _broadcast(angle, b, t),
             "scale": _broadcast(scale, b, t),
@@ -760,7 +673,7 @@ class InWindowAugment(_FrameTransform):
             "jitter_saturation": _broadcast(saturation, b, t),
             "jitter_hue": _broadcast(hue, b, t),
         }
-        return _restore(self._run(x, params), frames)
+        return restore_frames(self._run(x, params), frames)
 
 
 # --------------------------------------------------------------------------- eye region

@@ -17,6 +17,11 @@ the results table (a metric may fill several, e.g. LSE-C and LSE-D). `columns` m
 to True when higher is better, False when lower is better. A metric whose pretrained weights are
 missing raises `talkinghead.weights.MissingWeightsError` from its constructor; the harness then
 shows "n/a" with the reason.
+
+Registry: `METRICS` (name -> class) is filled by the `register_metric` decorators of the metric
+modules. `talkinghead/metrics/__init__.py` imports every built-in metric module by name, and
+importing this module imports that package first, so `metric_names()` / `build_metric()` always
+see the built-in metrics (plus any registered later, e.g. by tests or plug-ins).
 """
 from __future__ import annotations
 
@@ -52,27 +57,14 @@ def register_metric(name: str) -> Callable[[type[ClipMetric]], type[ClipMetric]]
     return add
 
 
-def _load_builtin() -> None:
-    """Import the built-in metric modules so that their decorators run."""
-    import importlib
-    import pkgutil
-
-    import talkinghead.metrics as package
-
-    for info in pkgutil.iter_modules(package.__path__):
-        if info.name != "base":
-            importlib.import_module(f"talkinghead.metrics.{info.name}")
-
-
 def metric_names() -> list[str]:
-    """Names of every registered metric."""
-    _load_builtin()
+    """Names of every registered metric (the built-in ones are registered when the package
+    `talkinghead.metrics` is imported, i.e. before this module can be used)."""
     return sorted(METRICS)
 
 
 def build_metric(name: str, **kwargs: Any) -> ClipMetric:
     """An instance of metric `name`; an unknown name lists the valid ones."""
-    _load_builtin()
     if name not in METRICS:
         raise KeyError(f"unknown metric {name!r}; choose from: {', '.join(sorted(METRICS))}")
     return METRICS[name](**kwargs)

@@ -39,6 +39,7 @@ from torch import Tensor
 
 from talkinghead.data.audio import FRAMES_PER_VIDEO_FRAME, MFCC_STEP, mfcc_windows
 from talkinghead.metrics.base import ClipMetric, register_metric
+from talkinghead.metrics.syncnet_expert import OFFICIAL_NAME, load_expert, load_official
 from talkinghead.nn.syncnet import LIP_FRAMES, FusedSyncNet, SyncNet, audio_features, lip_frames
 
 __all__ = ["LSE", "SyncScores", "SAMPLES_PER_FRAME", "VSHIFT", "nlse_c", "offset_distances", "real_confidence",
@@ -200,7 +201,7 @@ class LSE(ClipMetric):
     syncnet: the scoring net; None loads the official `syncnet_v2.model` (raises
         `talkinghead.weights.MissingWeightsError` naming the file when it is absent).
     syncnet_name: what produced the numbers (shown beside the table), e.g.
-        `talkinghead.methods.syncnet.load_expert`'s description. Required with a custom net.
+        `talkinghead.metrics.syncnet_expert.load_expert`'s description. Required with a custom net.
     real_confidence: LSE-C of the real videos of the training data; adds column "NLSE-C" =
         (LSE-C - real_confidence) / real_confidence. Its best value is 0 (lower |NLSE-C| is
         better): it is registered as lower-is-better (False) and tables show the signed value.
@@ -223,8 +224,6 @@ class LSE(ClipMetric):
     ):
         super().__init__(**kwargs)
         if syncnet is None:
-            from talkinghead.methods.syncnet.official import OFFICIAL_NAME, load_official
-
             syncnet = load_official()
             syncnet_name = syncnet_name or OFFICIAL_NAME
         if not isinstance(syncnet, SyncNet):
@@ -248,9 +247,7 @@ class LSE(ClipMetric):
 
     @classmethod
     def from_expert(cls, checkpoint, real_confidence: float | None = None, **kwargs: Any) -> "LSE":
-        """LSE scored by a SyncNet expert file (`talkinghead.methods.syncnet.load_expert`), named by it."""
-        from talkinghead.methods.syncnet.train import load_expert
-
+        """LSE scored by a SyncNet expert file (`talkinghead.metrics.syncnet_expert.load_expert`), named by it."""
         net, name = load_expert(checkpoint)
         return cls(net, name, real_confidence=real_confidence, **kwargs)
 

@@ -8,6 +8,13 @@ import torch
 from talkinghead.data import store
 from talkinghead.data.audio import mel_windows
 from talkinghead.data.datamodule import TalkingHeadDataModule, WindowDataset
+from talkinghead.data.transforms import (
+    CenteredRandomCrop,
+    ColorTransfer,
+    Compose,
+    MotionAppearanceAugment,
+    PaperPerspective,
+)
 
 
 def _load_helpers():
@@ -33,8 +40,11 @@ CLIPS = [
     ("id00009/vidT/00001", "id00009", "test", 30),
     ("id00009/vidT/00002", "id00009", "test", 24),
 ]
-PCAVS = dict(window=5, num_references=1, num_negatives=2, num_shifted=2, augment="pcavs", image_size=SIZE)
-PDFGC = dict(window=5, num_references=1, eye_pairs=True, in_window=13, augment="pdfgc", image_size=SIZE)
+#: colour transfer, perspective, centred crop (what PC-AVS's augmentation draws, applied one by one)
+TARGET_AUGMENT = Compose([ColorTransfer(), PaperPerspective(), CenteredRandomCrop()])
+PCAVS = dict(window=5, num_references=1, num_negatives=2, num_shifted=2, augment=TARGET_AUGMENT, image_size=SIZE)
+PDFGC = dict(window=5, num_references=1, eye_pairs=True, in_window=13, augment=MotionAppearanceAugment(),
+             image_size=SIZE)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -72,8 +82,20 @@ def test_needs_exactly_one_source(tiny):
         TalkingHeadDataModule()
     with pytest.raises(ValueError, match="exactly one"):
         TalkingHeadDataModule(store="a", shards="b")
-    with pytest.raises(ValueError, match="augment"):
-        TalkingHeadDataModule(store=str(tiny[0]), augment="fancy")
+    with pytest.raises(ValueError, match="augment must be a callable"):
+        TalkingHeadDataModule(store=str(tiny[0]), augment="pcavs")  # a method name: the method maps it
+    with pytest.raises(ValueError, match="augment must be a callable"):
+        TalkingHeadDataModule(store=str(tiny[0]), augment=3)
+
+
+def test_augment_object_is_not_a_checkpoint_hyperparameter(tiny, tmp_path):
+    """Lightning saves the data module's hparams into checkpoints, which load with weights_only=True:
+    the augmentation object must not be among them (its repr is)."""
+    dm = TalkingHeadDataModule(store=str(tiny[0]), **PCAVS)
+    assert dm.hparams["augment"] == repr(TARGET_AUGMENT) and "augment" not in dm.hparams_initial
+    torch.save({"datamodule_hyper_parameters": dict(dm.hparams)}, tmp_path / "hp.pt")
+    assert torch.load(tmp_path / "hp.pt", weights_only=True)["datamodule_hyper_parameters"]["window"] == 5
+    assert TalkingHeadDataModule(store=str(tiny[0])).hparams["augment"] is None
 
 
 def test_pcavs_batch(tiny):

@@ -14,14 +14,15 @@ from talkinghead.data.transforms import (
     ColorTransfer,
     Compose,
     InWindowAugment,
+    MotionAppearanceAugment,
     PaperPerspective,
-    PCAVSAugment,
-    PDFGCMotionAugment,
     RandomPerspective,
     composite_eye_region,
     eye_region_mask,
+    flatten_frames,
     paper_perspective_matrix,
     paper_perspective_points,
+    restore_frames,
 )
 
 H = W = 48
@@ -84,10 +85,9 @@ WINDOW_LEVEL = {
     "ColorTransfer": lambda: ColorTransfer(),
     "PaperPerspective": lambda: PaperPerspective(),
     "CenteredRandomCrop": lambda: CenteredRandomCrop(),
-    "PCAVSAugment": lambda: PCAVSAugment(),
     "ColorJitter": lambda: ColorJitter(),
     "RandomPerspective": lambda: RandomPerspective(),
-    "PDFGCMotionAugment": lambda: PDFGCMotionAugment(),
+    "MotionAppearanceAugment": lambda: MotionAppearanceAugment(),
 }
 ALL = dict(WINDOW_LEVEL, InWindowAugment=lambda: InWindowAugment())
 
@@ -111,7 +111,7 @@ def test_shape_range_dtype_preserved(name, shape, dtype):
 
 def test_half_precision_roundtrip():
     frames = clip().half()
-    out = PCAVSAugment()(frames)
+    out = MotionAppearanceAugment()(frames)
     assert out.dtype == torch.float16 and out.shape == frames.shape
 
 
@@ -132,7 +132,7 @@ def test_determinism_under_global_seed(name):
 
 def test_fork_rng_per_sample_seed():
     frames = clip()
-    transform = PCAVSAugment()
+    transform = MotionAppearanceAugment()
     outs = []
     for _ in range(2):
         with torch.random.fork_rng(devices=[]):
@@ -174,7 +174,7 @@ def test_in_window_augment_is_per_frame():
 @pytest.mark.parametrize(
     "transform",
     [ColorTransfer(p=0), PaperPerspective(p=0), CenteredRandomCrop(p=0), ColorJitter(p=0), InWindowAugment(p=0),
-     PCAVSAugment(color=False, perspective=False, crop=False), PDFGCMotionAugment(p_jitter=0, p_perspective=0)],
+     MotionAppearanceAugment(p_jitter=0, p_perspective=0)],
     ids=lambda t: type(t).__name__,
 )
 def test_disabled_is_identity(transform):
@@ -366,10 +366,10 @@ def test_in_window_window_indices():
     assert aug.window_indices(99, 100).tolist()[-1] == 99
 
 
-def test_compose_and_pdfgc_with_paper_perspective():
+def test_compose_and_motion_appearance_with_paper_perspective():
     frames = clip()
     torch.manual_seed(0)
-    aug = PDFGCMotionAugment(perspective=PaperPerspective())
+    aug = MotionAppearanceAugment(perspective=PaperPerspective())
     assert isinstance(aug.perspective, PaperPerspective)
     out = aug(frames)
     assert out.shape == frames.shape
@@ -457,39 +457,13 @@ def test_bad_inputs_raise():
         CenteredRandomCrop().apply(clip(t=4), scale=torch.tensor([0.5, 0.6, 0.7]))
 
 
-# ----------------------------------------------------------------------------- fused PC-AVS augmentation
+# ----------------------------------------------------------------------------- warp_clips
 def _natural_clip(t: int = 3, size: int = 96) -> torch.Tensor:
     from skimage import data
     from skimage.transform import resize
 
     image = resize(data.astronaut()[:400, 50:450], (size, size), anti_aliasing=True)
     return torch.from_numpy(image).permute(2, 0, 1).float().unsqueeze(0).repeat(t, 1, 1, 1)
-
-
-@pytest.mark.parametrize("flags", [dict(), dict(crop=False), dict(perspective=False), dict(color=False)])
-def test_pcavs_fused_matches_sequential_transforms(flags):
-    """PCAVSAugment draws the same parameters as the three transforms applied in order and resamples
-    once: equal up to the difference between one and two bilinear resamplings."""
-    frames = _natural_clip()
-    fused = PCAVSAugment(**flags)
-    sequential = Compose(fused.transforms)
-    torch.manual_seed(21)
-    a = fused(frames)
-    torch.manual_seed(21)
-    b = sequential(frames)
-    assert a.shape == b.shape
-    assert (a - b).abs().mean() < 0.01
-    inner = (a - b)[..., 8:-8, 8:-8].abs()
-    assert inner.mean() < 0.01 and torch.quantile(inner.flatten(), 0.99) < 0.1
-
-
-def test_pcavs_colour_only_is_exact():
-    frames = _natural_clip()
-    torch.manual_seed(4)
-    a = PCAVSAugment(perspective=False, crop=False)(frames)
-    torch.manual_seed(4)
-    b = ColorTransfer()(frames)
-    assert torch.allclose(a, b, atol=1e-6)
 
 
 def test_warp_clips_matches_kornia_warp_perspective():
@@ -503,3 +477,15 @@ def test_warp_clips_matches_kornia_warp_perspective():
     for k in range(2):
         ref = warp_perspective(frames[k], m[k : k + 1].float().repeat(2, 1, 1), (64, 64), padding_mode="reflection", align_corners=True)
         assert torch.allclose(ours[k], ref, atol=1e-4)
+
+
+def test_flatten_and_restore_frames():
+    frames = clip(t=2).half().unsqueeze(0).repeat(3, 1, 1, 1, 1)  # (B=3, T=2, 3, H, W)
+    x, b, t = flatten_frames(frames)
+    assert (b, t) == (3, 2) and x.shape == (6, 3, H, W) and x.dtype == torch.float32
+    back = restore_frames(x * 2.0, frames)
+    assert back.shape == frames.shape and back.dtype == torch.float16 and float(back.max()) <= 1.0
+    with pytest.raises(ValueError, match="RGB"):
+        flatten_frames(torch.zeros(2, 4, 8, 8))
+    with pytest.raises(TypeError, match="floating-point"):
+        flatten_frames(torch.zeros(2, 3, 8, 8, dtype=torch.uint8))

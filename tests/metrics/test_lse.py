@@ -205,7 +205,7 @@ def test_lse_metric_errors(monkeypatch, tmp_path):
 
 def test_real_confidence_and_from_expert(synth_vox2_store, tmp_path):
     from talkinghead.data.store import ClipStore
-    from talkinghead.methods.syncnet import save_expert
+    from talkinghead.metrics.syncnet_expert import save_expert
 
     net = random_net(4)
     store = ClipStore(synth_vox2_store)

@@ -56,9 +56,10 @@ def register_reader(name: str) -> Callable[[Reader], Reader]:
 
 
 def read_corpus(name: str, root: str | Path) -> list[Clip]:
-    """Index corpus `name` under `root`; clips sorted by clip_id. Unknown names list the choices."""
-    from talkinghead.data import corpora  # noqa: F401  (imports register every reader)
+    """Index corpus `name` under `root`; clips sorted by clip_id. Unknown names list the choices.
 
+    Every built-in reader is registered: importing this module imports the package
+    `talkinghead.data.corpora` first, and its ``__init__`` imports each reader module by name."""
     if name not in READERS:
         raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(sorted(READERS))}")
     root = Path(root)

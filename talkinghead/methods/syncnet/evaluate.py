@@ -11,7 +11,7 @@
 (b) Shuffled audio: LSE-C of each clip with its own audio vs with the audio of a clip of another
     speaker (clip i takes the audio of clip i + n/2, or the next one of another speaker).
 
-Without --checkpoint the store's default expert (`default_checkpoint(store)`) is used; --official
+Without --checkpoint the store's default expert (`default_expert_path(store)`) is used; --official
 scores with the official syncnet_v2 instead (needs the file).
 """
 from __future__ import annotations
@@ -137,7 +137,7 @@ def report(result: dict[str, Any], name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from talkinghead.methods.syncnet.train import default_checkpoint, load_expert
+    from talkinghead.metrics.syncnet_expert import OFFICIAL_NAME, default_expert_path, load_expert, load_official
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--store", type=Path, required=True)
@@ -154,11 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.official:
-        from talkinghead.methods.syncnet.official import OFFICIAL_NAME, load_official
-
         net, name = load_official(), OFFICIAL_NAME
     else:
-        net, name = load_expert(args.checkpoint or default_checkpoint(args.store))
+        net, name = load_expert(args.checkpoint or default_expert_path(args.store))
     torch.set_grad_enabled(False)
     result = evaluate_expert(net, args.store, split=args.split, offsets=args.offsets, tolerance=args.tolerance,
                              limit=args.limit)

@@ -1,13 +1,27 @@
-"""Import of the official `syncnet_v2.model` (joonson/syncnet_python) into `talkinghead.nn.syncnet.SyncNet`.
+"""Loading a SyncNet for LSE: the official checkpoint import and our expert file format.
 
+The network is `talkinghead.nn.syncnet.SyncNet`; this module only turns files into one.
+
+Official ``syncnet_v2.model`` (joonson/syncnet_python)
+------------------------------------------------------
 The official file is a plain name -> tensor dict of `SyncNetModel.S`. Our `SyncNet()` uses the
 same module names, so `OFFICIAL_KEY_MAP` is the identity; it is still written out as an explicit
 map and checked (`check_key_map`): every official tensor maps to one of ours with the same
 shape, and every tensor of ours is covered. `official_shapes()` is the official key -> shape
-table, built from the published layer list (not from our module).
+table, built from the published layer list (not from our module). `load_official()` loads it.
 
 BatchNorm `num_batches_tracked` counters: checkpoints saved before PyTorch 0.4.1 do not have
 them; they carry no information in eval mode and are filled with 0 when absent.
+
+SyncNet experts (trained by ``make train METHOD=syncnet``)
+-----------------------------------------------------------
+An expert file (``syncnet_expert.pt``, `EXPERT_FILE`) is a plain dict {format (`EXPERT_FORMAT`),
+version, name, config (SyncNetConfig fields), state_dict, step, store, store_name} written by
+`save_expert` and read by `load_expert` with ``torch.load(weights_only=True)``; `load_expert`
+also reads a Lightning checkpoint of the SyncNet training module (``net.*`` weights, the
+``model`` hyper-parameter). The default place of a store's expert is `default_expert_path(store)`
+= ``<store>/experts/syncnet/syncnet_expert.pt`` (beside the data it was trained on; `ClipStore`
+only reads ``clips/`` and ``index.json``, so the store is unaffected).
 """
 from __future__ import annotations
 
@@ -17,18 +31,29 @@ from typing import Mapping
 import torch
 
 from talkinghead import weights
+from talkinghead.fileio import atomic_write
 from talkinghead.nn.syncnet import SyncNet, SyncNetConfig
 
 __all__ = [
     "ASSET",
+    "EXPERT_FILE",
+    "EXPERT_FORMAT",
     "OFFICIAL_KEY_MAP",
     "OFFICIAL_NAME",
+    "TRAIN_COMMAND",
     "check_key_map",
     "convert_official",
+    "default_expert_path",
+    "expert_description",
+    "load_expert",
     "load_official",
     "official_shapes",
+    "save_expert",
 ]
 
+# ---------------------------------------------------------------------------------------------
+# the official syncnet_v2.model
+# ---------------------------------------------------------------------------------------------
 ASSET = "syncnet_v2"
 OFFICIAL_NAME = "official SyncNet v2 (syncnet_v2.model, joonson/syncnet_python)"
 
@@ -147,3 +172,72 @@ def load_official(path: str | Path | None = None, map_location: str | torch.devi
     net = SyncNet(SyncNetConfig())
     net.load_state_dict(convert_official(state, source), strict=True)
     return net.eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# our expert files
+# ---------------------------------------------------------------------------------------------
+EXPERT_FILE = "syncnet_expert.pt"
+EXPERT_FORMAT = "talkinghead-syncnet-expert"
+#: How a user trains an expert (named in error messages).
+TRAIN_COMMAND = "make train METHOD=syncnet"
+
+
+def default_expert_path(store: str | Path) -> Path:
+    """Where the expert trained on `store` lives: ``<store>/experts/syncnet/syncnet_expert.pt``."""
+    return Path(store) / "experts" / "syncnet" / EXPERT_FILE
+
+
+def expert_description(name: str, store_name: str, step: int) -> str:
+    """How an expert is named beside the scores, e.g. "SyncNet expert (tiny, trained on synth-vox2, step 1500)"."""
+    return f"SyncNet expert ({name}, trained on {store_name}, step {step})"
+
+
+def save_expert(path: str | Path, net: SyncNet, name: str, step: int, store: str | Path) -> Path:
+    """Write the expert file (atomically); see the module docstring for its content."""
+    payload = {
+        "format": EXPERT_FORMAT,
+        "version": 1,
+        "name": str(name),
+        "config": net.config.to_dict(),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+        "step": int(step),
+        "store": str(Path(store).resolve()),
+        "store_name": Path(store).resolve().name,
+    }
+    return atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
+
+
+def load_expert(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> tuple[SyncNet, str]:
+    """(SyncNet in eval mode, description) from an expert file or a Lightning checkpoint of the
+    SyncNet training module (`talkinghead.methods.syncnet.module.SyncNetModule`).
+
+    The description names the net, e.g. "SyncNet expert (tiny, trained on synth-vox2, step 1500)".
+    """
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no SyncNet expert checkpoint; train one with `{TRAIN_COMMAND}` (or `talkinghead train "
+            f"--method syncnet --store STORE`, which writes STORE/experts/syncnet/{EXPERT_FILE})")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path}: cannot load as a SyncNet expert checkpoint: {error}") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a SyncNet expert checkpoint (a {type(data).__name__})")
+    if data.get("format") == EXPERT_FORMAT:
+        config, state = SyncNetConfig.from_dict(data["config"]), data["state_dict"]
+        name, step, store_name = data.get("name", "custom"), int(data.get("step", 0)), data.get("store_name", "?")
+    elif "state_dict" in data and "hyper_parameters" in data:  # a Lightning checkpoint of SyncNetModule
+        hp = data["hyper_parameters"]
+        config = SyncNetConfig.from_dict(hp.get("model"))
+        state = {k[len("net."):]: v for k, v in data["state_dict"].items() if k.startswith("net.")}
+        name, step, store_name = hp.get("name", "custom"), int(data.get("global_step", 0)), "an unrecorded store"
+    else:
+        raise ValueError(f"{path}: not a SyncNet expert checkpoint (keys: {', '.join(sorted(map(str, data))[:10])})")
+    net = SyncNet(config)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise ValueError(f"{path}: weights do not fit its SyncNet config: {error}") from error
+    return net.eval(), expert_description(name, store_name, step)
