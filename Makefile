@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed
 .PHONY: help setup test data train bench bench-data bench-metrics clean
 
 METHOD ?= pcavs
+CONFIG ?=
 DATASET ?= synth
 METHODS ?= ground_truth static
 SYNTH_STORE := data/store/synth-vox2
@@ -39,8 +40,11 @@ data/store/synth-mead/index.json: | $(STAMP)
 # the SynthTalk store a bench protocol reads, made when missing (synth, synth-pose: vox2; synth-mead: mead)
 BENCH_STORE := $(if $(filter synth synth-pose,$(DATASET)),$(SYNTH_STORE)/index.json,$(if $(filter synth-mead,$(DATASET)),data/store/synth-mead/index.json))
 
-train: $(STAMP) $(SYNTH_STORE)/index.json ## train METHOD (syncnet, pcavs) on SynthTalk, making the data first if missing: make train METHOD=pcavs
-	$(BIN)/talkinghead train --method $(METHOD) -- --store $(SYNTH_STORE) $(ARGS)
+# the SynthTalk configs (the default synth.yaml, tiny.yaml) read the SynthTalk store: made when missing
+TRAIN_STORE := $(if $(filter-out synth tiny,$(CONFIG)),,$(SYNTH_STORE)/index.json)
+
+train: $(STAMP) $(TRAIN_STORE) ## train a registered METHOD (an unknown one lists them): make train METHOD=pcavs [CONFIG=vox2] [ARGS="full.max_steps=100"]
+	$(BIN)/talkinghead train --method $(METHOD) $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
 
 bench: $(STAMP) $(BENCH_STORE) ## score METHODS on DATASET: make bench DATASET=synth METHODS="ground_truth static" [CLIPS=N] [ARGS=...]
 	$(BIN)/talkinghead bench --dataset $(DATASET) --methods $(METHODS) $(if $(CLIPS),--clips $(CLIPS)) $(ARGS)

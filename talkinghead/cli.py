@@ -3,7 +3,7 @@
   talkinghead synth --layout vox2 --out data/synthtalk/vox2     # write a SynthTalk corpus
   talkinghead preprocess --dataset vox2 --root R --store S      # raw corpus -> clip store
   talkinghead data --out data                                   # SynthTalk in every layout, preprocessed
-  talkinghead train --method syncnet --store data/store/synth-vox2   # train a method (options: its trainer's)
+  talkinghead train --method pcavs [--config synth] [KEY=VALUE ...]  # train a registered method
   talkinghead bench --dataset synth --methods ground_truth static   # score methods, write the results table
   talkinghead weights                                           # pretrained files: present or where to get them
 """
@@ -89,40 +89,78 @@ def cmd_weights(args: argparse.Namespace) -> int:
     return 0
 
 
-def methods_with(entry: str) -> list[str]:
-    """Methods with an entry-point module ``talkinghead.methods.<name>.<entry>`` (``train`` or
-    ``generate``) that has a ``main(argv)``."""
-    import importlib.util
-    import pkgutil
+def _method(name: str):
+    """The registered method `name`, or None after printing the registered ones."""
+    from talkinghead.methods.registry import UnknownMethodError, get_method
 
-    import talkinghead.methods as methods
+    try:
+        return get_method(name)
+    except UnknownMethodError as error:
+        print(f"talkinghead: {error}", file=sys.stderr)
+        return None
 
-    return sorted(info.name for info in pkgutil.iter_modules(methods.__path__)
-                  if info.ispkg and importlib.util.find_spec(f"talkinghead.methods.{info.name}.{entry}") is not None)
 
-
-def _run_method_entry(entry: str, args: argparse.Namespace) -> int:
-    """``talkinghead <entry> --method X ...``: run ``talkinghead.methods.X.<entry>.main(options)``."""
-    import importlib
-
-    choices = methods_with(entry)
-    if args.method not in choices:
-        print(f"talkinghead {entry}: unknown method {args.method!r}; choose from: {', '.join(choices)}", file=sys.stderr)
-        return 2
-    options = [a for a in args.options if a != "--"]
-    return importlib.import_module(f"talkinghead.methods.{args.method}.{entry}").main(options)
+def train_parser(method) -> argparse.ArgumentParser:
+    """The options of ``talkinghead train --method X`` (the same for every method)."""
+    configs = ", ".join(p.stem for p in method.config_files)
+    parser = argparse.ArgumentParser(
+        prog=f"talkinghead train --method {method.name}",
+        description=f"Train {method.description}.\nStages, in order: {' -> '.join(method.stages)}. A finished stage "
+                    f"is skipped; a killed or time-stopped one resumes from its last checkpoint when the same "
+                    f"command is run again.",
+        epilog=f"configs (experiments/{method.name}/): {configs}; default {method.default_config}. "
+               f"Any config key can be set as KEY=VALUE (e.g. {method.stages[-1]}.max_steps=100 trainer.devices=2); "
+               f"--print-config lists them all with their values.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=None, help=f"a config name ({configs}) or a YAML file")
+    parser.add_argument("--stage", choices=method.stages, default=None,
+                        help="start at this stage (the earlier ones' checkpoints are read, not retrained)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--record", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    return parser
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    return _run_method_entry("train", args)
+    from talkinghead.config import ConfigError, to_yaml
+
+    method = _method(args.method)
+    if method is None:
+        return 2
+    options = train_parser(method).parse_args([a for a in args.options if a != "--"])
+    try:
+        if options.print_config:
+            from talkinghead.training.runner import resolve
+
+            print(to_yaml(resolve(method, options.config, options.overrides)), end="")
+            return 0
+        from talkinghead.training.runner import train
+
+        path = train(method, options.config, options.overrides, stage=options.stage, record=options.record)
+    except (ConfigError, FileNotFoundError) as error:
+        print(f"talkinghead train: error: {error}", file=sys.stderr)
+        return 2
+    print(f"{method.name} checkpoint: {path}")
+    return 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    return _run_method_entry("generate", args)
+    from talkinghead.generation import main as generation_main
+
+    method = _method(args.method)
+    if method is None:
+        return 2
+    generator = method.generator_class()
+    if generator is None:
+        print(f"talkinghead generate: {method.name} generates no video (it has no generator)", file=sys.stderr)
+        return 2
+    return generation_main(generator, list(args.options), prog=f"talkinghead generate --method {method.name}",
+                           default_checkpoint=method.default_checkpoint,
+                           train_hint=f"make train METHOD={method.name}")
 
 
 #: Subcommands whose unknown options belong to the method's own parser.
-PASS_THROUGH = ("generate",)
+PASS_THROUGH = ("train", "generate")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,11 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     synth_options(p)
     p.set_defaults(func=cmd_data)
 
-    p = sub.add_parser("train", help="train a method; options after the method go to its trainer "
-                       "(talkinghead train --method syncnet -- --help)")
-    p.add_argument("--method", required=True, help="method to train (e.g. syncnet, pcavs)")
-    p.add_argument("options", nargs=argparse.REMAINDER, help="the method trainer's own options")
-    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("train", help="train a registered method through the staged runner; its options follow "
+                       "(talkinghead train --method pcavs -- --help)", add_help=False)
+    p.add_argument("--method", required=True, help="method to train (syncnet, pcavs)")
+    p.set_defaults(func=cmd_train, options=[])
 
     p = sub.add_parser("generate", help="make a talking-head mp4 with a trained method; the method's own options "
                        "follow (talkinghead generate --method pcavs --help)", add_help=False)

@@ -43,8 +43,10 @@ def generation_fps(frames: int, batch_size: int, device: str = "cpu") -> dict:
             "frames_per_second": round(frames / seconds, 3)}
 
 
-def _batch(stage: str, cfg: dict, model_cfg, data_size: int) -> dict:
-    data = {**cfg["data"], **(cfg[stage]["data"] or {})}
+def _batch(stage: str, cfg, model_cfg, data_size: int) -> dict:
+    from talkinghead.methods.pcavs.method import stage_data
+
+    data = stage_data(cfg, stage)
     b, t = int(cfg[stage]["batch_size"]), int(data["window"])
     n = int(data["num_negatives"]) + int(data["num_shifted"])
     s = data_size
@@ -68,15 +70,16 @@ def training_steps_per_second(steps: int, config: Path) -> dict:
     from torch.utils.data import DataLoader
 
     from talkinghead.methods.pcavs.module import PCAVSModule
-    from talkinghead.methods.pcavs.train import load_config, model_config, stage_data_size
+    from talkinghead.config import to_dict
+    from talkinghead.methods.pcavs.method import METHOD, model_config, stage_data_size
 
-    cfg = load_config(config)
-    model_cfg = model_config(cfg["model"], num_identities=48)
+    cfg = METHOD.load_config(config)
+    model_cfg = model_config(to_dict(cfg.model), num_identities=48)
     out = {}
     for stage in ("identity", "sync", "full"):
         size = stage_data_size(model_cfg, stage)
         batch = _batch(stage, cfg, model_cfg, size)
-        module = PCAVSModule(stage=stage, model=model_cfg.to_dict(), loss=cfg[stage]["loss"], optim=cfg[stage]["optim"],
+        module = PCAVSModule(stage=stage, model=model_cfg.to_dict(), loss=to_dict(cfg[stage].loss), optim=to_dict(cfg[stage].optim),
                              sample_every_n_steps=0)
         timings = []
         from lightning.pytorch.callbacks import Callback

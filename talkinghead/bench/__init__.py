@@ -4,7 +4,7 @@ and metrics over them, and the report (table, CSV, JSON lines, plots, sample vid
   from talkinghead.bench import BenchConfig, run_benchmark
   result = run_benchmark(BenchConfig(protocol="synth", methods=["ground_truth", "static"]))
 
-Methods plug in through `talkinghead.bench.methods.register_method` (see that module).
+Methods: the baselines and every registered method's bench rows (`talkinghead.bench.methods`).
 """
 from talkinghead.bench.methods import (
     GenerationRequest,

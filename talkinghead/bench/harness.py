@@ -62,7 +62,6 @@ Run folder (default ``runs/bench/<YYYYmmdd-HHMMSS>-<protocol>/``)::
 from __future__ import annotations
 
 import hashlib
-import importlib
 import inspect
 import json
 import os
@@ -72,6 +71,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
@@ -244,9 +244,27 @@ class SyncNetChoice:
                 "trained_now": self.trained_now}
 
 
+def _train_syncnet_expert(config_path: Path, store: Path, out_dir: Path, progress: bool = True) -> Path:
+    """Train a SyncNet expert on `store` with the registered ``syncnet`` method, run by
+    `talkinghead.training.runner.train` (imported only when an expert is missing) as
+    ``make train METHOD=syncnet`` does; returns the expert file it writes into `out_dir`."""
+    from talkinghead.methods.registry import get_method
+    from talkinghead.metrics.syncnet_expert import EXPERT_FILE
+    from talkinghead.training.runner import train
+
+    overrides = [f"store={Path(store)}", f"out={Path(out_dir)}", f"trainer.progress={str(bool(progress)).lower()}"]
+    train(get_method("syncnet"), config_path, overrides)
+    return Path(out_dir) / EXPERT_FILE
+
+
 def _syncnet_api() -> Any:
-    """The SyncNet expert package (``default_checkpoint``, ``train``, ``load_expert``)."""
-    return importlib.import_module("talkinghead.methods.syncnet")
+    """What the harness needs to get a SyncNet expert: ``default_expert_path`` and ``load_expert``
+    (`talkinghead.metrics.syncnet_expert`) and ``train_expert(config_path, store, out_dir,
+    progress)`` (`_train_syncnet_expert`)."""
+    from talkinghead.metrics.syncnet_expert import default_expert_path, load_expert
+
+    return SimpleNamespace(default_expert_path=default_expert_path, load_expert=load_expert,
+                           train_expert=_train_syncnet_expert)
 
 
 def _sync_confidence(model: Any, frames: torch.Tensor, audio: torch.Tensor) -> float:
@@ -278,39 +296,40 @@ def resolve_syncnet(config: BenchConfig, store: Any, log: Callable[[str], None] 
     """The SyncNet for LSE (see the module docstring); raises when it cannot be had.
 
     ``official``: `talkinghead.weights.resolve("syncnet_v2")` (MissingWeightsError naming where to
-    get it when absent), loaded by ``talkinghead.methods.syncnet.official.load_official``.
-    ``expert``: ``config.syncnet_checkpoint`` or ``default_checkpoint(store)``; when that file is
-    missing and ``config.train_syncnet``, prints a message and trains it with
-    ``train(load_config(config.syncnet_config), store, checkpoint's folder)``.
+    get it when absent), loaded by `talkinghead.metrics.syncnet_expert.load_official`.
+    ``expert``: ``config.syncnet_checkpoint`` or ``default_expert_path(store)``; when that file is
+    missing and ``config.train_syncnet``, prints a message and trains it with the SyncNet method
+    (config ``config.syncnet_config``, store `store`, out: the checkpoint's folder).
     """
+    from talkinghead.metrics.syncnet_expert import ASSET, OFFICIAL_NAME, TRAIN_COMMAND, load_official
+
     trained = False
     if config.syncnet == "official":
         from talkinghead import weights
 
-        checkpoint = weights.resolve("syncnet_v2")  # MissingWeightsError: where to get it, where to put it
-        official = importlib.import_module("talkinghead.methods.syncnet.official")
+        checkpoint = weights.resolve(ASSET)  # MissingWeightsError: where to get it, where to put it
 
         def loader(path: Path) -> tuple[Any, str]:
-            return official.load_official(path), official.OFFICIAL_NAME
+            return load_official(path), OFFICIAL_NAME
     else:
         api = _syncnet_api()
         root = Path(store.root) if hasattr(store, "root") else Path(store)
-        checkpoint = Path(config.syncnet_checkpoint) if config.syncnet_checkpoint else Path(api.default_checkpoint(root))
+        checkpoint = (Path(config.syncnet_checkpoint) if config.syncnet_checkpoint
+                      else Path(api.default_expert_path(root)))
         if not checkpoint.is_file():
             if config.syncnet_checkpoint:
                 raise FileNotFoundError(f"SyncNet checkpoint not found: {checkpoint}")
             if not config.train_syncnet:
                 raise FileNotFoundError(
-                    f"no SyncNet expert for {root} at {checkpoint}; train it with the syncnet config "
-                    f"{config.syncnet_config} or run the benchmark with --syncnet official")
+                    f"no SyncNet expert for {root} at {checkpoint}; train it with `{TRAIN_COMMAND}` (config "
+                    f"{config.syncnet_config}) or run the benchmark with --syncnet official")
             syncnet_config = Path(config.syncnet_config)
             if not syncnet_config.is_file():
                 raise FileNotFoundError(f"SyncNet expert missing ({checkpoint}) and its training config "
                                         f"{syncnet_config} does not exist")
             log(f"SyncNet expert for {root} not found at {checkpoint}: training it first with {syncnet_config} "
                 f"(LSE-C / LSE-D / NLSE-C need it; use --syncnet official for the published weights)")
-            checkpoint = Path(api.train(api.load_config(syncnet_config), root, checkpoint.parent,
-                                        progress=config.progress))
+            checkpoint = Path(api.train_expert(syncnet_config, root, checkpoint.parent, progress=config.progress))
             trained = True
             if not checkpoint.is_file():
                 raise FileNotFoundError(f"SyncNet training finished but wrote no checkpoint at {checkpoint}")

@@ -12,23 +12,15 @@ Conventions
   frames on any device (the harness moves them to the metrics' device).
 
 A method is anything with a ``name`` and ``generate(request) -> frames`` (`TalkingHeadGenerator`).
-It is made by a *factory* ``factory(checkpoint: Path | None, device: str) -> generator``
-registered under a name with `register_method`. `build_method(name, checkpoint, device)` builds
-one; when ``name`` is not registered yet it imports ``talkinghead.methods.<name>.bench``, so a
-method package plugs in by shipping that module (which registers on import), with no change
-here. A hook may register several names (``pcavs`` and ``pcavs_official``): a name with no
-package of its own is found by importing every ``talkinghead.methods.*.bench`` there is (as
-`method_names()` does)::
+It is made by a *factory* ``factory(checkpoint: Path | None, device: str) -> generator``. The
+rows the benchmark can score are the two built-in baselines below plus every registered method's
+bench rows (`talkinghead.methods.registry.bench_rows`, declared in each method's ``method.py``):
+adding a method adds its rows here with no change to this file. `register_method` adds an ad-hoc
+row (a generator in a notebook or a test). `build_method(name, checkpoint, device)` builds one.
 
-    # talkinghead/methods/pcavs/bench.py
-    from talkinghead.bench.methods import register_method
-
-    @register_method("pcavs", needs_checkpoint=True, description="PC-AVS (ours, Lightning)")
-    def build(checkpoint, device):
-        return PCAVSGenerator.from_checkpoint(checkpoint, device)
-
-When no checkpoint is given, `default_checkpoint` takes the registration's own ``find_checkpoint``
-or else the newest ``*.ckpt`` under ``runs/<name>/`` (``$TALKINGHEAD_RUNS`` overrides ``runs``).
+When no checkpoint is given, `default_checkpoint` takes the row's own ``find_checkpoint`` (a
+registered method's final-stage ``last.ckpt``) or else the newest ``*.ckpt`` under
+``runs/<name>/`` (``$TALKINGHEAD_RUNS`` overrides ``runs``).
 
 Ground truth is never given to a method: `GenerationRequest.ground_truth` is filled by the
 harness only for generators whose ``needs_ground_truth`` attribute is True — the ``ground_truth``
@@ -36,13 +28,13 @@ baseline, which exists to score the real video itself (the papers' "Ground Truth
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import os
-import pkgutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable
+
+# the request types and the runs folder live in the generation base (re-exported here)
+from talkinghead.generation import GenerationRequest, TalkingHeadGenerator, runs_root
+from talkinghead.methods.registry import bench_rows
 
 if TYPE_CHECKING:  # torch is imported by whoever makes tensors; `talkinghead --help` stays fast
     import torch
@@ -61,85 +53,6 @@ __all__ = [
     "register_method",
     "runs_root",
 ]
-
-FPS = 25
-SAMPLE_RATE = 16000
-
-
-@dataclass
-class GenerationRequest:
-    """Everything a method may use to generate one clip (see the module docstring for conventions).
-
-    clip_id:        the clip being generated (the store's clip_id).
-    reference:      (3, H, W) identity reference image (the protocol's choice: the clip's first frame).
-    audio:          (N,) driving audio, 16 kHz.
-    num_frames:     T, the number of frames to return (25 fps).
-    pose_source:    (T, 3, H, W) frames to take head pose from, or None (method's own / frontal).
-    eye_source:     (T, 3, H, W) frames to take blinks and gaze from, or None.
-    emotion_source: (T, 3, H, W) frames to take the expression from, or None.
-                    Self-driven: all three are the clip's own frames. Cross-driven (PD-FGC): the
-                    protocol's cross sources (default all three) come from another clip
-                    (`source_clip_id`), by default its first frame repeated T times.
-    labels:         the clip's dataset labels (MEAD: emotion, level, view; LRW: word, ...).
-    setting:        "self" or "cross" (see `talkinghead.bench.protocol`).
-    source_clip_id: clip_id of the clip the cross-driven sources come from (the clip itself when
-                    self-driven).
-    fps, sample_rate: 25 and 16000.
-    ground_truth:   (T, 3, H, W) the clip's real frames. Reserved to the ``ground_truth`` baseline:
-                    the harness fills it only for generators with ``needs_ground_truth = True`` and
-                    leaves it None for every other method, so no method can read it by mistake.
-    """
-
-    clip_id: str
-    reference: torch.Tensor
-    audio: torch.Tensor
-    num_frames: int
-    pose_source: torch.Tensor | None = None
-    eye_source: torch.Tensor | None = None
-    emotion_source: torch.Tensor | None = None
-    labels: dict = field(default_factory=dict)
-    setting: str = "self"
-    source_clip_id: str | None = None
-    fps: float = FPS
-    sample_rate: int = SAMPLE_RATE
-    ground_truth: torch.Tensor | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.reference.ndim != 3 or self.reference.shape[0] != 3:
-            raise ValueError(f"{self.clip_id}: reference must be (3, H, W), got {tuple(self.reference.shape)}")
-        if self.audio.ndim != 1:
-            raise ValueError(f"{self.clip_id}: audio must be (N,), got {tuple(self.audio.shape)}")
-        if self.num_frames < 1:
-            raise ValueError(f"{self.clip_id}: num_frames must be >= 1, got {self.num_frames}")
-        for name in ("pose_source", "eye_source", "emotion_source", "ground_truth"):
-            value = getattr(self, name)
-            if value is not None and (value.ndim != 4 or value.shape[1] != 3 or len(value) != self.num_frames):
-                raise ValueError(f"{self.clip_id}: {name} must be ({self.num_frames}, 3, H, W), "
-                                 f"got {tuple(value.shape)}")
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """(H, W) of the frames to generate (the reference's size)."""
-        return int(self.reference.shape[1]), int(self.reference.shape[2])
-
-
-@runtime_checkable
-class TalkingHeadGenerator(Protocol):
-    """A method under benchmark.
-
-    name:      the registry name (a row of the results table).
-    generate:  request -> float (T, 3, H, W) frames in [0, 1], T = request.num_frames and (H, W) =
-               request.size.
-
-    Optional attributes the harness reads with getattr: ``checkpoint`` (Path | None, recorded in
-    run.json), ``description`` (str, recorded), ``needs_ground_truth`` (bool, default False; see
-    `GenerationRequest.ground_truth`).
-    """
-
-    name: str
-
-    def generate(self, request: GenerationRequest) -> torch.Tensor: ...
-
 
 Factory = Callable[[Path | None, str], TalkingHeadGenerator]
 
@@ -163,11 +76,10 @@ class MethodSpec:
 
 
 METHODS: dict[str, MethodSpec] = {}
-_PLUGIN_ERRORS: dict[str, str] = {}
 
 
 class UnknownMethodError(KeyError):
-    """A method name that no registration and no `talkinghead.methods.<name>` module provides."""
+    """A method name that is neither a baseline nor a registered method's bench row."""
 
     def __str__(self) -> str:  # KeyError quotes its message; show it as a sentence
         return str(self.args[0]) if self.args else ""
@@ -193,11 +105,6 @@ def register_method(
     return add
 
 
-def runs_root() -> Path:
-    """Folder of training runs: ``$TALKINGHEAD_RUNS`` or ``runs`` (relative to the working directory)."""
-    return Path(os.environ.get("TALKINGHEAD_RUNS") or "runs")
-
-
 def default_checkpoint(name: str) -> Path | None:
     """The checkpoint method `name` uses when none is given: its registration's ``find_checkpoint``,
     else the most recently modified ``*.ckpt`` under ``runs/<name>/`` (None when there is none)."""
@@ -211,56 +118,15 @@ def default_checkpoint(name: str) -> Path | None:
     return max(found, key=lambda p: (p.stat().st_mtime, str(p))) if found else None
 
 
-def _import_plugin(name: str) -> None:
-    """Import ``talkinghead.methods.<name>.bench`` if it exists (its import registers the method).
-
-    A hook that exists but fails to import is remembered and named by `method_spec`'s error.
-    """
-    if not name.isidentifier():
-        return
-    module = f"talkinghead.methods.{name}.bench"
-    try:
-        if importlib.util.find_spec(module) is None:
-            return
-    except ModuleNotFoundError:  # no talkinghead.methods.<name> package at all
-        return
-    try:
-        importlib.import_module(module)
-    except Exception as error:  # noqa: BLE001 - a broken plugin must not hide the others
-        _PLUGIN_ERRORS[name] = f"{module}: {type(error).__name__}: {error}"
-
-
-def _discover() -> None:
-    """Import the bench hook of every `talkinghead.methods` subpackage (for listings)."""
-    try:
-        package = importlib.import_module("talkinghead.methods")
-    except ModuleNotFoundError:
-        return
-    for info in pkgutil.iter_modules(package.__path__):
-        if info.ispkg and info.name not in METHODS:
-            _import_plugin(info.name)
-
-
 def method_names() -> list[str]:
-    """Every method name available: built-ins plus those `talkinghead.methods.*` packages register."""
-    _discover()
+    """Every row the benchmark can score: the baselines and every registered method's rows."""
     return sorted(METHODS)
 
 
 def method_spec(name: str) -> MethodSpec:
-    """The registration of method `name` (importing its module when needed); UnknownMethodError
-    listing the valid names otherwise."""
+    """The row `name`; UnknownMethodError listing the valid names otherwise."""
     if name not in METHODS:
-        _import_plugin(name)
-    if name not in METHODS:  # a name registered by another package's hook (pcavs_official by pcavs)
-        _discover()
-    if name not in METHODS:
-        names = method_names()
-        message = f"unknown method {name!r}; choose from: {', '.join(names)}"
-        broken = [f"{n} ({why})" for n, why in sorted(_PLUGIN_ERRORS.items())]
-        if broken:
-            message += "; method modules that failed to import: " + "; ".join(broken)
-        raise UnknownMethodError(message)
+        raise UnknownMethodError(f"unknown method {name!r}; choose from: {', '.join(method_names())}")
     return METHODS[name]
 
 
@@ -328,6 +194,16 @@ def _ground_truth(checkpoint: Path | None, device: str) -> TalkingHeadGenerator:
 @register_method("static", description=Static.description)
 def _static(checkpoint: Path | None, device: str) -> TalkingHeadGenerator:
     return Static()
+
+
+def _add_registered_methods() -> None:
+    """One row per bench row of every registered method (`talkinghead.methods.registry`)."""
+    for name, (method, row) in bench_rows().items():
+        METHODS[name] = MethodSpec(name, row.factory, row.needs_checkpoint,
+                                   method.default_checkpoint if row.needs_checkpoint else None, row.description)
+
+
+_add_registered_methods()
 
 
 def describe(generator: Any) -> dict:

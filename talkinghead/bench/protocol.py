@@ -72,7 +72,7 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-from talkinghead.bench.methods import GenerationRequest
+from talkinghead.generation import GenerationRequest, frames_tensor
 
 __all__ = [
     "PROTOCOLS",
@@ -302,13 +302,6 @@ def train_clips(store: Any, protocol: Protocol, count: int) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 # loading a clip into a request
 # ---------------------------------------------------------------------------------------------
-def frames_tensor(frames: np.ndarray) -> torch.Tensor:
-    """uint8 (T, H, W, 3) RGB -> float32 (T, 3, H, W) in [0, 1]."""
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
-
-
 def _fit_length(frames: torch.Tensor, length: int) -> torch.Tensor:
     """Frame min(t, len - 1) at position t, for t < length."""
     import torch

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from talkinghead.bench import harness
 from talkinghead.bench.cli import add_bench_parser, build_config, run_bench
@@ -407,14 +408,11 @@ class _FakeSyncNet(torch.nn.Module):
 def _fake_syncnet_api(tmp: Path, calls: list):
     checkpoint = tmp / "syncnet" / "expert.ckpt"
 
-    def default_checkpoint(store):
+    def default_expert_path(store):
         return checkpoint
 
-    def load_config(path):
-        return {"from": Path(path)}
-
-    def train(config, store, out_dir, **options):
-        calls.append(("train", config["from"], Path(store), Path(out_dir)))
+    def train_expert(config_path, store, out_dir, **options):
+        calls.append(("train", Path(config_path), Path(store), Path(out_dir)))
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         checkpoint.write_bytes(b"fake expert weights")
         return checkpoint
@@ -423,8 +421,8 @@ def _fake_syncnet_api(tmp: Path, calls: list):
         calls.append(("load", Path(path)))
         return _FakeSyncNet(), "fake SyncNet expert (synth-vox2)"
 
-    return types.SimpleNamespace(default_checkpoint=default_checkpoint, train=train, load_expert=load_expert,
-                                 load_config=load_config)
+    return types.SimpleNamespace(default_expert_path=default_expert_path, train_expert=train_expert,
+                                 load_expert=load_expert)
 
 
 def test_syncnet_expert_trained_when_missing_and_nlse_reference_cached(synth_vox2_store, tmp_path, monkeypatch):
@@ -549,59 +547,35 @@ def test_unknown_method_lists_choices():
         build_method("nope")
 
 
-def test_method_module_registers_on_import(tmp_path, monkeypatch):
-    """`talkinghead.methods.<name>.bench` is imported on demand and registers the method."""
-    import talkinghead.methods as methods_package
+def test_registered_methods_bring_their_bench_rows(tmp_path, monkeypatch):
+    """Every registered method's bench rows are methods here, with its final-stage default checkpoint;
+    an ad-hoc `register_method` row without one falls back to the newest ``runs/<name>/*.ckpt``."""
+    from talkinghead.methods.registry import METHODS as REGISTERED
 
-    package = tmp_path / "benchplugin"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "bench.py").write_text(
-        "from talkinghead.bench.methods import register_method, Static\n"
-        "@register_method('benchplugin', needs_checkpoint=True, description='plugin test')\n"
-        "def build(checkpoint, device):\n"
-        "    g = Static()\n"
-        "    g.name = 'benchplugin'\n"
-        "    g.checkpoint = checkpoint\n"
-        "    return g\n"
-        "@register_method('benchplugin_extra', description='a second name from the same hook')\n"
-        "def build_extra(checkpoint, device):\n"
-        "    return Static()\n")
-    monkeypatch.setattr(methods_package, "__path__", [*methods_package.__path__, str(tmp_path)])
+    for method in REGISTERED.values():
+        for row_name, row in method.bench.items():
+            assert row_name in method_names() and METHODS[row_name].description == row.description
+            if row.needs_checkpoint:
+                assert METHODS[row_name].find_checkpoint == method.default_checkpoint
     runs = tmp_path / "runs"
     monkeypatch.setenv("TALKINGHEAD_RUNS", str(runs))
+    register_method("bench_test_adhoc", needs_checkpoint=True)(lambda checkpoint, device: Flaky())
     try:
-        # a name with no package of its own is found through the other hooks
-        assert build_method("benchplugin_extra").name == "static"
         with pytest.raises(FileNotFoundError, match="needs a checkpoint"):
-            build_method("benchplugin")
-        (runs / "benchplugin" / "v1").mkdir(parents=True)
-        old, new = runs / "benchplugin" / "v1" / "a.ckpt", runs / "benchplugin" / "b.ckpt"
+            build_method("bench_test_adhoc")
+        (runs / "bench_test_adhoc" / "v1").mkdir(parents=True)
+        old, new = runs / "bench_test_adhoc" / "v1" / "a.ckpt", runs / "bench_test_adhoc" / "b.ckpt"
         old.write_bytes(b"1")
         new.write_bytes(b"2")
         import os
 
         os.utime(old, (1, 1))
-        assert default_checkpoint("benchplugin") == new
-        generator = build_method("benchplugin")
-        assert generator.checkpoint == new and "benchplugin" in method_names()
+        assert default_checkpoint("bench_test_adhoc") == new
+        assert build_method("bench_test_adhoc").checkpoint == new
         with pytest.raises(FileNotFoundError, match="not found"):
-            build_method("benchplugin", checkpoint=tmp_path / "missing.ckpt")
-        broken = tmp_path / "benchbroken"
-        broken.mkdir()
-        (broken / "__init__.py").write_text("")
-        (broken / "bench.py").write_text("raise RuntimeError('weights module missing')\n")
-        with pytest.raises(UnknownMethodError, match="failed to import: benchbroken .*weights module missing"):
-            build_method("benchbroken")
+            build_method("bench_test_adhoc", checkpoint=tmp_path / "missing.ckpt")
     finally:
-        METHODS.pop("benchplugin", None)
-        METHODS.pop("benchplugin_extra", None)
-        from talkinghead.bench import methods as methods_module
-
-        methods_module._PLUGIN_ERRORS.pop("benchbroken", None)
-        for name in [n for n in sys.modules if n.startswith(("talkinghead.methods.benchplugin",
-                                                             "talkinghead.methods.benchbroken"))]:
-            del sys.modules[name]
+        METHODS.pop("bench_test_adhoc", None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -641,7 +615,9 @@ def test_cli_parses_and_runs(synth_vox2_store, tmp_path, capsys):
 def _require_lse():
     if "lse" not in METRICS:
         pytest.skip("the lse metric is not in this tree")
-    return pytest.importorskip("talkinghead.methods.syncnet")
+    from talkinghead.metrics import syncnet_expert
+
+    return syncnet_expert
 
 
 def test_real_lse_with_an_expert_checkpoint(synth_vox2_store, tmp_path):
@@ -649,7 +625,7 @@ def test_real_lse_with_an_expert_checkpoint(synth_vox2_store, tmp_path):
     from talkinghead.nn.syncnet import SyncNet, SyncNetConfig
 
     torch.manual_seed(0)
-    config = syncnet.load_config(Path(__file__).parents[2] / "experiments" / "syncnet" / "synth.yaml")
+    config = yaml.safe_load((Path(__file__).parents[2] / "experiments" / "syncnet" / "synth.yaml").read_text())
     expert = syncnet.save_expert(tmp_path / "expert.pt", SyncNet(SyncNetConfig.from_dict(config["model"])).eval(),
                                  "random", 0, synth_vox2_store)
     run = _config(synth_vox2_store, tmp_path, methods=["ground_truth", "static"], metrics=["lse"], samples=0,

@@ -164,12 +164,11 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
-def test_pcavs_fixed_pose_is_registered_by_the_pcavs_hook(tiny_checkpoint, monkeypatch):
-    pytest.importorskip("talkinghead.methods.pcavs.bench")
+def test_pcavs_fixed_pose_is_a_pcavs_bench_row(tiny_checkpoint, monkeypatch):
     monkeypatch.setenv("TALKINGHEAD_RUNS", str(tiny_checkpoint.parents[3]))
-    spec = method_spec("pcavs_fixed_pose")  # no package of its own: found through the pcavs hook
+    spec = method_spec("pcavs_fixed_pose")  # declared in pcavs/method.py, listed through the registry
     assert spec.needs_checkpoint and "Ours-Fix Pose" in spec.description
-    assert "pcavs_fixed_pose" in method_names() and METHODS["pcavs"].find_checkpoint is spec.find_checkpoint
+    assert "pcavs_fixed_pose" in method_names() and METHODS["pcavs"].find_checkpoint == spec.find_checkpoint
     fixed = build_method("pcavs_fixed_pose")  # the default checkpoint, as pcavs
     driven = build_method("pcavs")
     assert fixed.checkpoint == driven.checkpoint == tiny_checkpoint

@@ -77,7 +77,7 @@ def test_generate_writes_mp4_of_the_audio_length(checkpoint, raw_clips, tmp_path
 def test_any_input_length(checkpoint, raw_clips):
     from talkinghead.data.audio import load_audio
 
-    from talkinghead.bench.protocol import frames_tensor
+    from talkinghead.generation import frames_tensor
     from talkinghead.data.video import read_video
 
     generator = PCAVSGenerator.from_checkpoint(checkpoint, batch_size=4)
@@ -94,8 +94,8 @@ def test_any_input_length(checkpoint, raw_clips):
 
 
 def test_bench_hook_answers_requests(checkpoint, raw_clips):
-    from talkinghead.bench.methods import GenerationRequest, build_method
-    from talkinghead.bench.protocol import frames_tensor
+    from talkinghead.bench.methods import build_method
+    from talkinghead.generation import GenerationRequest, frames_tensor
     from talkinghead.data.audio import load_audio
     from talkinghead.data.video import read_video
 
@@ -140,4 +140,5 @@ def test_cli_generate_names_a_missing_file_and_an_unknown_method(checkpoint, tmp
                  "--audio", str(missing), "--out", str(tmp_path / "x.mp4")])
     assert code == 1 and f"{missing}: no such file" in capsys.readouterr().err
     assert main(["generate", "--method", "nomethod", "--reference", "a"]) == 2
-    assert "choose from: pcavs" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unknown method 'nomethod'" in err and "pcavs" in err  # the registered methods are listed

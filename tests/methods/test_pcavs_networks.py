@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from talkinghead.methods.pcavs.networks import PCAVS, PCAVSConfig, build_discriminator
-from talkinghead.methods.pcavs.train import load_config, model_config
+from talkinghead.config import to_dict
+from talkinghead.methods.pcavs.method import METHOD, model_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -118,7 +119,7 @@ def test_config_roundtrip_and_validation():
 
 @pytest.mark.parametrize("name", ["synth", "vox2", "lrw"])
 def test_experiment_configs_build(name):
-    cfg = load_config(ROOT / "experiments" / "pcavs" / f"{name}.yaml")
+    cfg = to_dict(METHOD.load_config(name))
     model = model_config(cfg["model"], num_identities=7)
     assert model.identity.num_identities == 7
     if name == "synth":

@@ -1,6 +1,7 @@
-"""PC-AVS training: every stage runs a few steps on tiny SynthTalk with finite, decreasing losses;
-stages hand their weights on; a resumed stage continues at the same step and data position; a
-non-finite loss skips the step instead of crashing; the VGG loss is off without its weights."""
+"""PC-AVS training through the staged runner: every stage runs a few steps on tiny SynthTalk with
+finite, decreasing losses; stages hand their weights on; validation scores held-out clips; a
+non-finite loss skips the step instead of crashing; the VGG loss is off without its weights.
+(Resume and DDP: tests/methods/test_contract.py, for every method.)"""
 from __future__ import annotations
 
 import csv
@@ -14,7 +15,10 @@ import torch
 
 from talkinghead.methods.pcavs.module import PCAVSModule, mouth_mask
 from talkinghead.methods.pcavs.networks import PCAVSConfig
-from talkinghead.methods.pcavs.train import final_checkpoint, train
+from talkinghead.methods.registry import get_method
+from talkinghead.training.runner import final_checkpoint, train
+
+PCAVS = get_method("pcavs")
 
 TINY_MODEL = {"preset": "tiny", "image_size": 32,
               "identity": {"num_identities": None}, "nonidentity": {"num_identities": None},
@@ -29,8 +33,9 @@ def tiny_config(store: Path, out: Path, **stage_steps: int) -> dict:
         "model": TINY_MODEL,
         "data": {"window": 2, "num_references": 1, "num_negatives": 1, "num_shifted": 1, "min_shift": 5,
                  "augment": "pcavs", "num_workers": 0},
-        "trainer": {"accelerator": "cpu", "devices": 1, "num_threads": 1, "log_every_n_steps": 1, "wandb": False,
-                    "progress": False},
+        "trainer": {"accelerator": "cpu", "devices": 1, "num_threads": 1, "log_every_n_steps": 1, "progress": False},
+        "logger": {"wandb": False},
+        "validation": {"num_clips": 1, "num_frames": 8, "metrics": ["ssim"], "video": True},
         "identity": {**stage, "max_steps": stage_steps.get("identity", 12),
                      "data": {"window": 1, "augment": "none", "num_negatives": 0, "num_shifted": 0},
                      "optim": {"lr": 2e-3, "betas": [0.5, 0.999], "ttur": False, "amsgrad": False}},
@@ -60,7 +65,7 @@ def series(rows: list[dict], key: str) -> np.ndarray:
 def trained(synth_vox2_store, tmp_path_factory):
     """All three stages, 12 batches each, on the tiny store (shared by the checks below)."""
     out = tmp_path_factory.mktemp("pcavs-run")
-    path = train(tiny_config(synth_vox2_store, out))
+    path = train(PCAVS, tiny_config(synth_vox2_store, out))
     return out, path
 
 
@@ -73,7 +78,7 @@ def test_stage_losses_finite_and_decreasing(trained, stage, key):
     assert np.isfinite(values).all()
     assert values[-4:].mean() < values[:4].mean(), f"{stage}: {key} did not decrease: {values}"
     done = json.loads((out / stage / "done.json").read_text())
-    assert done["batches"] == 12 and done["stopped_by"] == "steps"
+    assert done["batches"] == 12 and done["max_steps"] == 12
 
 
 def test_full_stage_logs_every_loss_and_a_sample_grid(trained):
@@ -91,6 +96,16 @@ def test_full_stage_logs_every_loss_and_a_sample_grid(trained):
     grid = cv2.imread(str(grids[0]))
     assert grid.shape[1] == 4 * 32  # reference | generated | target | pose source
     assert (out / "full" / "config.yaml").is_file()
+
+
+def test_validation_scores_held_out_clips_and_writes_a_video(trained):
+    """Each stage that can generate (the full stage) scores a test-split clip at its end."""
+    out, _ = trained
+    ssim = series(metric_rows(out, "full"), "val/SSIM")
+    assert len(ssim) == 1 and 0.0 < ssim[0] <= 1.0
+    assert "val/SSIM" not in metric_rows(out, "sync")[0]  # E_n and E_c^a alone generate nothing
+    videos = list((out / "full" / "logs").glob("version_*/samples/full-step*.mp4"))
+    assert len(videos) == 1
 
 
 def test_checkpoint_has_no_vgg_and_hands_weights_on(trained):
@@ -115,40 +130,15 @@ def test_checkpoint_has_no_vgg_and_hands_weights_on(trained):
     assert not torch.equal(ident[key], full["state_dict"][key])  # trained further in the full stage
 
 
-def test_resume_continues_at_the_same_step_and_sample(synth_vox2_store, tmp_path):
-    # an uninterrupted run of 6 batches (epochs of 2 batches), with per-batch records
-    straight = tmp_path / "straight"
-    cfg = tiny_config(synth_vox2_store, straight, full=6)
-    cfg["full"]["epoch_batches"] = 2
-    cfg["stages"] = ["full"]
-    train(cfg, record=True)
-    reference = json.loads((straight / "full" / "record" / "rank0.json").read_text())["batches"]
-    # the same run stopped after 4 batches, then resumed to 6
-    split = tmp_path / "split"
-    cfg_split = tiny_config(synth_vox2_store, split, full=4)
-    cfg_split["full"]["epoch_batches"] = 2
-    cfg_split["stages"] = ["full"]
-    train(cfg_split)
-    first = torch.load(final_checkpoint(split, "full"), map_location="cpu", weights_only=True)
-    assert first["global_step"] == 8  # 4 batches x (G step + D step)
-    assert first["optimizer_states"] and len(first["optimizer_states"]) == 2
-    cfg_split["full"]["max_steps"] = 6
-    train(cfg_split, record=True)
-    resumed = json.loads((split / "full" / "record" / "rank0.json").read_text())["batches"]
-    assert [b["step"] for b in resumed] == [8, 10]
-    assert resumed == reference[4:]  # same global steps, same clips and frames
-    done = json.loads((split / "full" / "done.json").read_text())
-    assert done["batches"] == 6
-
-
 def test_non_finite_loss_skips_the_step(synth_vox2_store, tmp_path, caplog):
     from lightning.pytorch import Trainer
     from torch.utils.data import DataLoader
 
     from talkinghead.data.datamodule import TalkingHeadDataModule
+    from talkinghead.methods.pcavs.augment import PCAVSAugment
 
-    dm = TalkingHeadDataModule(store=str(synth_vox2_store), window=8, image_size=32, augment="pcavs", batch_size=2,
-                               samples_per_epoch=4, drop_last=True)
+    dm = TalkingHeadDataModule(store=str(synth_vox2_store), window=8, image_size=32, augment=PCAVSAugment(),
+                               batch_size=2, samples_per_epoch=4, drop_last=True)
     dm.setup("fit")
     batches = list(dm.train_dataloader())
     batches[1]["mel"] = torch.full_like(batches[1]["mel"], float("nan"))
@@ -156,10 +146,10 @@ def test_non_finite_loss_skips_the_step(synth_vox2_store, tmp_path, caplog):
                          loss={"temperature": 0.1}, sample_every_n_steps=0)
     trainer = Trainer(max_steps=10, max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
-    with caplog.at_level(logging.WARNING, logger="talkinghead.methods.pcavs.module"):
+    with caplog.at_level(logging.WARNING, logger="talkinghead.training.module"):
         trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))
     assert trainer.global_step == 1  # 2 batches, the NaN one skipped
-    assert getattr(module, "_skipped", 0) == 1
+    assert module.skipped == 1
     assert any("non-finite" in r.getMessage() for r in caplog.records)
     assert all(torch.isfinite(p).all() for p in module.parameters())
 

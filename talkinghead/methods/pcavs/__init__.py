@@ -3,10 +3,13 @@
 * `networks`: the assembled model (`PCAVS`, `PCAVSConfig.paper()` / `.tiny()`), official submodule
   names ``netV`` / ``netE`` / ``netA_sync`` / ``netG``;
 * `module`: the LightningModule (`PCAVSModule`, stages ``identity`` -> ``sync`` -> ``full``);
-* `train`: `train(config, overrides, ...)` runs the stages (``python -m talkinghead.methods.pcavs.train``);
+* `config`: the config schema (experiments/pcavs/*.yaml); `method`: the registry declaration
+  (stages, data, module, generator, importer, bench rows), trained by ``talkinghead train --method pcavs``;
 * `generate`: `generate(checkpoint, reference, audio, out, ...)` and `PCAVSGenerator` (the
   benchmark entry, registered by `bench`);
-* `official`: import of the published ``latest_net_{G,V,E,A_sync}.pth``.
+* `official`: import of the published ``latest_net_{G,V,E,A_sync}.pth``;
+* `augment`: `PCAVSAugment`, the target-frame augmentation of E_n's input (the data module's
+  ``augment=``).
 
 Pose transfer and the fixed-pose row are scored by the benchmark harness
 (``make bench DATASET=synth-pose METHODS="pcavs pcavs_fixed_pose"``).

@@ -1,16 +1,17 @@
 """PC-AVS generation: a reference face + driving audio (+ a pose source) -> talking-head frames / mp4.
 
-Two entry points share one implementation (`PCAVSGenerator.synthesize`):
+`PCAVSGenerator` is a `talkinghead.generation.Generator`: it implements only `synthesize` (model
+inputs -> frames); the generation base gives both entry points:
 
-* `generate(checkpoint, reference, audio, out, ...)`: files in, an mp4 with the audio out
-  (``talkinghead generate --method pcavs``). The reference image (or a video's first frame) and
-  the pose-source video are aligned exactly as training data were preprocessed
-  (`talkinghead.data.preprocess`: dlib landmarks on frames downscaled to <= 320 px, then
-  `faces.align_clip`: the PC-AVS 224 px alignment). Any audio length works: T = round(samples /
-  640) frames at 25 fps (at least 1), generated in chunks and streamed to the encoder; a pose
-  source shorter than the audio holds its last frame, a longer one is cut.
-* `PCAVSGenerator.generate(request)`: the benchmark harness's entry (`bench.py`); requests carry
-  already aligned 224 px frames (the clip store's).
+* `generate(checkpoint, reference, audio, out, ...)` / `main(argv)`: files in, an mp4 with the
+  audio out (``talkinghead generate --method pcavs``), through `Generator.generate_file`. The
+  reference image (or a video's first frame) and the pose-source video are aligned exactly as
+  training data were preprocessed (`talkinghead.generation.read_reference` /
+  `read_driving_video`: `talkinghead.data.preprocess.align_frames`). Any audio length works: T =
+  round(samples / 640) frames at 25 fps (at least 1), generated in chunks and streamed to the
+  encoder; a pose source shorter than the audio holds its last frame, a longer one is cut.
+* `PCAVSGenerator.generate(request)`: the benchmark harness's and training validation's entry
+  (`bench.py`); requests carry already aligned 224 px frames (the clip store's).
 
 Pose modes: ``source`` (pose code of each pose-source frame: ``--pose-source``), ``fixed``
 (the reference's own pose code for every frame: ``--fixed-pose``, the official "reference pose"
@@ -33,20 +34,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from talkinghead import generation
+from talkinghead.generation import Control, Generator, default_checkpoint, num_frames_for
 from talkinghead.methods.pcavs.networks import PCAVS, PCAVSConfig
 
-__all__ = ["POSE_MODES", "PCAVSGenerator", "align_frames", "generate", "load_model", "num_frames_for"]
+__all__ = ["CONTROLS", "POSE_MODES", "PCAVSGenerator", "generate", "load_model", "main", "num_frames_for"]
 
 POSE_MODES = ("source", "fixed", "frontal")
-FPS = 25
-SAMPLE_RATE = 16000
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
+#: the driving signals besides reference + audio (at most one: they all decide the pose)
+CONTROLS = (
+    Control("pose_source", "video", "video whose head pose drives the output", group="pose"),
+    Control("fixed_pose", "flag", "keep the reference's pose (default)", default=False, group="pose"),
+    Control("frontal", "flag", "zero pose code: a frontal face", default=False, group="pose"),
+)
+DEFAULT_CHECKPOINT_HINT = ("the final checkpoint of `make train METHOD=pcavs`, "
+                           "runs/pcavs/full/checkpoints/last.ckpt")
 LOADER_CROP = (0, 192, 16, 208)  # rows 0:192, cols 16:208 of the aligned 224 px face (official loader)
-
-
-def num_frames_for(num_samples: int) -> int:
-    """Video frames (25 fps) for `num_samples` of 16 kHz audio: round(N / 640), at least 1."""
-    return max(1, int(round(num_samples / SAMPLES_PER_FRAME)))
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[PCAVS, dict]:
@@ -84,8 +87,10 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tu
     return model.to(device).eval(), info
 
 
-class PCAVSGenerator:
-    """A PC-AVS model ready to generate (see the module docstring).
+class PCAVSGenerator(Generator):
+    """PC-AVS: reference face + audio (+ a pose source) -> talking-head video.
+
+    A PC-AVS model ready to generate (see the module docstring).
 
     model:       a `PCAVS`.
     crop:        None, or "loader" for the official loader crop (official checkpoints).
@@ -96,6 +101,7 @@ class PCAVSGenerator:
     """
 
     name = "pcavs"
+    controls = CONTROLS
 
     def __init__(self, model: PCAVS, *, device: str | torch.device = "cpu", checkpoint: str | Path | None = None,
                  description: str = "", crop: str | None = None, audio_scale: float | None = None,
@@ -104,10 +110,8 @@ class PCAVSGenerator:
             raise ValueError(f"crop must be None or 'loader', got {crop!r}")
         if pose_mode not in POSE_MODES:
             raise ValueError(f"pose_mode must be one of {POSE_MODES}, got {pose_mode!r}")
-        self.device = torch.device(device)
+        super().__init__(device=device, checkpoint=checkpoint, description=description)
         self.model = model.to(self.device).eval()
-        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
-        self.description = description
         self.crop = crop
         self.audio_scale = audio_scale
         self.pose_mode = pose_mode
@@ -165,16 +169,20 @@ class PCAVSGenerator:
     # ----------------------------------------------------------------------------- generation
     @torch.no_grad()
     def synthesize(self, reference: torch.Tensor, audio: torch.Tensor | np.ndarray, num_frames: int | None = None,
-                   pose_source: torch.Tensor | None = None, pose: str = "source") -> Iterator[torch.Tensor]:
+                   pose_source: torch.Tensor | None = None, pose: str | None = None, *, fixed_pose: bool = False,
+                   frontal: bool = False) -> Iterator[torch.Tensor]:
         """Yield generated frames in chunks of (n, 3, H, W), in [0, 1], on the CPU.
 
         reference: (3, H, W) aligned face in [0, 1]; audio: (N,) 16 kHz in [-1, 1];
         num_frames: T (None: `num_frames_for(N)`); pose_source: (T', 3, H, W) aligned frames
         (frame min(t, T'-1) drives frame t); pose: "source" | "fixed" | "frontal" ("source" without
-        a pose_source is "fixed").
+        a pose_source is "fixed"); None: from the controls' flags (`frontal`, `fixed_pose`, else
+        "source").
         """
         from talkinghead.data.audio import mel_spectrogram, mel_windows
 
+        if pose is None:
+            pose = "frontal" if frontal else "fixed" if fixed_pose else "source"
         if pose not in POSE_MODES:
             raise ValueError(f"pose must be one of {POSE_MODES}, got {pose!r}")
         audio = torch.as_tensor(np.asarray(audio, dtype=np.float32)) if not torch.is_tensor(audio) else audio.float()
@@ -207,44 +215,17 @@ class PCAVSGenerator:
                            noise_mode=self.noise_mode)
             yield self.restore(out, size, reference).cpu()
 
-    def generate(self, request) -> torch.Tensor:
-        """The harness's entry: `GenerationRequest` -> (T, 3, H, W) frames in [0, 1]."""
-        chunks = self.synthesize(request.reference, request.audio, request.num_frames, request.pose_source,
-                                 pose=self.pose_mode)
-        return torch.cat(list(chunks), dim=0)
+    def request_sources(self, request) -> dict:
+        """`generate(request)`'s controls by `pose_mode`: the request's pose source ("source"),
+        the reference's pose ("fixed") or a frontal face ("frontal")."""
+        if self.pose_mode == "source":
+            return {"pose_source": request.pose_source, "fixed_pose": False, "frontal": False}
+        return {"pose_source": None, "fixed_pose": self.pose_mode == "fixed", "frontal": self.pose_mode == "frontal"}
 
 
 # ---------------------------------------------------------------------------------------------
 # files in, mp4 out
 # ---------------------------------------------------------------------------------------------
-def align_frames(frames: np.ndarray, what: str = "input") -> np.ndarray:
-    """Raw RGB frames (T, H, W, 3) uint8 -> aligned 224 px faces, exactly as the clip store's
-    preprocessing aligns a clip (dlib on frames downscaled to <= 320 px, `faces.align_clip`)."""
-    from talkinghead.data import faces
-    from talkinghead.data.preprocess import PreprocessOptions, _detect
-
-    landmarks, found = _detect(np.ascontiguousarray(frames), PreprocessOptions())
-    if not found.any():
-        raise ValueError(f"{what}: no face found")
-    landmarks = faces.fill_missing(landmarks, found)
-    aligned, _, _ = faces.align_clip(frames, landmarks)
-    return aligned
-
-
-def _read_image(path: Path) -> np.ndarray:
-    import cv2
-
-    if path.suffix.lower() in (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"):
-        from talkinghead.data.video import read_video
-
-        frames, _ = read_video(path)
-        return frames[0]
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"{path}: not a readable image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 def generate(checkpoint: str | Path, reference: str | Path, audio: str | Path, out: str | Path, *,
              pose_source: str | Path | None = None, fixed_pose: bool = False, frontal: bool = False,
              device: str = "cpu", batch_size: int = 16, audio_scale: float | None = None) -> Path:
@@ -255,74 +236,20 @@ def generate(checkpoint: str | Path, reference: str | Path, audio: str | Path, o
     audio:      any audio or video file ffmpeg reads (resampled to 16 kHz mono).
     pose_source / fixed_pose / frontal: at most one; none given = fixed pose (the reference's).
     """
-    from talkinghead.bench.protocol import frames_tensor
-    from talkinghead.data.audio import load_audio
-    from talkinghead.data.video import convert_fps, read_video, write_video
-
-    if sum([pose_source is not None, bool(fixed_pose), bool(frontal)]) > 1:
-        raise ValueError("give at most one of pose_source, fixed_pose, frontal")
-    reference, audio, out = Path(reference), Path(audio), Path(out)
-    for path in [reference, audio] + ([Path(pose_source)] if pose_source is not None else []):
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such file")
+    PCAVSGenerator.check_inputs(reference, audio, pose_source=pose_source, fixed_pose=bool(fixed_pose),
+                                frontal=bool(frontal))
     generator = PCAVSGenerator.from_checkpoint(checkpoint, device, batch_size=batch_size, audio_scale=audio_scale)
-    ref = frames_tensor(align_frames(_read_image(reference)[None], str(reference)))[0]
-    wav = load_audio(audio, SAMPLE_RATE)
-    frames = num_frames_for(len(wav))
-    source = None
-    mode = "frontal" if frontal else "fixed"
-    if pose_source is not None:
-        raw, fps = read_video(pose_source)
-        source = frames_tensor(align_frames(convert_fps(raw, fps, FPS), str(pose_source)))
-        mode = "source"
-    chunks = generator.synthesize(ref, torch.from_numpy(wav), frames, source, pose=mode)
-
-    def uint8_frames():
-        for chunk in chunks:
-            array = (chunk.permute(0, 2, 3, 1).numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
-            yield from array
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    audio_out = np.zeros(frames * SAMPLES_PER_FRAME, np.float32)
-    audio_out[: min(len(wav), len(audio_out))] = wav[: len(audio_out)]
-    write_video(out, uint8_frames(), fps=FPS, audio=audio_out, sample_rate=SAMPLE_RATE)
-    return out
+    return generator.generate_file(reference, audio, out, pose_source=pose_source, fixed_pose=bool(fixed_pose),
+                                   frontal=bool(frontal))
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(prog="talkinghead generate --method pcavs",
-                                     description="PC-AVS: reference face + audio -> talking-head mp4")
-    parser.add_argument("--checkpoint", default=None,
-                        help="Lightning checkpoint or official weights folder (default: the final checkpoint of "
-                             "`make train METHOD=pcavs`, runs/pcavs/full/checkpoints/last.ckpt)")
-    parser.add_argument("--reference", required=True, help="image or video (first frame) of the identity")
-    parser.add_argument("--audio", required=True, help="driving audio (any file ffmpeg reads)")
-    parser.add_argument("--out", required=True, help="output mp4")
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--pose-source", default=None, help="video whose head pose drives the output")
-    group.add_argument("--fixed-pose", action="store_true", help="keep the reference's pose (default)")
-    group.add_argument("--frontal", action="store_true", help="zero pose code: a frontal face")
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
-    checkpoint = args.checkpoint
-    if checkpoint is None:
-        from talkinghead.methods.pcavs.bench import default_checkpoint
-
-        checkpoint = default_checkpoint()
-        if checkpoint is None:
-            parser.error("no --checkpoint given and no trained PC-AVS found (runs/pcavs/full/checkpoints); "
-                         "run `make train METHOD=pcavs` first")
-    try:
-        path = generate(checkpoint, args.reference, args.audio, args.out, pose_source=args.pose_source,
-                        fixed_pose=args.fixed_pose, frontal=args.frontal, device=args.device)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"talkinghead generate: error: {error}", file=sys.stderr)
-        return 1
-    print(f"wrote {path}")
-    return 0
+    """``talkinghead generate --method pcavs``: --checkpoint --reference --audio --out
+    [--pose-source VIDEO | --fixed-pose | --frontal] --device."""
+    return generation.main(PCAVSGenerator, argv, load=PCAVSGenerator.from_checkpoint,
+                           default_checkpoint=lambda: default_checkpoint("pcavs", "full"),
+                           train_hint="make train METHOD=pcavs", default_checkpoint_hint=DEFAULT_CHECKPOINT_HINT,
+                           description="PC-AVS: reference face + audio -> talking-head mp4")
 
 
 if __name__ == "__main__":

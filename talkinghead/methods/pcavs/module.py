@@ -23,12 +23,12 @@ paper and the official loss definitions in ``models/av_model.py``):
               discriminator, hinge loss. The pose code gets no loss of its own: it learns
               implicitly from reconstruction.
 
-Optimisation is manual in every stage (``automatic_optimization = False``; the GAN stage as in
-Lightning's GAN example: ``toggle_optimizer`` / ``manual_backward`` / ``untoggle_optimizer``), so
-every stage can skip a step whose loss is not finite: a warning is logged, ``train/skipped`` is
-counted, no parameter changes (under DDP the decision is shared by all ranks, and a zero backward
-keeps DDP's reducer in step). Parameters a stage does not train are frozen
-(``requires_grad=False``), which is also what DDP needs.
+The shared machinery is `talkinghead.training.module.StagedModule`'s: manual optimisation in every
+stage (the GAN stage as in Lightning's GAN example: ``toggle_optimizer`` / ``guarded_step`` /
+``untoggle_optimizer``), the non-finite guard, freezing of what a stage does not train, ``lr_mult``
+on what an earlier stage trained, the moving average (``model_ema``) and sample grids. This class
+declares the stages' parameter groups (`stage_parameters`), the official TTUR optimiser settings
+and the losses.
 
 Batches are `TalkingHeadDataModule` samples (keys ``frames``, ``reference``, ``mel``,
 ``negative_mel``, ``augmented``, ``speaker``, ``landmarks``; see `talkinghead.data.datamodule`).
@@ -40,16 +40,17 @@ enters a checkpoint.
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_only
 
+from talkinghead.methods.pcavs.config import PCAVSLoss, PCAVSOptim
 from talkinghead.methods.pcavs.networks import PCAVS, PCAVSConfig, build_discriminator
+from talkinghead.training.module import StagedModule
 from talkinghead.nn.losses import (
     discriminator_hinge_loss,
     feature_matching_loss,
@@ -65,51 +66,19 @@ STAGES = ("identity", "sync", "full")
 #: The submodules each stage trains (and hands on to the later stages).
 STAGE_OUTPUTS = {"identity": ("netV",), "sync": ("netE", "netA_sync"), "full": ("netV", "netE", "netA_sync", "netG")}
 
-#: Loss weights and switches (experiments/pcavs/*.yaml ``loss``). Paper/official values noted.
-LOSS_DEFAULTS: dict[str, Any] = {
-    "gan": 1.0,            # L_GAN weight (official lambda_D 1)
-    "feat": 10.0,          # lambda_1, discriminator feature matching (official lambda_feat 10)
-    "image": 1.0,          # weight of FM's first term, the image itself (official lambda_image 1)
-    "vgg": 10.0,           # lambda_v (official lambda_vgg 10); off when the VGG19 file is missing
-    "sync": 1.0,           # lambda_c (paper 1)
-    "identity": 1.0,       # lambda_i (paper 1)
-    "l1": 0.0,             # pixel L1 on the whole frame (not in the paper; tiny configs only)
-    "mouth_l1": 0.0,       # pixel L1 inside the mouth box (not in the paper; tiny configs only)
-    "mouth_margin": 0.35,  # mouth box = landmarks 48-67 box grown by this fraction of its width
-    "contrastive": "infonce",  # "infonce" (paper) | "official" (SoftmaxContrastive x100 + CrossModal)
-    "temperature": 1.0,    # InfoNCE temperature (paper: none, i.e. 1)
-    "min_shift": 5,        # same-clip frames at least this far apart are time-shifted negatives
-    "center": False,       # subtract the batch mean of each modality's features before the cosine
-    "visual_path": True,   # also render from the visual mouth feature (official default)
-    "pose_from": "augmented",  # the frame the pose code is read from: "augmented" (paper, official) or
-                               # "frames" (the clean target frame; SynthTalk's small poses drown in the
-                               # perspective augmentation otherwise)
-    "vgg_imagenet_normalize": True,  # False = official (feeds [-1, 1] images to VGG unnormalised)
-}
-
-#: Optimiser settings (experiments/pcavs/*.yaml ``optim``; per stage).
-OPTIM_DEFAULTS: dict[str, Any] = {
-    "lr": 1.0e-3,          # official base lr
-    "betas": [0.0, 0.9],   # official TTUR betas
-    "ttur": True,          # official: G lr / 2, D lr * 2 (in every stage, as create_optimizers)
-    "amsgrad": True,       # official generator-side Adam uses amsgrad
-    "weight_decay": 0.0,
-    "freeze": [],          # submodules kept fixed in this stage (official --fix_netV etc.)
-    "lr_mult": {},         # submodule -> factor on the generator-side lr of the parts an earlier stage
-                           # trained (e.g. {netE: 0.25}: E_n's trunk and to_mouth; its pose and mouth-
-                           # embedding heads, new in the full stage, keep the base lr)
-    "ema": 0.0,            # full stage: decay of an exponential moving average of the model's weights
-                           # (``model_ema``, what generation uses when present); 0 = off (official)
-}
+#: Default loss weights and optimiser settings (`config.PCAVSLoss` / `config.PCAVSOptim` as dicts).
+LOSS_DEFAULTS: dict[str, Any] = asdict(PCAVSLoss())
+OPTIM_DEFAULTS: dict[str, Any] = asdict(PCAVSOptim())
 
 
-def _merge(base: dict, override: dict | None, what: str) -> dict:
-    out = dict(base)
-    for key, value in (override or {}).items():
-        if key not in base:
-            raise ValueError(f"unknown {what} key {key!r}; valid: {', '.join(sorted(base))}")
-        out[key] = value
-    return out
+def _section(cls, values: dict | None, what: str) -> dict:
+    """`values` over `cls`'s defaults as a dict; an unknown key is a ValueError naming it."""
+    values = dict(values or {})
+    valid = [f.name for f in fields(cls)]
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown {what} keys {unknown}; valid: {', '.join(valid)}")
+    return asdict(cls(**values))
 
 
 def resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -135,50 +104,49 @@ def mouth_mask(landmarks: torch.Tensor, size: int, margin: float = 0.35) -> torc
     return (inside_y[:, :, None] & inside_x[:, None, :]).unsqueeze(1).to(landmarks.dtype)
 
 
-class PCAVSModule(LightningModule):
+class PCAVSModule(StagedModule):
     """PC-AVS training (see the module docstring).
 
     Args:
         stage: "identity" | "sync" | "full".
         model: `PCAVSConfig` as a dict (``PCAVSConfig.to_dict()``); None = the paper model.
-        loss: overrides of `LOSS_DEFAULTS`.
-        optim: overrides of `OPTIM_DEFAULTS`.
-        sample_every_n_steps: write a sample grid every so many training batches (0: never).
+        loss: overrides of `LOSS_DEFAULTS` (`config.PCAVSLoss`).
+        optim: overrides of `OPTIM_DEFAULTS` (`config.PCAVSOptim`); ``freeze``, ``lr_mult`` and
+            ``ema`` (full stage only) go to `StagedModule`.
+        sample_every_n_steps: write a sample grid every so many training batches (0: stage end only).
         name: run name (recorded).
+        gradient_clip, max_nonfinite_in_a_row: see `StagedModule`.
     """
 
+    STAGES = STAGES
+    STAGE_OUTPUTS = {stage: tuple(f"model.{name}" for name in names) for stage, names in STAGE_OUTPUTS.items()}
+    EMA_OF = "model"
+
     def __init__(self, stage: str = "full", model: dict | None = None, loss: dict | None = None,
-                 optim: dict | None = None, sample_every_n_steps: int = 200, name: str = "pcavs"):
-        super().__init__()
-        if stage not in STAGES:
-            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+                 optim: dict | None = None, sample_every_n_steps: int = 200, name: str = "pcavs",
+                 gradient_clip: float | None = None, max_nonfinite_in_a_row: int = 20):
+        optim_cfg = _section(PCAVSOptim, optim, "optim")
+        super().__init__(stage, freeze=optim_cfg["freeze"] if stage == "full" else (), lr_mult=optim_cfg["lr_mult"],
+                         ema=optim_cfg["ema"] if stage == "full" else 0.0, gradient_clip=gradient_clip,
+                         sample_every_n_steps=sample_every_n_steps, max_nonfinite_in_a_row=max_nonfinite_in_a_row)
         self.config = PCAVSConfig.from_dict(model) if model is not None else PCAVSConfig.paper()
         self.save_hyperparameters({"stage": stage, "model": self.config.to_dict(), "loss": dict(loss or {}),
                                    "optim": dict(optim or {}), "sample_every_n_steps": int(sample_every_n_steps),
                                    "name": name})
-        self.stage = stage
-        self.loss_cfg = _merge(LOSS_DEFAULTS, loss, "loss")
-        self.optim_cfg = _merge(OPTIM_DEFAULTS, optim, "optim")
+        self.loss_cfg = _section(PCAVSLoss, loss, "loss")
+        self.optim_cfg = optim_cfg
         if self.loss_cfg["contrastive"] not in ("infonce", "official"):
             raise ValueError(f"loss.contrastive must be 'infonce' or 'official', got {self.loss_cfg['contrastive']!r}")
-        self.sample_every_n_steps = int(sample_every_n_steps)
-        self.automatic_optimization = False
         self.model = PCAVS(self.config)
         if stage == "full":
             self.netD = build_discriminator(self.config)
-        self.ema_decay = float(self.optim_cfg["ema"]) if stage == "full" else 0.0
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"optim.ema must be in [0, 1), got {self.ema_decay}")
-        if self.ema_decay > 0:
-            import copy
-
-            self.model_ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+        self.setup_ema()
         self._vgg_holder: list = []       # the VGG loss, kept out of the module tree (never checkpointed)
         self._vgg_state = "unset"          # "unset" | "on" | "off"
-        self._freeze_for_stage()
+        self.freeze_for_stage()
 
     # ------------------------------------------------------------------------------- params
-    def _stage_parameters(self, stage: str) -> dict[str, list[torch.nn.Parameter]]:
+    def _model_parameters(self, stage: str) -> dict[str, list[torch.nn.Parameter]]:
         """{submodule: the parameters of it that `stage` trains, each once} (the discriminator not included)."""
         m = self.model
         v = m.netV.model
@@ -204,110 +172,31 @@ class PCAVSModule(LightningModule):
                         out[name].append(p)
         return out
 
-    def _trained_groups(self) -> dict[str, list[torch.nn.Parameter]]:
-        """{submodule: parameters this stage trains}; "netD" holds the discriminator's (full stage)."""
-        freeze = set(self.optim_cfg["freeze"] or [])
-        unknown = freeze - set(STAGE_OUTPUTS["full"])
-        if unknown:
-            raise ValueError(f"optim.freeze: unknown submodules {sorted(unknown)}; valid: {STAGE_OUTPUTS['full']}")
-        out = self._stage_parameters(self.stage)
-        if self.stage == "full":
-            for name in freeze:
-                out.pop(name, None)
-            out["netD"] = list(self.netD.parameters())
+    def stage_parameters(self, stage: str) -> dict[str, dict[str, list[torch.nn.Parameter]]]:
+        """generator: E_i / E_n / E_c^a / G groups of `stage`; discriminator (full stage): netD."""
+        out = {"generator": self._model_parameters(stage)}
+        if stage == "full" and hasattr(self, "netD"):
+            out["discriminator"] = {"netD": list(self.netD.parameters())}
         return out
 
-    def _pretrained_ids(self) -> set[int]:
-        """ids of the parameters an earlier stage trained (`lr_mult` applies to these only)."""
-        earlier = STAGES[:STAGES.index(self.stage)]
-        return {id(p) for stage in earlier for params in self._stage_parameters(stage).values() for p in params}
-
-    def _trained_parameters(self) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
-        """(generator-side parameters, discriminator parameters) this stage trains."""
-        groups = self._trained_groups()
-        d_params = groups.pop("netD", [])
-        return [p for params in groups.values() for p in params], d_params
-
-    def _freeze_for_stage(self) -> None:
-        g_params, d_params = self._trained_parameters()
-        keep = {id(p) for p in g_params + d_params}
-        for p in self.parameters():
-            p.requires_grad_(id(p) in keep)
-
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        """model_ema <- decay * model_ema + (1 - decay) * model (parameters); buffers copied."""
-        if self.ema_decay <= 0:
-            return
-        decay = min(self.ema_decay, (1.0 + self._batches()) / (10.0 + self._batches()))  # short warm-up
-        for ema, live in zip(self.model_ema.parameters(), self.model.parameters()):
-            ema.lerp_(live.detach(), 1.0 - decay)
-        for ema, live in zip(self.model_ema.buffers(), self.model.buffers()):
-            ema.copy_(live)
-
-    def load_stage_weights_into_ema(self) -> None:
-        """Start the moving average from the current weights (after `load_stage_weights`)."""
-        if self.ema_decay > 0:
-            self.model_ema.load_state_dict(self.model.state_dict())
-
-    def configure_optimizers(self):
+    def optimizer_settings(self, name: str) -> dict[str, Any]:
+        """Official create_optimizers: TTUR halves the generator-side lr and doubles D's; amsgrad on G's side."""
         cfg = self.optim_cfg
-        lr, betas = float(cfg["lr"]), tuple(float(b) for b in cfg["betas"])
+        lr = float(cfg["lr"])
         g_lr, d_lr = (lr / 2, lr * 2) if cfg["ttur"] else (lr, lr)
-        groups = self._trained_groups()
-        d_params = groups.pop("netD", [])
-        mult = dict(cfg["lr_mult"] or {})
-        unknown = set(mult) - set(STAGE_OUTPUTS["full"])
-        if unknown:
-            raise ValueError(f"optim.lr_mult: unknown submodules {sorted(unknown)}")
-        pretrained = self._pretrained_ids()
-        param_groups = []
-        for name, params in groups.items():
-            earlier = [p for p in params if id(p) in pretrained]
-            new = [p for p in params if id(p) not in pretrained]
-            if earlier:
-                param_groups.append({"params": earlier, "lr": g_lr * float(mult.get(name, 1.0)), "name": name})
-            if new:  # first trained in this stage (e.g. netE's pose and mouth-embedding heads): the base lr
-                param_groups.append({"params": new, "lr": g_lr, "name": f"{name}.new" if earlier else name})
-        opt_g = torch.optim.Adam(param_groups, lr=g_lr, betas=betas, amsgrad=bool(cfg["amsgrad"]),
-                                 weight_decay=float(cfg["weight_decay"]))
+        if name == "generator":
+            return {"lr": g_lr, "betas": cfg["betas"], "amsgrad": bool(cfg["amsgrad"]),
+                    "weight_decay": cfg["weight_decay"]}
+        return {"lr": d_lr, "betas": cfg["betas"], "amsgrad": False, "weight_decay": cfg["weight_decay"]}
+
+    def validation_generator(self):
+        """The full stage generates (from the moving average when kept); the others do not."""
         if self.stage != "full":
-            return opt_g
-        opt_d = torch.optim.Adam(d_params, lr=d_lr, betas=betas, weight_decay=float(cfg["weight_decay"]))
-        return [opt_g, opt_d]
+            return None
+        from talkinghead.methods.pcavs.generate import PCAVSGenerator
 
-    @property
-    def optimizers_per_step(self) -> int:
-        """Optimiser steps per training batch (Lightning's ``global_step`` counts each)."""
-        return 2 if self.stage == "full" else 1
-
-    # ------------------------------------------------------------------------------- weights
-    def load_stage_weights(self, checkpoint: str | Path, submodules: tuple[str, ...] | None = None) -> list[str]:
-        """Copy the weights an earlier stage trained from its Lightning checkpoint into ``self.model``.
-
-        submodules: which of netV / netE / netA_sync / netG to take (default: what that
-        checkpoint's stage trained, `STAGE_OUTPUTS`). Returns the submodules loaded.
-        """
-        data = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
-        hp = data.get("hyper_parameters", {})
-        stage = hp.get("stage", "full")
-        wanted = tuple(submodules or STAGE_OUTPUTS.get(stage, ()))
-        state = data["state_dict"]
-        loaded = []
-        for name in wanted:
-            prefix = f"model.{name}."
-            part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-            if not part:
-                continue
-            target = getattr(self.model, name)
-            ours = target.state_dict()
-            wrong = [k for k, v in part.items() if k in ours and tuple(v.shape) != tuple(ours[k].shape)]
-            if wrong:
-                raise ValueError(f"{checkpoint}: {name} weights do not fit this model config ({wrong[:3]} ...)")
-            part = {k: v for k, v in part.items() if k in ours}  # e.g. classifier heads an inference model lacks
-            target.load_state_dict(part, strict=False)
-            loaded.append(name)
-        return loaded
+        model = self.model_ema if self.ema_decay > 0 else self.model
+        return PCAVSGenerator(model, device=self.device, description="PC-AVS (training validation)")
 
     # ------------------------------------------------------------------------------- VGG
     def _vgg(self):
@@ -319,7 +208,11 @@ class PCAVSModule(LightningModule):
             from talkinghead.weights import MissingWeightsError
 
             try:
-                vgg = VGGPerceptualLoss(pretrained=True, imagenet_normalize=bool(self.loss_cfg["vgg_imagenet_normalize"]))
+                # its random init (overwritten by the weights) must not draw from the training RNG:
+                # a resumed run builds it at another step than an uninterrupted one
+                with torch.random.fork_rng(devices=[]):
+                    vgg = VGGPerceptualLoss(pretrained=True,
+                                            imagenet_normalize=bool(self.loss_cfg["vgg_imagenet_normalize"]))
                 self._vgg_holder = [vgg.to(self.device)]
                 self._vgg_state = "on"
             except MissingWeightsError as error:
@@ -422,38 +315,6 @@ class PCAVSModule(LightningModule):
         else:
             self._full_step(batch)
 
-    def _finite(self, loss: torch.Tensor, what: str) -> bool:
-        """True when `loss` is finite on every rank; otherwise log a warning and count a skip."""
-        ok = bool(torch.isfinite(loss.detach()).all())
-        if self.trainer is not None and self.trainer.world_size > 1:
-            ok = self.trainer.strategy.reduce_boolean_decision(ok, all=True)
-        if not ok:
-            self._skipped = getattr(self, "_skipped", 0) + 1
-            log.warning("PC-AVS %s stage: non-finite %s loss at batch %d (global step %d); step skipped (%d so far)",
-                        self.stage, what, self._batches(), self.global_step, self._skipped)
-            self.log("train/skipped", float(self._skipped), on_step=True, sync_dist=False)
-        return ok
-
-    def _skip_backward(self, opt, params: list[torch.nn.Parameter]) -> None:
-        """A skipped step: no update. Under DDP a zero-valued backward keeps the ranks' reducers in step."""
-        if self.trainer is not None and self.trainer.world_size > 1:
-            zero = sum(p.sum() for p in params) * 0.0
-            self.manual_backward(zero)
-        opt.zero_grad(set_to_none=True)
-
-    def _batches(self) -> int:
-        return self.global_step // self.optimizers_per_step
-
-    def _step(self, opt, loss: torch.Tensor, what: str) -> bool:
-        params = [p for group in opt.param_groups for p in group["params"]]
-        if not self._finite(loss, what):
-            self._skip_backward(opt, params)
-            return False
-        opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        opt.step()
-        return True
-
     def _identity_step(self, batch: dict) -> None:
         opt = self.optimizers()
         size = self.config.reference_size
@@ -463,11 +324,11 @@ class PCAVSModule(LightningModule):
         logits = self.model.netV(images.reshape(b * n, *images.shape[2:])).logits
         self._check_labels(labels, logits.shape[1])
         loss = F.cross_entropy(logits, labels)
-        self._step(opt, loss, "identity")
+        self.guarded_step(opt, loss, "identity")
         acc = (logits.argmax(1) == labels).float().mean()
         self.log_dict({"train/loss_identity": loss.detach(), "train/acc_identity": acc}, on_step=True, prog_bar=True,
                       batch_size=b)
-        self._maybe_sample(batch, {"reference": batch["reference"][:, 0], "target": batch["frames"][:, 0]})
+        self.remember_samples({"reference": batch["reference"][:, 0], "target": batch["frames"][:, 0]})
 
     def _check_labels(self, labels: torch.Tensor, classes: int) -> None:
         if bool((labels < 0).any()) or bool((labels >= classes).any()):
@@ -493,11 +354,11 @@ class PCAVSModule(LightningModule):
         opt = self.optimizers()
         visual, audio, negatives, _ = self._content(batch)
         losses = self.sync_losses(visual, audio, negatives, batch["clip_index"], batch["frame_index"])
-        self._step(opt, losses["loss"], "sync")
+        self.guarded_step(opt, losses["loss"], "sync")
         b = visual.shape[0]
         self.log_dict({f"train/sync_{k}": v.detach() for k, v in losses.items()}, on_step=True, batch_size=b)
         self.log("train/loss_sync", losses["loss"].detach(), on_step=True, prog_bar=True, batch_size=b)
-        self._maybe_sample(batch, {"target": batch["frames"][:, 0], "augmented": batch["augmented"][:, 0]})
+        self.remember_samples({"target": batch["frames"][:, 0], "augmented": batch["augmented"][:, 0]})
 
     def _full_step(self, batch: dict) -> None:
         opt_g, opt_d = self.optimizers()
@@ -555,7 +416,7 @@ class PCAVSModule(LightningModule):
             self._check_labels(labels, ident.logits.shape[1])
             losses["identity"] = F.cross_entropy(ident.logits, labels) * cfg["identity"]
         loss_g = sum(losses.values())
-        self._step(opt_g, loss_g, "generator")
+        self.guarded_step(opt_g, loss_g, "generator")
         self.untoggle_optimizer(opt_g)
 
         # ---- discriminator step
@@ -564,9 +425,8 @@ class PCAVSModule(LightningModule):
         d_real_pred = self.netD(target)
         d_real, d_fake = discriminator_hinge_loss(d_real_pred, d_fake_pred)
         loss_d = (d_real + d_fake) * cfg["gan"]
-        self._step(opt_d, loss_d, "discriminator")
+        self.guarded_step(opt_d, loss_d, "discriminator")
         self.untoggle_optimizer(opt_d)
-        self._update_ema()
 
         logs = {f"train/loss_{k}": v.detach() for k, v in losses.items()}
         logs.update({"train/loss_G": loss_g.detach(), "train/loss_D": loss_d.detach(), "train/D_real": d_real.detach(),
@@ -577,57 +437,11 @@ class PCAVSModule(LightningModule):
             logs["train/sync_acc"] = sync["acc"]
         self.log_dict(logs, on_step=True, batch_size=b)
         self.log("train/loss_G_total", loss_g.detach(), prog_bar=True, on_step=True, batch_size=b)
-        self._maybe_sample(batch, {"reference": resize_images(reference, size),
-                                   "generated": fake_a.view(b, t, *fake_a.shape[1:])[:, 0],
-                                   "target": frames[:, 0],
-                                   "pose_source": frames[:, 0] if cfg["pose_from"] == "frames"
-                                   else resize_images(batch["augmented"][:, 0], size)})
-
-    # ------------------------------------------------------------------------------- samples
-    def _maybe_sample(self, batch: dict, columns: dict[str, torch.Tensor]) -> None:
-        every = self.sample_every_n_steps
-        step = self._batches()
-        if every <= 0 or step % every or getattr(self, "_last_sample", -1) == step:
-            return
-        self._last_sample = step
-        self._write_sample(columns, step)
-
-    @rank_zero_only
-    def _write_sample(self, columns: dict[str, torch.Tensor], step: int) -> None:
-        grid = sample_grid(columns)
-        trainer = self.trainer
-        folder = Path(trainer.log_dir or trainer.default_root_dir) / "samples"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{self.stage}-step{step:06d}.png"
-        import cv2
-
-        cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
-        caption = " | ".join(columns)
-        for logger in trainer.loggers:
-            if hasattr(logger, "log_image"):
-                try:
-                    logger.log_image(key=f"samples/{self.stage}", images=[grid], step=trainer.global_step,
-                                     caption=[caption])
-                except Exception as error:  # noqa: BLE001 - a logger failure must not stop training
-                    log.warning("sample grid not logged to %s: %s", type(logger).__name__, error)
-
-
-def sample_grid(columns: dict[str, torch.Tensor], rows: int = 4) -> np.ndarray:
-    """uint8 (H, W, 3) grid: one row per sample (up to `rows`), one column per entry of `columns`
-    (each (B, 3, S, S) in [-1, 1], resized to the first column's size)."""
-    tiles = []
-    first = next(iter(columns.values()))
-    n = min(rows, first.shape[0])
-    size = first.shape[-1]
-    for i in range(n):
-        row = []
-        for images in columns.values():
-            x = images[i].detach().float().cpu()
-            if x.shape[-1] != size:
-                x = F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False)[0]
-            row.append(((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy())
-        tiles.append(np.concatenate(row, axis=1))
-    return np.ascontiguousarray(np.concatenate(tiles, axis=0))
+        self.remember_samples({"reference": resize_images(reference, size),
+                               "generated": fake_a.view(b, t, *fake_a.shape[1:])[:, 0],
+                               "target": frames[:, 0],
+                               "pose_source": frames[:, 0] if cfg["pose_from"] == "frames"
+                               else resize_images(batch["augmented"][:, 0], size)})
 
 
 def _vgg_path() -> str:

@@ -1,21 +1,20 @@
-"""SyncNet: the official evaluator (import of `syncnet_v2.model`) and SyncNet experts we train ourselves.
+"""SyncNet experts we train ourselves (the network is `talkinghead.nn.syncnet.SyncNet`).
 
-* `official.load_official()`: the official net (LSE-C / LSE-D as published).
-* `train(config, store, out_dir)`: train an expert on any clip store (`module.SyncNetModule`,
-  pairwise contrastive loss of the original paper; data from `data.SyncWindowDataset`).
-* `load_expert(checkpoint)` -> (SyncNet, description); `default_checkpoint(store)`.
+* training: ``talkinghead train --method syncnet`` (`method.METHOD` through the staged runner;
+  `module.SyncNetModule`, pairwise contrastive loss of the original paper; data from
+  `data.SyncWindowDataset`); the finished stage writes ``<store>/experts/syncnet/syncnet_expert.pt``.
 * `evaluate`: planted-offset recovery and real-vs-shuffled LSE-C of an expert on held-out clips.
+
+Loading a SyncNet for scoring lives in `talkinghead.metrics.syncnet_expert` (re-exported here):
+`load_official()` (the official net, LSE-C / LSE-D as published), `load_expert(checkpoint)` ->
+(SyncNet, description), `save_expert`, `default_expert_path(store)`.
 """
-from talkinghead.methods.syncnet.official import OFFICIAL_NAME, load_official
-from talkinghead.methods.syncnet.train import default_checkpoint, load_config, load_expert, save_expert, train
+from talkinghead.metrics.syncnet_expert import (
+    OFFICIAL_NAME,
+    default_expert_path,
+    load_expert,
+    load_official,
+    save_expert,
+)
 
-__all__ = ["OFFICIAL_NAME", "SyncNetModule", "default_checkpoint", "load_config", "load_expert", "load_official",
-           "save_expert", "train"]
-
-
-def __getattr__(name: str):
-    if name == "SyncNetModule":  # imported lazily: it pulls in Lightning
-        from talkinghead.methods.syncnet.module import SyncNetModule
-
-        return SyncNetModule
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["OFFICIAL_NAME", "default_expert_path", "load_expert", "load_official", "save_expert"]

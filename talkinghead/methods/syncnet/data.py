@@ -19,13 +19,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
 
 from talkinghead.data.audio import mfcc_windows
 from talkinghead.data.store import ClipStore
 from talkinghead.nn.syncnet import LIP_FRAMES, SyncNetConfig, audio_features, lip_frames
 
-__all__ = ["SyncWindowDataset", "clip_windows"]
+__all__ = ["SyncNetDataModule", "SyncWindowDataset", "clip_windows"]
 
 SAMPLES_PER_FRAME = 640
 
@@ -141,3 +142,33 @@ class SyncWindowDataset(Dataset):
             "start": torch.from_numpy(starts.astype(np.int64)),
             "clip": torch.tensor(int(self.clips[k]["index"]), dtype=torch.int64),
         }
+
+
+class SyncNetDataModule(LightningDataModule):
+    """The expert stage's training data: `SyncWindowDataset` batches of `batch_size` items,
+    `samples_per_epoch` items per epoch (Lightning shards them across DDP ranks). The dataset
+    arguments are `SyncWindowDataset`'s."""
+
+    def __init__(self, store, config: SyncNetConfig, *, batch_size: int, samples_per_epoch: int, seed: int,
+                 split: str = "train", windows_per_clip: int = 4, min_shift: int = 2, max_shift: int = 15,
+                 cache: bool = True, num_workers: int = 0):
+        super().__init__()
+        self.store, self.config, self.batch_size, self.num_workers = store, config, int(batch_size), int(num_workers)
+        self.dataset_args = {"split": split, "windows_per_clip": windows_per_clip, "min_shift": min_shift,
+                             "max_shift": max_shift, "length": samples_per_epoch, "seed": seed, "cache": cache}
+        self.dataset: SyncWindowDataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.dataset is None:
+            self.dataset = SyncWindowDataset(self.store, self.config, **self.dataset_args)
+
+    def train_dataloader(self) -> DataLoader:
+        from talkinghead.data.datamodule import worker_context
+
+        loader = DataLoader(self.dataset, batch_size=self.batch_size, shuffle=False, drop_last=True,
+                            num_workers=self.num_workers, persistent_workers=False,  # set_epoch reaches new workers
+                            multiprocessing_context=worker_context() if self.num_workers > 0 else None)
+        if len(loader) == 0:
+            raise ValueError(f"{self.store}: {len(self.dataset)} samples per epoch is less than one batch of "
+                             f"{self.batch_size}")
+        return loader

@@ -15,6 +15,10 @@ paired with every audio window of the batch: its own (positive), those of the sa
 
 w = `other_clip_weight`: positives and negatives count equally whatever their numbers. Adam
 instead of the paper's SGD.
+
+One stage, ``expert``, on `talkinghead.training.module.StagedModule` (its non-finite guard,
+gradient clipping, resumable runner); the trained net is exported by the method's ``after_stage``
+as the expert file LSE scoring reads (`talkinghead.metrics.syncnet_expert`).
 """
 from __future__ import annotations
 
@@ -22,9 +26,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
-
 from talkinghead.nn.syncnet import SyncNet, SyncNetConfig
+from talkinghead.training.module import StagedModule
 
 __all__ = ["SyncNetModule", "contrastive_terms"]
 
@@ -34,7 +37,7 @@ def contrastive_terms(distance: torch.Tensor, positive: bool, margin: float) -> 
     return distance.square() if positive else (margin - distance).clamp_min(0.0).square()
 
 
-class SyncNetModule(LightningModule):
+class SyncNetModule(StagedModule):
     """Trains `SyncNet(SyncNetConfig(**model))` on `SyncWindowDataset` batches.
 
     Args:
@@ -45,7 +48,11 @@ class SyncNetModule(LightningModule):
             same-clip shifted pairs); 0.5 = equal.
         min_shift: same-clip pairs at least this many frames apart are negatives.
         name: short name of the configuration (e.g. "tiny"), used in the expert's description.
+        gradient_clip, max_nonfinite_in_a_row: see `StagedModule`.
     """
+
+    STAGES = ("expert",)
+    STAGE_OUTPUTS = {"expert": ("net",)}
 
     def __init__(
         self,
@@ -57,8 +64,10 @@ class SyncNetModule(LightningModule):
         other_clip_weight: float = 0.5,
         min_shift: int = 2,
         name: str = "custom",
+        gradient_clip: float | None = None,
+        max_nonfinite_in_a_row: int = 20,
     ):
-        super().__init__()
+        super().__init__("expert", gradient_clip=gradient_clip, max_nonfinite_in_a_row=max_nonfinite_in_a_row)
         self.save_hyperparameters()
         self.net = SyncNet(SyncNetConfig.from_dict(model))
         self.margin = float(margin)
@@ -66,6 +75,14 @@ class SyncNetModule(LightningModule):
             raise ValueError(f"other_clip_weight must be in [0, 1], got {other_clip_weight}")
         if margin <= 0:
             raise ValueError(f"margin must be > 0, got {margin}")
+        self.freeze_for_stage()
+
+    def stage_parameters(self, stage: str) -> dict[str, dict[str, list[torch.nn.Parameter]]]:
+        return {"net": {"net": list(self.net.parameters())}}
+
+    def optimizer_settings(self, name: str) -> dict[str, Any]:
+        h = self.hparams
+        return {"lr": float(h.lr), "betas": tuple(h.betas), "amsgrad": False, "weight_decay": float(h.weight_decay)}
 
     def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Loss and statistics of a batch: lip (G, W, 3, 5, h, w), audio (G, W, 1, 13, 20),
@@ -108,19 +125,15 @@ class SyncNetModule(LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self.losses(batch)
-        if not torch.isfinite(out["loss"]):
-            raise FloatingPointError(f"SyncNet loss is not finite at step {self.global_step}: {out}")
+        self.guarded_step(self.optimizers(), out["loss"], "contrastive")
         size = batch["lip"].shape[0] * batch["lip"].shape[1]
-        self.log_dict({f"train/{k}": v for k, v in out.items()}, on_step=True, on_epoch=False, batch_size=size)
-        self.log("loss", out["loss"], prog_bar=True, on_step=True, on_epoch=False, logger=False, batch_size=size)
-        return out["loss"]
+        self.log_dict({f"train/{k}": v.detach() for k, v in out.items()}, on_step=True, on_epoch=False,
+                      batch_size=size)
+        self.log("loss", out["loss"].detach(), prog_bar=True, on_step=True, on_epoch=False, logger=False,
+                 batch_size=size)
+        return out["loss"].detach()
 
     def on_train_epoch_start(self) -> None:
         dataset = getattr(self.trainer.train_dataloader, "dataset", None)
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(self.current_epoch)
-
-    def configure_optimizers(self):
-        h = self.hparams
-        return torch.optim.Adam(self.net.parameters(), lr=float(h.lr), betas=tuple(h.betas),
-                                weight_decay=float(h.weight_decay))
