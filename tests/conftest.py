@@ -1,6 +1,8 @@
 """Shared fixtures: tiny SynthTalk corpora, generated once per test session."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -40,3 +42,56 @@ def synth_vox2_store(synth_vox2, tmp_path_factory):
     report = preprocess_corpus("vox2", synth_vox2, root, workers=1, progress=False)
     assert not report["failed"], report["failed"]
     return root
+
+
+@pytest.fixture(scope="session")
+def raw_clips(synth_vox2) -> list[Path]:
+    """The raw mp4 files of `synth_vox2`, sorted."""
+    return sorted(Path(synth_vox2).rglob("*.mp4"))
+
+
+@pytest.fixture(scope="session")
+def audio_of():
+    """``audio_of(video)``: the audio file of a raw clip (SynthTalk's .m4a twin, else the mp4 itself)."""
+    def audio_of(video: Path) -> Path:
+        twin = video.with_suffix(".m4a")
+        return twin if twin.exists() else video
+
+    return audio_of
+
+
+@pytest.fixture(scope="session")
+def check_augment():
+    """``check_augment(augment, frames)``: the contract of a frame augmentation
+    (`talkinghead.data.datamodule.Augment`): same shape, dtype and device, finite, in [0, 1], the
+    input left untouched. Returns the output."""
+    def check(augment, frames: torch.Tensor) -> torch.Tensor:
+        before = frames.clone()
+        out = augment(frames)
+        assert out.shape == frames.shape and out.dtype == frames.dtype and out.device == frames.device
+        assert torch.isfinite(out).all()
+        assert out.min() >= 0.0 and out.max() <= 1.0
+        assert torch.equal(frames, before), "input modified in place"
+        return out
+
+    return check
+
+
+@pytest.fixture(scope="session")
+def check_seeded():
+    """``check_seeded(augment, frames)``: an augmentation draws from torch's global RNG only: the
+    same seed gives the same output (whatever numpy's state), another seed another output."""
+    import numpy as np
+
+    def check(augment, frames: torch.Tensor) -> None:
+        torch.manual_seed(123)
+        a = augment(frames)
+        torch.manual_seed(123)
+        np.random.seed(999)  # numpy / python RNG must play no role
+        b = augment(frames)
+        torch.manual_seed(124)
+        c = augment(frames)
+        assert torch.equal(a, b)
+        assert not torch.allclose(a, c, atol=1e-4)
+
+    return check

@@ -64,16 +64,6 @@ class Pulse(Generator):
             yield frames.clamp(0, 1).cpu()
 
 
-@pytest.fixture(scope="module")
-def raw_clips(synth_vox2) -> list[Path]:
-    return sorted(Path(synth_vox2).rglob("*.mp4"))
-
-
-def _audio_of(video: Path) -> Path:
-    twin = video.with_suffix(".m4a")
-    return twin if twin.exists() else video
-
-
 def _png_of_frame(video: Path, index: int, path: Path) -> Path:
     import cv2
 
@@ -210,7 +200,7 @@ def test_read_reference_errors_name_the_file(tmp_path):
         read_driving_video(tmp_path / "none.mp4", 5)
 
 
-def test_readers_align_like_the_clip_store(raw_clips, synth_vox2_store, tmp_path):
+def test_readers_align_like_the_clip_store(raw_clips, synth_vox2_store, tmp_path, audio_of):
     from talkinghead.data.store import ClipStore
 
     store = ClipStore(synth_vox2_store)
@@ -232,7 +222,7 @@ def test_readers_align_like_the_clip_store(raw_clips, synth_vox2_store, tmp_path
     from_image = read_reference(_png_of_frame(video, 0, tmp_path / "face.png"))
     assert from_video.shape == from_image.shape == (3, 224, 224)
     assert torch.allclose(from_video, from_image)
-    wav = read_audio(_audio_of(video))
+    wav = read_audio(audio_of(video))
     assert wav.dtype == np.float32 and wav.ndim == 1 and abs(len(wav) - count * 640) <= 640
 
 
@@ -266,12 +256,12 @@ def test_toy_generator_answers_requests():
     assert generator.calls[-1]["pose_source"] is None
 
 
-def test_toy_generator_files_in_mp4_out(raw_clips, tmp_path):
+def test_toy_generator_files_in_mp4_out(raw_clips, tmp_path, audio_of):
     from talkinghead.data.audio import load_audio
     from talkinghead.data.video import read_video, write_audio
 
     wav = tmp_path / "speech.wav"
-    write_audio(wav, load_audio(_audio_of(raw_clips[1]))[: int(0.9 * 16000)])
+    write_audio(wav, load_audio(audio_of(raw_clips[1]))[: int(0.9 * 16000)])
     image = _png_of_frame(raw_clips[0], 2, tmp_path / "face.png")
     generator = Pulse()
     out = generator.generate_file(image, wav, tmp_path / "out" / "toy.mp4", pose_source=raw_clips[2], gain=0.5)
@@ -288,7 +278,7 @@ def test_toy_generator_files_in_mp4_out(raw_clips, tmp_path):
     assert not (tmp_path / "x.mp4").exists()
 
 
-def test_toy_generator_command_line(raw_clips, tmp_path, capsys):
+def test_toy_generator_command_line(raw_clips, tmp_path, capsys, audio_of):
     with pytest.raises(SystemExit) as exit_info:
         generation.main(Pulse, ["--help"])
     assert exit_info.value.code == 0
@@ -316,7 +306,7 @@ def test_toy_generator_command_line(raw_clips, tmp_path, capsys):
         seen.update(checkpoint=checkpoint, device=device)
         return Pulse.from_checkpoint(checkpoint, device)
 
-    assert generation.main(Pulse, ["--reference", str(raw_clips[0]), "--audio", str(_audio_of(raw_clips[1])),
+    assert generation.main(Pulse, ["--reference", str(raw_clips[0]), "--audio", str(audio_of(raw_clips[1])),
                                    "--out", str(out), "--still"], load=load) == 0
     assert f"wrote {out}" in capsys.readouterr().out and out.is_file()
     assert seen == {"checkpoint": None, "device": "cpu"}

@@ -212,15 +212,14 @@ def _control_values(generator, clip: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize("name", GENERATORS)
-def test_generate_writes_an_mp4_with_the_driving_audio(name, tiny_runs, synth_vox2, tmp_path, capsys):
+def test_generate_writes_an_mp4_with_the_driving_audio(name, tiny_runs, raw_clips, audio_of, tmp_path, capsys):
     import av
 
     from talkinghead.generation import SAMPLE_RATE, num_frames_for, read_audio
 
     method = METHODS[name]
     generator = method.generator_class()
-    clips = sorted(Path(synth_vox2).rglob("*.mp4"))
-    audio = clips[1].with_suffix(".m4a") if clips[1].with_suffix(".m4a").exists() else clips[1]
+    clips, audio = raw_clips, audio_of(raw_clips[1])
     checkpoint = final_checkpoint(tiny_runs[name], method.last_stage)
     for i, values in enumerate(_control_values(generator, clips[2])):
         out = tmp_path / f"out{i}.mp4"

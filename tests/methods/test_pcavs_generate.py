@@ -28,16 +28,6 @@ def checkpoint(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def raw_clips(synth_vox2) -> list[Path]:
-    return sorted(Path(synth_vox2).rglob("*.mp4"))
-
-
-def _audio_of(video: Path) -> Path:
-    twin = video.with_suffix(".m4a")
-    return twin if twin.exists() else video
-
-
 def test_load_model_from_lightning_checkpoint(checkpoint):
     model, info = load_model(checkpoint)
     assert info["kind"] == "lightning" and info["stage"] == "full"
@@ -45,12 +35,12 @@ def test_load_model_from_lightning_checkpoint(checkpoint):
 
 
 @pytest.mark.parametrize("mode", ["fixed", "pose", "frontal"])
-def test_generate_writes_mp4_of_the_audio_length(checkpoint, raw_clips, tmp_path, mode):
+def test_generate_writes_mp4_of_the_audio_length(checkpoint, raw_clips, tmp_path, mode, audio_of):
     from talkinghead.data.audio import load_audio, probe_audio
     from talkinghead.data.video import probe_video, read_video, write_audio
 
     reference = raw_clips[0]
-    audio = load_audio(_audio_of(raw_clips[1]))
+    audio = load_audio(audio_of(raw_clips[1]))
     # an odd length: 1.3 s of audio (longer than nothing, shorter than the clips)
     wav = tmp_path / "speech.wav"
     write_audio(wav, audio[: int(1.3 * 16000)])
@@ -74,7 +64,7 @@ def test_generate_writes_mp4_of_the_audio_length(checkpoint, raw_clips, tmp_path
     assert probe_audio(out)["duration"] == pytest.approx(1.3, abs=0.1)
 
 
-def test_any_input_length(checkpoint, raw_clips):
+def test_any_input_length(checkpoint, raw_clips, audio_of):
     from talkinghead.data.audio import load_audio
 
     from talkinghead.generation import frames_tensor
@@ -84,7 +74,7 @@ def test_any_input_length(checkpoint, raw_clips):
     frames, _ = read_video(raw_clips[0])
     pose_source = frames_tensor(frames[:5])  # shorter than the audio: its last frame is held
     reference = pose_source[0]
-    audio = torch.from_numpy(load_audio(_audio_of(raw_clips[0])))
+    audio = torch.from_numpy(load_audio(audio_of(raw_clips[0])))
     for samples in (100, 640, 11 * 640 + 13):
         out = torch.cat(list(generator.synthesize(reference, audio[:samples], pose_source=pose_source)))
         assert out.shape == (num_frames_for(samples), 3, 224, 224)
@@ -93,7 +83,7 @@ def test_any_input_length(checkpoint, raw_clips):
         list(generator.synthesize(reference, audio[:0]))
 
 
-def test_bench_hook_answers_requests(checkpoint, raw_clips):
+def test_bench_hook_answers_requests(checkpoint, raw_clips, audio_of):
     from talkinghead.bench.methods import build_method
     from talkinghead.generation import GenerationRequest, frames_tensor
     from talkinghead.data.audio import load_audio
@@ -103,7 +93,7 @@ def test_bench_hook_answers_requests(checkpoint, raw_clips):
     assert method.name == "pcavs" and Path(method.checkpoint) == checkpoint
     frames, _ = read_video(raw_clips[1])
     frames = frames_tensor(frames[:9])
-    audio = torch.from_numpy(load_audio(_audio_of(raw_clips[1]))[: 9 * 640])
+    audio = torch.from_numpy(load_audio(audio_of(raw_clips[1]))[: 9 * 640])
     request = GenerationRequest(clip_id="c", reference=frames[0], audio=audio, num_frames=9, pose_source=frames)
     out = method.generate(request)
     assert out.shape == (9, 3, 224, 224) and out.dtype == torch.float32
@@ -116,19 +106,19 @@ def test_bench_hook_answers_requests(checkpoint, raw_clips):
     assert np.isfinite(out.numpy()).all()
 
 
-def test_cli_generate_with_a_pose_source(checkpoint, raw_clips, tmp_path, capsys):
+def test_cli_generate_with_a_pose_source(checkpoint, raw_clips, tmp_path, capsys, audio_of):
     """The user's path: `talkinghead generate --method pcavs ... --pose-source video.mp4`."""
     from talkinghead.cli import main
     from talkinghead.data.video import read_video
 
     out = tmp_path / "cli.mp4"
     code = main(["generate", "--method", "pcavs", "--checkpoint", str(checkpoint), "--reference", str(raw_clips[0]),
-                 "--audio", str(_audio_of(raw_clips[1])), "--pose-source", str(raw_clips[2]), "--out", str(out)])
+                 "--audio", str(audio_of(raw_clips[1])), "--pose-source", str(raw_clips[2]), "--out", str(out)])
     assert code == 0 and f"wrote {out}" in capsys.readouterr().out
     from talkinghead.data.audio import load_audio
 
     decoded, _ = read_video(out)
-    assert len(decoded) == num_frames_for(len(load_audio(_audio_of(raw_clips[1])))) > 10
+    assert len(decoded) == num_frames_for(len(load_audio(audio_of(raw_clips[1])))) > 10
     assert decoded.shape[1:] == (224, 224, 3)
 
 

@@ -154,6 +154,31 @@ def test_non_finite_loss_skips_the_step(synth_vox2_store, tmp_path, caplog):
     assert all(torch.isfinite(p).all() for p in module.parameters())
 
 
+def test_a_sharded_store_trains_from_its_litdata_shards(synth_vox2_store, tmp_path):
+    """``data.source: shards`` reads ``<store>/shards`` (written by ``preprocess --shards``): the same
+    batches as from the clip files."""
+    import shutil
+
+    from talkinghead.data.store import write_shards
+
+    store = tmp_path / "store"
+    shutil.copytree(synth_vox2_store, store)
+    write_shards(store, store / "shards", num_workers=1, start_method="fork")
+    digests = {}
+    for source in ("store", "shards"):
+        cfg = tiny_config(store, tmp_path / source, full=2)
+        cfg["stages"] = ["full"]
+        cfg["validation"]["num_clips"] = 0
+        cfg["data"]["source"] = source
+        train(PCAVS, cfg, record=True)
+        digests[source] = json.loads((tmp_path / source / "full" / "record" / "rank0.json").read_text())
+    assert digests["shards"]["batches"] == digests["store"]["batches"]
+    shutil.rmtree(store / "shards")
+    with pytest.raises(FileNotFoundError):
+        train(PCAVS, {**tiny_config(store, tmp_path / "gone", full=1), "stages": ["full"],
+                      "data": {**tiny_config(store, tmp_path)["data"], "source": "shards"}})
+
+
 def test_mouth_mask_box():
     lm = torch.zeros(1, 68, 2)
     lm[0, 48:68] = torch.tensor([[10.0, 20.0], [20.0, 24.0]]).repeat(10, 1)

@@ -63,6 +63,8 @@ class PCAVSData:
     min_shift: int = 5
     augment: str = "none"          # none | pcavs (colour transfer + perspective + centred crop for E_n)
     num_workers: int = 0
+    source: str = "store"          # store | shards: read the store's LitData shards (<store>/shards, from
+                                   # `talkinghead preprocess --shards`) instead of its clip files
 
 
 PCAVSDataOverrides = optional_fields(PCAVSData, "PCAVSDataOverrides")

@@ -86,10 +86,14 @@ def build_data(cfg, stage: str, world_size: int):
         augment = None
     else:
         raise ValueError(f"data.augment / {stage}.data.augment must be 'pcavs' or 'none', got {augment!r}")
+    source = data.pop("source")
+    if source not in ("store", "shards"):
+        raise ValueError(f"data.source / {stage}.data.source must be 'store' or 'shards', got {source!r}")
+    where = {"store": str(cfg.store)} if source == "store" else {"shards": str(Path(cfg.store) / "shards")}
     scfg = cfg[stage]
     batch = int(scfg.batch_size)
     return TalkingHeadDataModule(
-        store=str(cfg.store), train_split=data.pop("train_split"),
+        **where, train_split=data.pop("train_split"),
         image_size=stage_data_size(_model_config(cfg, stage), stage), batch_size=batch, seed=int(cfg.seed),
         samples_per_epoch=int(scfg.epoch_batches) * batch * world_size, drop_last=True, persistent_workers=True,
         augment=augment, **data)

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, fields
-from pathlib import Path
 from typing import Any
 
 import torch
