@@ -2,7 +2,7 @@
 
 `SyncNet()` is the official `syncnet_v2` architecture (joonson/syncnet_python `SyncNetModel.S`):
 submodules `netcnnaud`, `netcnnlip`, `netfcaud`, `netfclip` with the same Sequential indices, so
-the official state dict loads with ``strict=True`` (see `talkinghead.methods.syncnet.official`).
+the official state dict loads with ``strict=True`` (see `talkinghead.metrics.syncnet_expert`).
 `SyncNet(SyncNetConfig(...))` keeps that layout with other widths / input size, for experts we
 train ourselves (a tiny one trains on two CPU cores in minutes).
 

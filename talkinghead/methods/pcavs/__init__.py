@@ -2,11 +2,12 @@
 
 * `networks`: the assembled model (`PCAVS`, `PCAVSConfig.paper()` / `.tiny()`), official submodule
   names ``netV`` / ``netE`` / ``netA_sync`` / ``netG``;
-* `module`: the LightningModule (`PCAVSModule`, stages ``identity`` -> ``sync`` -> ``full``);
+* `module`: the `StagedModule` subclass (`PCAVSModule`, stages ``identity`` -> ``sync`` -> ``full``);
 * `config`: the config schema (experiments/pcavs/*.yaml); `method`: the registry declaration
   (stages, data, module, generator, importer, bench rows), trained by ``talkinghead train --method pcavs``;
-* `generate`: `generate(checkpoint, reference, audio, out, ...)` and `PCAVSGenerator` (the
-  benchmark entry, registered by `bench`);
+* `generate`: `PCAVSGenerator` and `generate(checkpoint, reference, audio, out, ...)` (a
+  `talkinghead.generation.Generator`: controls ``--pose-source`` /
+  ``--fixed-pose`` / ``--frontal``, features -> frames); `bench`: the factories of its bench rows;
 * `official`: import of the published ``latest_net_{G,V,E,A_sync}.pth``;
 * `augment`: `PCAVSAugment`, the target-frame augmentation of E_n's input (the data module's
   ``augment=``).

@@ -5,7 +5,7 @@ the paper's perspective transformation and a centred random crop. The three buil
 generic and live in `talkinghead.data.transforms` (`ColorTransfer`, `PaperPerspective`,
 `CenteredRandomCrop`; conventions in that module's docstring: frames ``(T, 3, H, W)`` or
 ``(B, T, 3, H, W)`` in [0, 1], randomness from torch's global CPU generator). The data module
-takes an instance as ``TalkingHeadDataModule(augment=PCAVSAugment())`` (`talkinghead.methods.pcavs.train`
+takes an instance as ``TalkingHeadDataModule(augment=PCAVSAugment())`` (`talkinghead.methods.pcavs.method`
 builds it from the config's ``data.augment: pcavs``).
 """
 from __future__ import annotations

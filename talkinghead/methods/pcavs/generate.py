@@ -3,8 +3,9 @@
 `PCAVSGenerator` is a `talkinghead.generation.Generator`: it implements only `synthesize` (model
 inputs -> frames); the generation base gives both entry points:
 
-* `generate(checkpoint, reference, audio, out, ...)` / `main(argv)`: files in, an mp4 with the
-  audio out (``talkinghead generate --method pcavs``), through `Generator.generate_file`. The
+* `generate(checkpoint, reference, audio, out, ...)` (and ``talkinghead generate --method pcavs``,
+  `talkinghead.generation.main` over the registry): files in, an mp4 with the audio out, through
+  `Generator.generate_file`. The
   reference image (or a video's first frame) and the pose-source video are aligned exactly as
   training data were preprocessed (`talkinghead.generation.read_reference` /
   `read_driving_video`: `talkinghead.data.preprocess.align_frames`). Any audio length works: T =
@@ -34,11 +35,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from talkinghead import generation
-from talkinghead.generation import Control, Generator, default_checkpoint, num_frames_for
+from talkinghead.generation import Control, Generator, num_frames_for
 from talkinghead.methods.pcavs.networks import PCAVS, PCAVSConfig
 
-__all__ = ["CONTROLS", "POSE_MODES", "PCAVSGenerator", "generate", "load_model", "main", "num_frames_for"]
+__all__ = ["CONTROLS", "POSE_MODES", "PCAVSGenerator", "generate", "load_model", "num_frames_for"]
 
 POSE_MODES = ("source", "fixed", "frontal")
 #: the driving signals besides reference + audio (at most one: they all decide the pose)
@@ -47,8 +47,6 @@ CONTROLS = (
     Control("fixed_pose", "flag", "keep the reference's pose (default)", default=False, group="pose"),
     Control("frontal", "flag", "zero pose code: a frontal face", default=False, group="pose"),
 )
-DEFAULT_CHECKPOINT_HINT = ("the final checkpoint of `make train METHOD=pcavs`, "
-                           "runs/pcavs/full/checkpoints/last.ckpt")
 LOADER_CROP = (0, 192, 16, 208)  # rows 0:192, cols 16:208 of the aligned 224 px face (official loader)
 
 
@@ -241,16 +239,3 @@ def generate(checkpoint: str | Path, reference: str | Path, audio: str | Path, o
     generator = PCAVSGenerator.from_checkpoint(checkpoint, device, batch_size=batch_size, audio_scale=audio_scale)
     return generator.generate_file(reference, audio, out, pose_source=pose_source, fixed_pose=bool(fixed_pose),
                                    frontal=bool(frontal))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``talkinghead generate --method pcavs``: --checkpoint --reference --audio --out
-    [--pose-source VIDEO | --fixed-pose | --frontal] --device."""
-    return generation.main(PCAVSGenerator, argv, load=PCAVSGenerator.from_checkpoint,
-                           default_checkpoint=lambda: default_checkpoint("pcavs", "full"),
-                           train_hint="make train METHOD=pcavs", default_checkpoint_hint=DEFAULT_CHECKPOINT_HINT,
-                           description="PC-AVS: reference face + audio -> talking-head mp4")
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
