@@ -21,7 +21,7 @@ from dataclasses import field, fields, is_dataclass, make_dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
-__all__ = ["ConfigError", "load_config", "merge_into", "optional_fields", "read_yaml_chain", "to_dict", "to_yaml"]
+__all__ = ["ConfigError", "apply_overrides", "load_config", "merge_into", "optional_fields", "read_yaml_chain", "to_dict", "to_yaml"]
 
 INHERITS = "inherits"
 
@@ -112,6 +112,11 @@ def load_config(schema: type, path: str | Path | Mapping | None = None, override
     elif path is not None:
         for file, values in read_yaml_chain(path):
             config = _merge(config, values, str(file))
+    return apply_overrides(config, overrides)
+
+
+def apply_overrides(config, overrides: Iterable[str]):
+    """`config` updated by dotted ``KEY=VALUE`` strings (the value parsed as YAML), in order."""
     for text in overrides:
         key, value = _parse_override(text)
         config = _merge(config, _nested(key, value), f"override '{text}'")

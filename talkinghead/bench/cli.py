@@ -4,6 +4,12 @@
   talkinghead bench --dataset vox2 --store /data/store/vox2 --methods pcavs pdfgc \\
       --checkpoint pcavs=runs/pcavs/last.ckpt --clips 200 --syncnet official
   talkinghead bench --list                      # protocols, methods and metrics available
+  talkinghead bench --config my_bench.yaml num_clips=20 --print-config
+
+Settings are the keys of `talkinghead.bench.harness.BenchConfig`, resolved as every config of the
+suite (`talkinghead.config`): its defaults, then ``--config`` (a YAML file; ``inherits:`` works),
+then the flags given, then ``KEY=VALUE`` words (anywhere on the line: a method name never holds
+``=``). ``--print-config`` prints the result.
 
 Also runnable on its own: ``python -m talkinghead.bench.cli ...``. Exit status: 0 when every
 clip of every method was scored, 1 when the run completed with recorded failures, 2 when it
@@ -18,7 +24,7 @@ from typing import Any
 
 from talkinghead.bench.protocol import PROTOCOLS, SETTINGS, protocol_names
 
-__all__ = ["add_bench_parser", "build_config", "main", "run_bench"]
+__all__ = ["add_bench_parser", "build_config", "main", "resolve_settings", "run_bench"]
 
 
 def _checkpoint(text: str) -> tuple[str, str]:
@@ -28,39 +34,51 @@ def _checkpoint(text: str) -> tuple[str, str]:
     return name, path
 
 
+#: flag destination -> BenchConfig key (flags not listed have the key's name)
+FLAG_KEYS = {"dataset": "protocol", "clips": "num_clips"}
+#: ``--no-X`` flags: destination -> the BenchConfig key they set to False
+NEGATED = {"no_train_syncnet": "train_syncnet", "no_wandb": "wandb", "no_progress": "progress"}
+
+
 def _add_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="synth", metavar="PROTOCOL",
+    """The bench flags. Their defaults are BenchConfig's (shown in the help); a flag that is not
+    given sets nothing, so that ``--config`` values stay."""
+    d = argparse.SUPPRESS
+    p.add_argument("--config", default=None, help="YAML of bench settings (BenchConfig keys)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved settings and exit")
+    p.add_argument("--dataset", default=d, metavar="PROTOCOL",
                    help=f"benchmark protocol: {', '.join(protocol_names())} (default synth)")
-    p.add_argument("--methods", nargs="+", default=["ground_truth", "static"],
-                   help="methods to benchmark (default: ground_truth static)")
-    p.add_argument("--checkpoint", type=_checkpoint, action="append", default=[], metavar="METHOD=PATH",
-                   help="checkpoint of a method (repeatable); default: the newest under runs/<method>/")
-    p.add_argument("--clips", type=int, default=None, help="number of test clips (default: the protocol's, 50)")
-    p.add_argument("--metrics", nargs="+", default=None, help="metric names (default: every registered metric)")
-    p.add_argument("--store", default=None, help="clip store folder (default: the protocol's)")
-    p.add_argument("--out", default=None, help="run folder (default: <bench-root>/<timestamp>-<protocol>)")
-    p.add_argument("--bench-root", default="runs/bench",
+    p.add_argument("--methods", nargs="+", default=d, help="methods to benchmark (default: ground_truth static)")
+    p.add_argument("--checkpoint", type=_checkpoint, action="append", default=d, metavar="METHOD=PATH",
+                   help="checkpoint of a method (repeatable); default: the method's final trained checkpoint")
+    p.add_argument("--clips", type=int, default=d, help="number of test clips (default: the protocol's, 50)")
+    p.add_argument("--metrics", nargs="+", default=d, help="metric names (default: every registered metric)")
+    p.add_argument("--store", default=d, help="clip store folder (default: the protocol's)")
+    p.add_argument("--out", default=d, help="run folder (default: <bench-root>/<timestamp>-<protocol>)")
+    p.add_argument("--bench-root", default=d,
                    help="parent of run folders; holds results.jsonl of every run and cache/ (default runs/bench)")
-    p.add_argument("--syncnet", choices=["expert", "official"], default="expert",
-                   help="SyncNet for LSE: the dataset's expert (trained first when missing) or the official "
-                        "syncnet_v2 weights ($TALKINGHEAD_HOME/syncnet_v2.model)")
-    p.add_argument("--syncnet-checkpoint", default=None, help="use this SyncNet expert checkpoint")
-    p.add_argument("--syncnet-config", default="experiments/syncnet/synth.yaml",
-                   help="config to train the expert with when it is missing")
-    p.add_argument("--no-train-syncnet", action="store_true",
+    p.add_argument("--syncnet", choices=["expert", "official"], default=d,
+                   help="SyncNet for LSE: the dataset's expert (trained first when missing; default) or the "
+                        "official syncnet_v2 weights ($TALKINGHEAD_HOME/syncnet_v2.model)")
+    p.add_argument("--syncnet-checkpoint", default=d, help="use this SyncNet expert checkpoint")
+    p.add_argument("--syncnet-config", default=d,
+                   help="config to train the expert with when it is missing (default experiments/syncnet/synth.yaml)")
+    p.add_argument("--no-train-syncnet", action="store_true", default=d,
                    help="do not train a missing SyncNet expert (LSE is then n/a)")
-    p.add_argument("--nlse-clips", type=int, default=50,
+    p.add_argument("--nlse-clips", type=int, default=d,
                    help="real train-split clips measured for NLSE-C's reference LSE-C (default 50)")
-    p.add_argument("--setting", choices=SETTINGS, default=None,
-                   help="self-driven, or cross-driven (another clip drives the protocol's cross sources: pose, eyes, emotion); default: the protocol's")
-    p.add_argument("--split", default=None, help="split to evaluate (default: the protocol's, test)")
-    p.add_argument("--seed", type=int, default=None, help="clip selection seed (default 0)")
-    p.add_argument("--samples", type=int, default=2, help="clips written as side-by-side sample videos")
-    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
-    p.add_argument("--published", default=None, help="YAML of published numbers (default benchmarks/published.yaml)")
-    p.add_argument("--no-wandb", action="store_true", help="do not log to Weights & Biases")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--setting", choices=SETTINGS, default=d,
+                   help="self-driven, or cross-driven (another clip drives the protocol's cross sources: pose, "
+                        "eyes, emotion); default: the protocol's")
+    p.add_argument("--split", default=d, help="split to evaluate (default: the protocol's, test)")
+    p.add_argument("--seed", type=int, default=d, help="clip selection seed (default 0)")
+    p.add_argument("--samples", type=int, default=d, help="clips written as side-by-side sample videos (default 2)")
+    p.add_argument("--device", default=d, help="torch device (cpu, cuda, cuda:1, ...; default cpu)")
+    p.add_argument("--published", default=d, help="YAML of published numbers (default benchmarks/published.yaml)")
+    p.add_argument("--no-wandb", action="store_true", default=d, help="do not log to Weights & Biases")
+    p.add_argument("--no-progress", action="store_true", default=d, help="no progress bars")
     p.add_argument("--list", action="store_true", help="list protocols, methods and metrics, then exit")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="settings (BenchConfig keys), e.g. num_clips=20")
 
 
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -72,23 +90,45 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def build_config(args: argparse.Namespace) -> Any:
-    """The `BenchConfig` of parsed arguments."""
+def resolve_settings(args: argparse.Namespace):
+    """The resolved bench settings (a `DictConfig` of `BenchConfig`): defaults, ``--config``, the
+    flags given, then the ``KEY=VALUE`` words."""
     from talkinghead.bench.harness import BenchConfig
+    from talkinghead.config import apply_overrides, load_config, merge_into
 
-    checkpoints = {}
-    for name, path in args.checkpoint:
-        if name in checkpoints:
-            raise ValueError(f"--checkpoint given twice for {name!r}")
-        checkpoints[name] = path
-    return BenchConfig(
-        protocol=args.dataset, methods=list(args.methods), checkpoints=checkpoints, metrics=args.metrics,
-        store=args.store, num_clips=args.clips, setting=args.setting, split=args.split, seed=args.seed,
-        out=args.out, bench_root=args.bench_root, syncnet=args.syncnet, syncnet_checkpoint=args.syncnet_checkpoint,
-        syncnet_config=args.syncnet_config, train_syncnet=not args.no_train_syncnet, nlse_clips=args.nlse_clips,
-        device=args.device, samples=args.samples, wandb=not args.no_wandb, progress=not args.no_progress,
-        published=args.published, command=list(sys.argv),
-    )
+    given = dict(vars(args))
+    words = list(given.pop("overrides", []) or [])
+    if "methods" in given:  # `--methods a b KEY=VALUE`: the greedy list took the overrides too
+        words += [w for w in given["methods"] if "=" in w]
+        given["methods"] = [w for w in given["methods"] if "=" not in w]
+    flags: dict[str, Any] = {}
+    for dest, value in given.items():
+        if dest in ("config", "print_config", "list", "func", "command", "method", "options"):
+            continue
+        if dest in NEGATED:
+            flags[NEGATED[dest]] = not value
+        elif dest == "checkpoint":
+            checkpoints: dict[str, str] = {}
+            for name, path in value:
+                if name in checkpoints:
+                    raise ValueError(f"--checkpoint given twice for {name!r}")
+                checkpoints[name] = path
+            flags["checkpoints"] = checkpoints
+        else:
+            flags[FLAG_KEYS.get(dest, dest)] = value
+    settings = load_config(BenchConfig, given.get("config"))
+    settings = merge_into(settings, flags, "command-line flags")
+    return apply_overrides(settings, words)
+
+
+def build_config(args: argparse.Namespace) -> Any:
+    """The `BenchConfig` of parsed arguments (see `resolve_settings`)."""
+    from talkinghead.bench.harness import BenchConfig
+    from talkinghead.config import to_dict
+
+    values = to_dict(resolve_settings(args))
+    values["command"] = values.get("command") or list(sys.argv)
+    return BenchConfig(**values)
 
 
 def _list() -> int:
@@ -119,8 +159,12 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.list:
         return _list()
     from talkinghead.bench.harness import run_benchmark
+    from talkinghead.config import to_yaml
 
     try:
+        if args.print_config:
+            print(to_yaml(resolve_settings(args)), end="")
+            return 0
         config = build_config(args)
         result = run_benchmark(config)
     except (KeyError, ValueError, FileNotFoundError, FileExistsError) as error:

@@ -608,6 +608,28 @@ def test_cli_parses_and_runs(synth_vox2_store, tmp_path, capsys):
     assert "synth" in listing and "ground_truth" in listing and "bench_test_mae" in listing
 
 
+def test_cli_settings_layer_config_flags_and_overrides(tmp_path, capsys):
+    """Bench settings resolve as every config: BenchConfig defaults < --config YAML < flags < KEY=VALUE."""
+    import yaml
+
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({"num_clips": 7, "samples": 0, "methods": ["static"]}))
+    (tmp_path / "bench.yaml").write_text(yaml.safe_dump({"inherits": "base.yaml", "seed": 3, "device": "cpu"}))
+    args = _parse(["bench", "--config", str(tmp_path / "bench.yaml"), "--clips", "5", "--methods", "static",
+                   "ground_truth", "seed=4", "--no-wandb"])
+    config = build_config(args)
+    assert (config.num_clips, config.seed, config.samples, config.wandb) == (5, 4, 0, False)
+    assert config.methods == ["static", "ground_truth"] and config.protocol == "synth"
+    assert run_bench(_parse(["bench", "--config", str(tmp_path / "bench.yaml"), "--print-config"])) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["num_clips"] == 7 and printed["seed"] == 3 and printed["methods"] == ["static"]
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"num_clip": 7}))
+    assert run_bench(_parse(["bench", "--config", str(tmp_path / "bad.yaml")])) == 2
+    err = capsys.readouterr().err
+    assert "bad.yaml" in err and "num_clip" in err
+    assert run_bench(_parse(["bench", "samples=many"])) == 2
+    assert "samples" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------------------
 # the real LSE metric and SyncNet files (random weights: this checks the plumbing, not the scores)
 # ---------------------------------------------------------------------------------------------

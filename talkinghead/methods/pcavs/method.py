@@ -157,14 +157,8 @@ BENCH = {
 
 
 METHOD = Method(
-    name="pcavs",
-    description="PC-AVS (Zhou et al., CVPR 2021): identity / speech-content / pose spaces, modulated-conv generator",
-    stages=STAGES,
-    schema=PCAVSRunConfig,
-    build_module=build_module,
-    build_data=build_data,
-    generator=_generator,
-    official_import=_official_import,
-    official_state=_official_fixture,
-    bench=BENCH,
+    name="pcavs", description="PC-AVS (Zhou et al., CVPR 2021): identity / speech-content / pose spaces, "
+                              "modulated-conv generator",
+    stages=STAGES, schema=PCAVSRunConfig, build_module=build_module, build_data=build_data,
+    generator=_generator, official_import=_official_import, official_state=_official_fixture, bench=BENCH,
 )

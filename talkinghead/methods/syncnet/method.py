@@ -82,14 +82,9 @@ def _official_fixture(folder: Path, seed: int = 0):
 
 
 METHOD = Method(
-    name="syncnet",
-    description="SyncNet expert (Chung & Zisserman 2016) for LSE-C / LSE-D scoring, trained on a clip store",
-    stages=("expert",),
-    schema=SyncNetRunConfig,
-    build_module=build_module,
-    build_data=build_data,
-    official_import=_official_import,
-    official_state=_official_fixture,
-    default_out=default_out,
-    after_stage=export_expert,
+    name="syncnet", description="SyncNet expert (Chung & Zisserman 2016) for LSE-C / LSE-D scoring, trained on "
+                                "a clip store",
+    stages=("expert",), schema=SyncNetRunConfig, build_module=build_module, build_data=build_data,
+    official_import=_official_import, official_state=_official_fixture,
+    default_out=default_out, after_stage=export_expert,  # no generator: it scores, it does not generate
 )
