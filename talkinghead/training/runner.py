@@ -50,7 +50,7 @@ from talkinghead.config import to_dict, to_yaml
 from talkinghead.fileio import atomic_write, atomic_write_text
 from talkinghead.training.method import Method
 
-__all__ = ["ensure_store", "final_checkpoint", "resolve", "stage_plan", "train"]
+__all__ = ["ensure_store", "final_checkpoint", "resolve", "stage_loggers", "stage_plan", "train"]
 
 
 def final_checkpoint(out: str | Path, stage: str) -> Path:
@@ -125,7 +125,9 @@ def _world_size(trainer_cfg) -> int:
     return int(per_node) * int(trainer_cfg.num_nodes or 1)
 
 
-def _loggers(method: Method, cfg, stage: str, stage_dir: Path) -> list:
+def stage_loggers(method: Method, cfg, stage: str, stage_dir: Path) -> list:
+    """CSV always; W&B when ``logger.wandb`` (see the module docstring). The W&B run id is kept in
+    ``<stage>/wandb_id``, so a resumed stage continues its run."""
     from lightning.pytorch.loggers import CSVLogger
 
     loggers: list = [CSVLogger(str(stage_dir), name="logs")]
@@ -251,7 +253,7 @@ def _run_stage(method: Method, cfg, stage: str, out: Path, *, record: bool) -> t
                                          auto_insert_metric_name=False, enable_version_counter=False))
     if record:
         callbacks.append(RecordBatches(stage_dir / "record"))
-    loggers = _loggers(method, cfg, stage, stage_dir)
+    loggers = stage_loggers(method, cfg, stage, stage_dir)
     accelerator = tcfg.accelerator
     every = int(vcfg.every_n_steps) or max_steps
     trainer = Trainer(
