@@ -154,9 +154,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if generator is None:
         print(f"talkinghead generate: {method.name} generates no video (it has no generator)", file=sys.stderr)
         return 2
+    train_hint = f"make train METHOD={method.name}"
     return generation_main(generator, list(args.options), prog=f"talkinghead generate --method {method.name}",
-                           default_checkpoint=method.default_checkpoint,
-                           train_hint=f"make train METHOD={method.name}")
+                           default_checkpoint=method.default_checkpoint, train_hint=train_hint,
+                           default_checkpoint_hint=f"the final checkpoint of `{train_hint}`, "
+                                                   f"runs/{method.name}/{method.last_stage}/checkpoints/last.ckpt")
 
 
 #: Subcommands whose unknown options belong to the method's own parser.

@@ -39,6 +39,7 @@ import math
 import os
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Iterable
 
@@ -281,7 +282,9 @@ def _run_stage(method: Method, cfg, stage: str, out: Path, *, record: bool) -> t
         atomic_write_text(saved, to_yaml(cfg) + "\n" + _yaml({"module": hparams}))
     started = time.perf_counter()
     try:
-        trainer.fit(module, datamodule=StageData(data, clips), ckpt_path=str(resume) if resume else None)
+        with warnings.catch_warnings():  # the EMA copy and frozen networks are in eval mode on purpose
+            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+            trainer.fit(module, datamodule=StageData(data, clips), ckpt_path=str(resume) if resume else None)
     finally:
         if len(loggers) > 1:  # close this stage's W&B run, or the next stage's logger would reuse it
             import wandb
