@@ -80,7 +80,8 @@ def check_augment():
 @pytest.fixture(scope="session")
 def check_seeded():
     """``check_seeded(augment, frames)``: an augmentation draws from torch's global RNG only: the
-    same seed gives the same output (whatever numpy's state), another seed another output."""
+    same seed gives the same output (whatever numpy's state, and inside ``fork_rng``), another seed
+    another output."""
     import numpy as np
 
     def check(augment, frames: torch.Tensor) -> None:
@@ -93,5 +94,11 @@ def check_seeded():
         c = augment(frames)
         assert torch.equal(a, b)
         assert not torch.allclose(a, c, atol=1e-4)
+        outs = []  # the data module's per-sample seeding: fork_rng + manual_seed
+        for _ in range(2):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(7)
+                outs.append(augment(frames))
+        assert torch.equal(outs[0], outs[1])
 
     return check

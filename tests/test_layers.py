@@ -450,31 +450,16 @@ def test_the_checker_sees_the_package(package):
     assert len(imports) > 100
 
 
-def test_no_import_of_a_higher_layer(package):
-    sources, imports, _ = package
-    problems = layer_violations(sources, imports)
-    assert not problems, _report(problems, "imports of a higher layer")
+RULES = {
+    "imports of a higher layer": lambda sources, imports, dynamic: layer_violations(sources, imports),
+    "import cycles": lambda sources, imports, dynamic: cycle_messages(imports),
+    "imports between method packages": lambda sources, imports, dynamic: method_violations(imports),
+    "imports of private names": lambda sources, imports, dynamic: private_violations(imports),
+    "dynamic imports of project modules": lambda sources, imports, dynamic: dynamic_violations(dynamic),
+}
 
 
-def test_no_import_cycles(package):
-    _, imports, _ = package
-    problems = cycle_messages(imports)
-    assert not problems, _report(problems, "import cycles")
-
-
-def test_method_packages_do_not_import_each_other(package):
-    _, imports, _ = package
-    problems = method_violations(imports)
-    assert not problems, _report(problems, "imports between method packages")
-
-
-def test_no_private_names_imported(package):
-    _, imports, _ = package
-    problems = private_violations(imports)
-    assert not problems, _report(problems, "imports of private names")
-
-
-def test_no_dynamic_imports_of_project_modules(package):
-    _, _, dynamic = package
-    problems = dynamic_violations(dynamic)
-    assert not problems, _report(problems, "dynamic imports of project modules")
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_the_package_keeps_the_rule(package, rule):
+    problems = RULES[rule](*package)
+    assert not problems, _report(problems, rule)

@@ -111,15 +111,6 @@ def test_determinism_under_global_seed(name, check_seeded):
     check_seeded(ALL[name](), clip())
 
 
-def test_fork_rng_per_sample_seed():
-    frames = clip()
-    transform = MotionAppearanceAugment()
-    outs = []
-    for _ in range(2):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(7)
-            outs.append(transform(frames))
-    assert torch.equal(outs[0], outs[1])
 
 
 @pytest.mark.parametrize("name", sorted(WINDOW_LEVEL))
