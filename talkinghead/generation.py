@@ -358,9 +358,9 @@ class Generator(abc.ABC):
         self.description = description
 
     @classmethod
+    @abc.abstractmethod
     def from_checkpoint(cls, checkpoint: str | Path | None, device: str | torch.device = "cpu") -> "Generator":
-        """Load from a checkpoint (what `main` uses when given no `load`); subclasses implement it."""
-        raise NotImplementedError(f"{cls.__name__} has no from_checkpoint; pass load= to main")
+        """Load from a checkpoint (what `main` uses when given no `load`)."""
 
     # ------------------------------------------------------------------ the method part
     @abc.abstractmethod

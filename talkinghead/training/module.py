@@ -12,9 +12,9 @@ A subclass declares:
 * ``training_step``: computes the losses and calls `guarded_step(optimizer, loss, what)` for each
   optimiser (optimisation is manual in every stage and every method: ``automatic_optimization``
   is off, so GAN stages and plain stages go through the same guard);
-* optionally `validation_generator()`: a `talkinghead.generation.Generator` of the current weights,
-  for stages that can generate (then validation scores held-out clips; see
-  `talkinghead.training.validation`).
+* optionally ``VALIDATION_STAGES`` (the stages that can generate) and `validation_generator()`: a
+  `talkinghead.generation.Generator` of the current weights, built once per validation run of
+  such a stage (validation then scores held-out clips; see `talkinghead.training.validation`).
 
 The base provides, written once:
 
@@ -37,6 +37,7 @@ Step counting: Lightning's ``global_step`` counts optimiser steps; `batches` = t
 """
 from __future__ import annotations
 
+import abc
 import copy
 import logging
 from pathlib import Path
@@ -86,7 +87,7 @@ def restore_random_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-class StagedModule(LightningModule):
+class StagedModule(LightningModule, abc.ABC):
     """Base of a method's LightningModule (see the module docstring).
 
     Args:
@@ -102,6 +103,7 @@ class StagedModule(LightningModule):
     STAGES: ClassVar[tuple[str, ...]] = ()
     STAGE_OUTPUTS: ClassVar[dict[str, tuple[str, ...]]] = {}
     EMA_OF: ClassVar[str | None] = None
+    VALIDATION_STAGES: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, stage: str, *, freeze: list[str] | tuple[str, ...] = (), lr_mult: dict | None = None,
                  ema: float = 0.0, gradient_clip: float | None = None, sample_every_n_steps: int = 0,
@@ -134,18 +136,23 @@ class StagedModule(LightningModule):
             setattr(self, f"{self.EMA_OF}_ema", copy.deepcopy(live).requires_grad_(False).eval())
 
     # ------------------------------------------------------------------ subclass API
+    @abc.abstractmethod
     def stage_parameters(self, stage: str) -> dict[str, dict[str, list[torch.nn.Parameter]]]:
         """{optimiser name: {group: parameters}} that `stage` trains (each parameter once)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def optimizer_settings(self, name: str) -> dict[str, Any]:
         """Adam settings of optimiser `name`: {lr, betas, amsgrad, weight_decay}."""
-        raise NotImplementedError
+
+    @property
+    def validates(self) -> bool:
+        """Whether this stage generates, so that validation can score it (``VALIDATION_STAGES``)."""
+        return self.stage in self.VALIDATION_STAGES
 
     def validation_generator(self):
-        """A `talkinghead.generation.Generator` of the current weights, or None (no generation in
-        this stage)."""
-        return None
+        """A `talkinghead.generation.Generator` of the current weights; called (once per validation
+        run, inside Lightning's validation loop) only for ``VALIDATION_STAGES``."""
+        raise TypeError(f"{type(self).__name__} lists VALIDATION_STAGES but has no validation_generator")
 
     # ------------------------------------------------------------------ parameters
     def trained_groups(self) -> dict[str, dict[str, list[torch.nn.Parameter]]]:
@@ -327,13 +334,14 @@ class StagedModule(LightningModule):
     def validation_step(self, clip: dict, batch_idx: int) -> None:
         from talkinghead.training.validation import Validator, request_for, write_sample_video
 
-        generator = self.validation_generator()
         setup = getattr(self, "_validation", None)
-        if generator is None or setup is None:
+        if setup is None or not self.validates:
             return
         if getattr(self, "_validator", None) is None:
             self._validator = Validator(setup["metrics"], setup["store"], self.device)
-        fake = generator.generate(request_for(clip))
+        if batch_idx == 0:  # one generator per validation run
+            self._validation_generator = self.validation_generator()
+        fake = self._validation_generator.generate(request_for(clip))
         self._validator.update(fake.to(self.device), {k: v.to(self.device) if torch.is_tensor(v) else v
                                                       for k, v in clip.items()})
         if batch_idx == 0 and setup["video"] and self.trainer.is_global_zero:
@@ -348,6 +356,7 @@ class StagedModule(LightningModule):
                         log.warning("sample video not logged to %s: %s", type(logger).__name__, error)
 
     def on_validation_epoch_end(self) -> None:
+        self._validation_generator = None
         validator = getattr(self, "_validator", None)
         if validator is None:
             return
