@@ -131,10 +131,11 @@ def to_dict(config) -> dict:
 
 
 def to_yaml(config) -> str:
-    """The resolved config as YAML (what ``--print-config`` prints)."""
+    """The resolved config (a `DictConfig`, or plain containers) as YAML, keys in order (what
+    ``--print-config`` prints)."""
     import yaml
 
-    return yaml.safe_dump(to_dict(config), sort_keys=False)
+    return yaml.safe_dump(config if isinstance(config, dict) else to_dict(config), sort_keys=False)
 
 
 def optional_fields(cls: type, name: str | None = None) -> type:

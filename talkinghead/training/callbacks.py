@@ -28,7 +28,6 @@ class StageBudget(Callback):
         self.max_batches = int(max_batches)
         self.minutes = minutes
         self.epoch_batches = int(epoch_batches)
-        self.stopped_by_time = False
         self._start: float | None = None
 
     def on_train_start(self, trainer, pl_module) -> None:
@@ -46,7 +45,6 @@ class StageBudget(Callback):
             return
         stop = trainer.strategy.reduce_boolean_decision(self.elapsed_minutes >= float(self.minutes), all=False)
         if stop:
-            self.stopped_by_time = True
             trainer.should_stop = True
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:

@@ -234,7 +234,7 @@ def _run_stage(method: Method, cfg, stage: str, out: Path, *, record: bool) -> t
     else:
         print(f"{label}: resuming from {resume}", flush=True)
 
-    validates = module.validation_generator() is not None and vcfg.num_clips > 0
+    validates = module.validates and vcfg.num_clips > 0
     clips = ValidationClips(cfg.store, vcfg.split, vcfg.num_clips, vcfg.num_frames) if validates else None
     validates = validates and len(clips) > 0
     if validates:
@@ -279,7 +279,7 @@ def _run_stage(method: Method, cfg, stage: str, out: Path, *, record: bool) -> t
         plugins=[_atomic_checkpoint_io()],
     )
     if trainer.is_global_zero:
-        atomic_write_text(saved, to_yaml(cfg) + "\n" + _yaml({"module": hparams}))
+        atomic_write_text(saved, to_yaml(cfg) + "\n" + to_yaml({"module": hparams}))
     started = time.perf_counter()
     try:
         with warnings.catch_warnings():  # the EMA copy and frozen networks are in eval mode on purpose
@@ -308,12 +308,6 @@ def _run_stage(method: Method, cfg, stage: str, out: Path, *, record: bool) -> t
     if finished and method.after_stage is not None and trainer.is_global_zero:
         method.after_stage(cfg, stage, last, out)
     return last, finished
-
-
-def _yaml(obj) -> str:
-    import yaml
-
-    return yaml.safe_dump(obj, sort_keys=False)
 
 
 def train(method: Method, config: str | Path | None = None, overrides: Iterable[str] = (), *,

@@ -179,6 +179,27 @@ def test_a_sharded_store_trains_from_its_litdata_shards(synth_vox2_store, tmp_pa
                       "data": {**tiny_config(store, tmp_path)["data"], "source": "shards"}})
 
 
+def test_validation_leaves_the_live_model_training(synth_vox2_store, tmp_path, monkeypatch):
+    """Without EMA (the paper configs) validation generates from the live model: it must train in
+    train mode all the same, before and after a validation run."""
+    modes = []
+    full_step = PCAVSModule._full_step
+
+    def spy(self, batch):
+        modes.append(all(m.training for m in self.model.modules()))
+        return full_step(self, batch)
+
+    monkeypatch.setattr(PCAVSModule, "_full_step", spy)
+    cfg = tiny_config(synth_vox2_store, tmp_path, full=4)
+    cfg["stages"] = ["full"]
+    cfg["full"]["optim"]["ema"] = 0.0
+    cfg["full"]["epoch_batches"] = 2
+    cfg["validation"].update(num_clips=1, every_n_steps=2)
+    train(PCAVS, cfg)
+    assert modes == [True] * 4
+    assert len(series(metric_rows(tmp_path, "full"), "val/SSIM")) == 2  # after batches 2 and 4
+
+
 def test_mouth_mask_box():
     lm = torch.zeros(1, 68, 2)
     lm[0, 48:68] = torch.tensor([[10.0, 20.0], [20.0, 24.0]]).repeat(10, 1)

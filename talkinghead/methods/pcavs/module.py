@@ -120,6 +120,7 @@ class PCAVSModule(StagedModule):
     STAGES = STAGES
     STAGE_OUTPUTS = {stage: tuple(f"model.{name}" for name in names) for stage, names in STAGE_OUTPUTS.items()}
     EMA_OF = "model"
+    VALIDATION_STAGES = ("full",)  # E_i / E_n / E_c^a alone generate nothing
 
     def __init__(self, stage: str = "full", model: dict | None = None, loss: dict | None = None,
                  optim: dict | None = None, sample_every_n_steps: int = 200, name: str = "pcavs",
@@ -189,9 +190,7 @@ class PCAVSModule(StagedModule):
         return {"lr": d_lr, "betas": cfg["betas"], "amsgrad": False, "weight_decay": cfg["weight_decay"]}
 
     def validation_generator(self):
-        """The full stage generates (from the moving average when kept); the others do not."""
-        if self.stage != "full":
-            return None
+        """The full stage's generator (from the moving average when kept)."""
         from talkinghead.methods.pcavs.generate import PCAVSGenerator
 
         model = self.model_ema if self.ema_decay > 0 else self.model
