@@ -30,8 +30,8 @@ FRAME_IOD = 46.0  # inter-ocular distance (px) of the rest pose in the frame
 FRAME_EYE_CENTRE = (112.0, 96.0)  # midpoint of the eyes at rest; the face is centred like VoxCeleb2
 EMOTIONS = ("angry", "contempt", "disgusted", "fear", "happy", "neutral", "sad", "surprised")
 CLOSED_GAP = 0.015  # inner-lip gap of a closed mouth, in IOD
-BACKGROUND_IMAGES = ("brick", "grass", "gravel", "coffee", "rocket", "coins", "moon", "camera", "text",
-                     "page", "hubble_deep_field", "retina", "chelsea", "astronaut")
+BACKGROUND_IMAGES = ("brick", "grass", "gravel", "coffee", "rocket", "coins", "moon", "text", "page",
+                     "hubble_deep_field", "retina", "chelsea")  # none shows a human face
 
 # ---------------------------------------------------------------------------------------------
 # The base photograph, once per process
@@ -107,8 +107,101 @@ def base_photo() -> BasePhoto:
 
 
 @dataclass(frozen=True)
+class DonorFace:
+    """A second real face (matplotlib's `grace_hopper.jpg`) warped onto the base photo's landmarks.
+
+    image: (512, 512, 3) float32 RGB in [0, 1] in the base photo's frame, its colour statistics inside
+    the face matched to the base photo's (so blends have no seam; skin tone is set per identity later);
+    regions: soft (512, 512) float32 masks in the base photo's frame: 'face' (inside jaw and brows),
+    'eyes' (brows, eyes and the glasses around them), 'nose', 'mouth' (lips and chin).
+    """
+
+    image: np.ndarray
+    regions: dict
+
+
+DONOR_PHOTO = "grace_hopper.jpg"  # matplotlib sample data, always installed with matplotlib
+
+
+def _region_masks(lm: np.ndarray, shape: tuple[int, int]) -> dict:
+    """Soft face-region masks of a photo from its (68, 2) landmarks."""
+    iod = float(np.linalg.norm(lm[36:42].mean(0) - lm[42:48].mean(0)))
+
+    def soft(polygon, grow: float) -> np.ndarray:
+        mask = np.zeros(shape, np.uint8)
+        cv2.fillConvexPoly(mask, cv2.convexHull(np.round(polygon).astype(np.int32)), 255)
+        k = max(1, int(round(abs(grow) * iod)))
+        mask = (cv2.dilate if grow > 0 else cv2.erode)(mask, np.ones((k, k), np.uint8))
+        return cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), 0.1 * iod)
+
+    brows_up = lm[17:27] - [0, 0.12 * iod]
+    cheek_y = lm[29, 1]
+    eyes = np.vstack([lm[[0]], brows_up, lm[[16]], [[lm[15, 0], cheek_y]], [[lm[1, 0], cheek_y]]])
+    return {
+        "face": soft(np.vstack([lm[0:17], brows_up]), -0.1),
+        "eyes": soft(eyes, -0.05),
+        "nose": soft(lm[27:36], 0.2),
+        "mouth": soft(np.vstack([lm[48:60], lm[5:12]]), 0.05),
+    }
+
+
+@lru_cache(maxsize=1)
+def donor_face() -> DonorFace:
+    """Grace Hopper's portrait, warped by a thin-plate spline onto the base photo's landmarks."""
+    from matplotlib import cbook
+
+    path = cbook.get_sample_data(DONOR_PHOTO, asfileobj=False)
+    donor = cv2.imread(str(path))
+    if donor is None:
+        raise RuntimeError(f"{path}: cannot read matplotlib's sample photo {DONOR_PHOTO}")
+    donor = cv2.cvtColor(donor, cv2.COLOR_BGR2RGB)
+    donor_lm = faces.get_landmark_detector("dlib")(donor)
+    if donor_lm is None:
+        raise RuntimeError(f"{path}: dlib found no face in {DONOR_PHOTO}; the dlib install is broken")
+    photo = base_photo()
+    base_lm = photo.landmarks.astype(np.float64)
+    h, w = photo.image.shape[:2]
+    # far-away anchors follow a least-squares affine map, so the spline stays tame off the face
+    edge = np.linspace(0, w - 1, 6)
+    border = np.unique(np.concatenate([np.stack([edge, np.zeros(6)], 1), np.stack([edge, np.full(6, h - 1)], 1),
+                                       np.stack([np.zeros(6), edge], 1), np.stack([np.full(6, w - 1), edge], 1)]), axis=0)
+    affine, *_ = np.linalg.lstsq(np.c_[base_lm, np.ones(68)], donor_lm, rcond=None)
+    dst = np.vstack([base_lm, border])
+    src = np.vstack([donor_lm, np.c_[border, np.ones(len(border))] @ affine])
+    step = 4
+    g = np.arange(0, w + step, step, dtype=np.float64)
+    gx, gy = np.meshgrid(g, g)
+    coarse = tps_map(dst / w, src / w, np.stack([gx.ravel(), gy.ravel()], 1) / w) * w
+    maps = cv2.resize(coarse.reshape(*gx.shape, 2).astype(np.float32), (len(g) * step, len(g) * step),
+                      interpolation=cv2.INTER_LINEAR)[:h, :w]
+    warped = cv2.remap(donor, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    regions = _region_masks(base_lm, (h, w))
+    # match the donor's Lab mean and spread inside the face to the base photo's
+    face = regions["face"] > 0.5
+    lab_d = cv2.cvtColor(warped, cv2.COLOR_RGB2LAB).astype(np.float32)
+    lab_b = cv2.cvtColor(photo.image, cv2.COLOR_RGB2LAB).astype(np.float32)
+    mean_d, std_d = lab_d[face].mean(0), lab_d[face].std(0) + 1e-3
+    mean_b, std_b = lab_b[face].mean(0), lab_b[face].std(0)
+    lab_d = (lab_d - mean_d) * np.sqrt(std_b / std_d) + mean_b
+    image = cv2.cvtColor(np.clip(lab_d, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB).astype(np.float32) / 255.0
+    return DonorFace(image, regions)
+
+
+# ---------------------------------------------------------------------------------------------
+# Identities
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
 class Identity:
-    """Everything that makes one SynthTalk person look and sound different."""
+    """Everything that makes one SynthTalk person look and sound different.
+
+    Looks: face shape (`shape`, see `identity_model`), a blend of the two real faces per region
+    (`donor`: weight of the donor face in 'face', 'eyes', 'nose', 'mouth'), skin tone, wrinkles
+    (`age`), eyebrows, facial hair, glasses, hair colour, iris colour, optional mirror image and
+    background. All of it is painted into the texture before the landmark warp, so it moves with
+    the face and the landmark ground truth stays exact.
+    """
 
     index: int
     mirror: bool
@@ -122,41 +215,125 @@ class Identity:
     voice_formant_scale: float
     voice_rate: float
     motion_amplitude: float  # head-motion energy factor
-    extra: dict = field(default_factory=dict)
+    donor: dict = field(default_factory=dict)  # region -> weight in [0, 1] of the donor face
+    age: float = 0.0  # strength of the donor's wrinkle detail (high-pass luminance) on the face
+    brows: tuple[float, float] = (1.0, 0.0)  # eyebrow (thickness factor, darkening in [0, 1])
+    facial_hair: str = "none"  # none, stubble, moustache, goatee, beard
+    glasses: dict | None = None  # {'shape': round|square, 'width', 'height' (IOD), 'thickness' (IOD), 'rgb'}
+    texture_seed: int = 0
+    lipstick: tuple[float, float, float] | None = None  # lip colour (Lab, OpenCV 8-bit scale)
 
 
 HAIR_COLOURS = [(40, 128, 132), (70, 135, 145), (150, 133, 160), (95, 150, 155), (175, 128, 128),
                 (25, 128, 128), (120, 140, 165), (60, 128, 125)]  # black, brown, blonde, auburn, grey, ...
+FACIAL_HAIR = ("stubble", "moustache", "goatee", "beard")
+LIPSTICKS = [(110, 170, 150), (130, 160, 145), (90, 165, 140), (140, 150, 140), (80, 155, 135)]  # reds, pinks, browns
+GLASSES_COLOURS = [(0.05, 0.05, 0.05), (0.35, 0.2, 0.1), (0.7, 0.7, 0.72), (0.55, 0.1, 0.1), (0.1, 0.15, 0.4)]
 
 
+CODE_FACTORS = ("jaw_width", "cheek_width", "face_length", "eye_spacing", "eye_size", "eye_tilt", "nose_length",
+                "nose_width", "mouth_width", "lip_thickness", "mouth_height", "brow_height", "chin", "head_width",
+                "crown", "age")
+SHAPE_RANGES = {  # (low, high) of each face-shape factor; multipliers, or offsets in IOD (radians for the tilt)
+    "jaw_width": (0.82, 1.22), "cheek_width": (0.88, 1.14), "face_length": (0.9, 1.2), "eye_spacing": (0.88, 1.12),
+    "eye_size": (0.9, 1.3), "eye_tilt": (-0.12, 0.12), "nose_length": (0.82, 1.22), "nose_width": (0.8, 1.35),
+    "mouth_width": (0.82, 1.22), "lip_thickness": (0.6, 1.6), "mouth_height": (-0.08, 0.08),
+    "brow_height": (-0.08, 0.1), "chin": (-0.1, 0.14), "head_width": (0.85, 1.15), "crown": (-0.12, 0.12),
+}
+AGE_RANGE = (0.0, 1.4)
+
+
+def identity_code(index: int, seed: int) -> np.ndarray:
+    """(16,) signs (+-1) saying on which side of its range each of `CODE_FACTORS` lies.
+
+    Identities come in blocks of 16 that take the rows of a 16 x 16 Hadamard matrix (columns
+    permuted and sign-flipped per block and seed), so any two identities of a block lie on opposite
+    sides for exactly 8 of the 16 factors: no two of them are near each other by chance.
+    """
+    hadamard = np.array([[1]])
+    while len(hadamard) < len(CODE_FACTORS):
+        hadamard = np.block([[hadamard, hadamard], [hadamard, -hadamard]])
+    block, row = divmod(int(index), len(hadamard))
+    rng = np.random.default_rng([seed, block, 104729])
+    order, flips = rng.permutation(len(hadamard)), rng.choice([-1, 1], len(hadamard))
+    return (hadamard[rng.permutation(len(hadamard))[row]][order] * flips).astype(np.float64)
+
+
+def _on_side(rng: np.random.Generator, sign: float, lo: float, hi: float, strength: float = 1.0) -> float:
+    """A value on the side `sign` says (-1: low, +1: high) of [lo, hi]: in its outer half, or for
+    strength < 1 that much closer to the middle."""
+    mid, half = 0.5 * (lo + hi), 0.5 * (hi - lo)
+    return float(mid + sign * strength * rng.uniform(0.5, 1.0) * half)
+
+
+MAX_DRAWS = 30
+SHAPE_STRENGTH = 0.8  # of the ranges below: wider shapes separate identities more but pull dlib's landmarks off (README)
+
+
+@lru_cache(maxsize=None)
 def make_identity(index: int, seed: int = 0) -> Identity:
-    """Identity `index` of the corpus made with `seed`: deterministic, visibly distinct."""
-    rng = np.random.default_rng([seed, index, 7919])
-    shape = {
-        "jaw_width": rng.uniform(0.86, 1.14),
-        "face_length": rng.uniform(0.9, 1.1),
-        "eye_spacing": rng.uniform(0.92, 1.08),
-        "eye_size": rng.uniform(0.85, 1.2),
-        "nose_length": rng.uniform(0.88, 1.12),
-        "nose_width": rng.uniform(0.85, 1.2),
-        "mouth_width": rng.uniform(0.88, 1.14),
-        "brow_height": rng.uniform(-0.06, 0.08),
-        "chin": rng.uniform(-0.08, 0.1),
-    }
-    female = rng.random() < 0.5
+    """Identity `index` of the corpus made with `seed`: deterministic, visibly distinct.
+
+    Shape factors multiply (or, for offsets, add to, in IOD) the base face's proportions; each lies
+    in the outer half of a wide range, on the side `identity_code` gives, so that a face recogniser
+    tells identities apart (benchmarks/identities.py measures it). A draw whose rest-pose render
+    (frontal or at +-20 degrees yaw) dlib's face detector misses is drawn again (the preprocessing must find every face);
+    the draws are seeded, so the result is the same in every process.
+    """
+    for draw in range(MAX_DRAWS):
+        identity = draw_identity(index, seed, draw)
+        if detectable(identity):
+            return identity
+    raise RuntimeError(f"SynthTalk identity {index} (seed {seed}): dlib found no face in {MAX_DRAWS} draws")
+
+
+DETECTION_CHECK_YAWS = (0.0, 0.35, -0.35)  # radians: frontal and about +-20 degrees
+
+
+def detectable(identity: Identity) -> bool:
+    """Whether dlib's landmark detector finds the identity's face at rest, frontal and at +-20 deg yaw."""
+    renderer = Renderer(identity)
+    detector = faces.get_landmark_detector("dlib")
+    for yaw in DETECTION_CHECK_YAWS:
+        frame, _ = renderer.render(np.array([0, yaw, 0, *FRAME_EYE_CENTRE, 0.0]), np.array([0, 0.45, 0]), 0, (0, 0))
+        if detector(frame) is None:
+            return False
+    return True
+
+
+def draw_identity(index: int, seed: int, draw: int = 0) -> Identity:
+    """One random draw of identity `index` (see `make_identity`)."""
+    rng = np.random.default_rng([seed, index, 7919, draw])
+    code = dict(zip(CODE_FACTORS, identity_code(index, seed)))
+    strength = SHAPE_STRENGTH * 0.9 ** draw  # each redraw keeps the code's sides, with milder shape changes
+    male = rng.random() < 0.5
+    shape = {name: _on_side(rng, code[name], lo, hi, strength) for name, (lo, hi) in SHAPE_RANGES.items()}
+    donor = {region: float(rng.choice([0.0, rng.uniform(0.35, 1.0)])) for region in ("face", "eyes", "nose", "mouth")}
+    glasses = None
+    if donor["eyes"] == 0 and rng.random() < 0.4:  # the donor's eyes come with her own glasses
+        glasses = {"shape": str(rng.choice(["round", "square"])), "width": float(rng.uniform(0.78, 0.95)),
+                   "height": float(rng.uniform(0.42, 0.6)), "thickness": float(rng.uniform(0.04, 0.1)),
+                   "rgb": GLASSES_COLOURS[int(rng.integers(len(GLASSES_COLOURS)))]}
     return Identity(
         index=index,
         mirror=bool(rng.random() < 0.5),
         shape=shape,
-        skin_shift=(float(rng.uniform(-45, 12)), float(rng.uniform(-4, 10)), float(rng.uniform(-8, 14))),
+        skin_shift=(_on_side(rng, rng.choice([-1.0, 1.0]), -55, 12), float(rng.uniform(-4, 12)), float(rng.uniform(-8, 16))),
         hair_lab=HAIR_COLOURS[int(rng.integers(len(HAIR_COLOURS)))],
         iris_hue=float(rng.uniform(0, 360)),
         background=(BACKGROUND_IMAGES + ("gradient",) * 4)[int(rng.integers(len(BACKGROUND_IMAGES) + 4))],
         background_seed=int(rng.integers(2**31)),
-        voice_f0=float(rng.uniform(170, 240) if female else rng.uniform(90, 150)),
-        voice_formant_scale=float(rng.uniform(1.05, 1.18) if female else rng.uniform(0.88, 1.02)),
+        voice_f0=float(rng.uniform(90, 150) if male else rng.uniform(170, 240)),
+        voice_formant_scale=float(rng.uniform(0.88, 1.02) if male else rng.uniform(1.05, 1.18)),
         voice_rate=float(rng.uniform(3.6, 5.2)),
         motion_amplitude=float(rng.uniform(0.6, 1.3)),
+        donor=donor,
+        age=_on_side(rng, code["age"], *AGE_RANGE),
+        brows=(float(rng.uniform(1.0, 1.8) if male else rng.uniform(0.8, 1.3)), float(rng.uniform(0.0, 0.6))),
+        facial_hair=str(rng.choice(FACIAL_HAIR)) if male and rng.random() < 0.85 else "none",
+        glasses=glasses,
+        texture_seed=int(rng.integers(2**31)),
+        lipstick=None if male or rng.random() < 0.4 else LIPSTICKS[int(rng.integers(len(LIPSTICKS)))],
     )
 
 
@@ -172,6 +349,21 @@ _OUTLINE = np.array(
        [-0.9, 1.25, -0.55], [0.9, 1.25, -0.55], [0.0, 1.75, -0.5]],
     dtype=np.float64,
 )
+
+
+def identity_outline(identity: Identity) -> np.ndarray:
+    """(N, 3) head-outline points of an identity: `_OUTLINE` widened by the head and jaw widths, the
+    crown raised, the lower points lengthened with the face. These carry the hair and head shape
+    (they are warp control points, not landmarks)."""
+    s = identity.shape
+    out = _OUTLINE.copy()
+    upper = out[:, 1] < 0
+    out[upper, 0] *= s.get("head_width", 1.0)
+    out[~upper, 0] *= s["jaw_width"]
+    out[~upper, 1] *= s["face_length"]
+    crown = out[:, 1] < -1.5
+    out[crown, 1] -= s.get("crown", 0.0)
+    return out
 
 
 def base_model(mirror: bool) -> tuple[np.ndarray, np.ndarray, float]:
@@ -192,18 +384,24 @@ def base_model(mirror: bool) -> tuple[np.ndarray, np.ndarray, float]:
 
 
 def identity_model(identity: Identity) -> np.ndarray:
-    """(68, 3) neutral model of an identity: the (closed-mouth) photo's model reshaped."""
+    """(68, 3) neutral model of an identity: the (closed-mouth) photo's model reshaped.
+
+    x, y in IOD units about the eye midpoint; the eyes stay the alignment anchors, so the shape
+    factors move everything else relative to them.
+    """
     m, _, _ = base_model(identity.mirror)
     m = m.copy()
     s = identity.shape
     jaw = np.arange(0, 17)
     m[jaw, 0] *= s["jaw_width"]
+    m[[1, 2, 3, 4, 12, 13, 14, 15], 0] *= s["cheek_width"]
     below_eyes = m[:, 1] > 0
     m[below_eyes, 1] *= s["face_length"]
     m[6:11, 1] += s["chin"] * np.array([0.3, 0.7, 1.0, 0.7, 0.3])
-    for eye in (np.arange(36, 42), np.arange(42, 48)):
+    for eye, side in ((np.arange(36, 42), 1.0), (np.arange(42, 48), -1.0)):
         c = m[eye, :2].mean(0)
         m[eye, :2] = c * [s["eye_spacing"], 1] + (m[eye, :2] - c) * s["eye_size"]
+        m[eye, 1] += side * s["eye_tilt"] * (m[eye, 0] - m[eye, 0].mean())  # outer corner up for tilt > 0
     brows = np.arange(17, 27)
     m[brows, 0] *= s["eye_spacing"]
     m[brows, 1] -= s["brow_height"]
@@ -214,6 +412,10 @@ def identity_model(identity: Identity) -> np.ndarray:
     mouth = np.arange(48, 68)
     mc = m[mouth, :2].mean(0)
     m[mouth, 0] = mc[0] + (m[mouth, 0] - mc[0]) * s["mouth_width"]
+    line = m[60:68, 1].mean()  # lip thickness: outer lip points away from the mouth line
+    m[49:54, 1] = line + (m[49:54, 1] - line) * s["lip_thickness"]
+    m[55:60, 1] = line + (m[55:60, 1] - line) * s["lip_thickness"]
+    m[mouth, 1] += s["mouth_height"]
     m[[48, 54, 60, 64], 1] += 0.04  # tone down the photo's smile
     return m
 
@@ -356,10 +558,99 @@ def make_background(identity: Identity, size: int = FRAME_SIZE, variant: int = 0
     return bg
 
 
+def _polyline_mask(points: np.ndarray, shape: tuple[int, int], thickness: float, closed: bool = False) -> np.ndarray:
+    """Anti-aliased float32 mask of a polyline (pixels), `thickness` px."""
+    mask = np.zeros(shape, np.uint8)
+    cv2.polylines(mask, [np.round(points * 8).astype(np.int32)], closed, 255, thickness=max(1, int(round(thickness))),
+                  lineType=cv2.LINE_AA, shift=3)
+    return mask.astype(np.float32) / 255.0
+
+
+def _facial_hair_mask(kind: str, lm: np.ndarray, iod: float, shape: tuple[int, int], rng) -> np.ndarray:
+    """(H, W) float32 coverage of facial hair of `kind` on a photo with landmarks `lm`."""
+    def fill(polygon) -> np.ndarray:
+        mask = np.zeros(shape, np.uint8)
+        cv2.fillPoly(mask, [np.round(polygon).astype(np.int32)], 255)
+        return mask.astype(np.float32) / 255.0
+
+    moustache = fill(np.vstack([lm[[48]] + [-0.08 * iod, 0.05 * iod], lm[31:36] + [0, 0.06 * iod],
+                                lm[[54]] + [0.08 * iod, 0.05 * iod], lm[53:48:-1] - [0, 0.02 * iod]]))
+    lips = fill(lm[48:60])
+    if kind == "moustache":
+        mask = moustache
+    elif kind == "goatee":
+        chin = np.vstack([lm[[48]] + [-0.1 * iod, 0], lm[59:54:-1] * 0 + lm[[59, 58, 57, 56, 55]], lm[[54]] + [0.1 * iod, 0],
+                          lm[10:5:-1] + [0, 0.05 * iod]])
+        mask = np.maximum(moustache, fill(chin))
+    else:  # beard and stubble: the lower face below the cheekbones
+        cheek_y = 0.5 * (lm[30, 1] + lm[33, 1])
+        polygon = np.vstack([lm[2:15], [[lm[35, 0] + 0.55 * iod, cheek_y]], [[lm[31, 0] - 0.55 * iod, cheek_y]]])
+        mask = np.maximum(fill(polygon), moustache)
+    mask = mask * (1 - cv2.dilate(lips, np.ones((3, 3), np.uint8)))
+    mask = cv2.GaussianBlur(mask, (0, 0), 0.06 * iod)
+    grain = rng.random(shape).astype(np.float32)
+    if kind == "stubble":
+        return mask * (grain > 0.55) * 0.45
+    return mask * (0.4 + 0.2 * grain)  # sparse enough that the jaw and lip edges still show
+
+
+def _glasses_layer(glasses: dict, lm: np.ndarray, iod: float, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Frame coverage (H, W) and lens coverage (H, W) of a pair of glasses drawn on the eyes."""
+    frame = np.zeros(shape, np.float32)
+    lens = np.zeros(shape, np.float32)
+    width, height, thick = glasses["width"] * iod, glasses["height"] * iod, glasses["thickness"] * iod
+    centres = [lm[36:42].mean(0) + [0, 0.03 * iod], lm[42:48].mean(0) + [0, 0.03 * iod]]
+    inner, outer = [], []
+    for c, side in zip(centres, (-1, 1)):
+        if glasses["shape"] == "round":
+            t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
+            outline = c + np.stack([0.5 * width * np.cos(t), 0.5 * height * np.sin(t)], 1)
+        else:
+            hw, hh, r = 0.5 * width, 0.5 * height, 0.25 * height
+            corners = [(hw - r, hh - r, 0), (-hw + r, hh - r, 0.5 * np.pi), (-hw + r, -hh + r, np.pi),
+                       (hw - r, -hh + r, 1.5 * np.pi)]
+            outline = np.concatenate([np.stack([cx + r * np.cos(a0 + np.linspace(0, 0.5 * np.pi, 6)),
+                                                cy + r * np.sin(a0 + np.linspace(0, 0.5 * np.pi, 6))], 1)
+                                      for cx, cy, a0 in corners]) + c
+        frame = np.maximum(frame, _polyline_mask(outline, shape, thick, closed=True))
+        lens = np.maximum(lens, _fill_mask_shape(outline, shape))
+        inner.append(c + [-side * 0.5 * width, -0.1 * height])
+        outer.append(c + [side * 0.5 * width, -0.15 * height])
+    frame = np.maximum(frame, _polyline_mask(np.array([inner[0], inner[1]]), shape, 0.8 * thick))
+    for o, jaw in zip(outer, (lm[0], lm[16])):
+        frame = np.maximum(frame, _polyline_mask(np.array([o, [jaw[0], o[1]]]), shape, 0.8 * thick))
+    return frame, lens * (1 - frame)
+
+
+def _fill_mask_shape(polygon: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    mask = np.zeros(shape, np.uint8)
+    cv2.fillPoly(mask, [np.round(polygon * 8).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=3)
+    return mask.astype(np.float32) / 255.0
+
+
 def _identity_texture(identity: Identity) -> np.ndarray:
-    """(512, 512, 4) float32: the photo re-coloured for the identity (RGB in [0, 1]) + person alpha."""
+    """(512, 512, 4) float32: the photo dressed as the identity (RGB in [0, 1]) + person alpha.
+
+    In the base photo's frame: face regions blended with the donor face, wrinkle detail, skin tone,
+    eyebrows, hair and iris colour, facial hair, glasses; mirrored last when the identity is.
+    """
     photo = base_photo()
-    lab = cv2.cvtColor(photo.image, cv2.COLOR_RGB2LAB).astype(np.float32)
+    donor = donor_face()
+    lm = photo.landmarks.astype(np.float64)
+    iod = float(np.linalg.norm(lm[36:42].mean(0) - lm[42:48].mean(0)))
+    shape = photo.image.shape[:2]
+    rng = np.random.default_rng(identity.texture_seed)
+    weight = donor.regions["face"] * identity.donor.get("face", 0.0)
+    for region in ("eyes", "nose", "mouth"):
+        m = donor.regions[region]
+        weight = weight * (1 - m) + identity.donor.get(region, 0.0) * m
+    rgb = photo.image.astype(np.float32) / 255.0
+    rgb = rgb * (1 - weight[..., None]) + donor.image * weight[..., None]
+    lab = cv2.cvtColor((rgb * 255 + 0.5).astype(np.uint8), cv2.COLOR_RGB2LAB).astype(np.float32)
+    # age: the donor's fine luminance detail (wrinkles) on the face
+    donor_l = cv2.cvtColor((donor.image * 255 + 0.5).astype(np.uint8), cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32)
+    detail = donor_l - cv2.GaussianBlur(donor_l, (0, 0), 0.08 * iod)
+    lab[..., 0] += identity.age * (1 - weight) * donor.regions["face"] * (1 - donor.regions["eyes"]) * detail
     skin = photo.skin[..., None]
     lab = lab + skin * np.array(identity.skin_shift, dtype=np.float32)
     hair = photo.hair[..., None]
@@ -369,8 +660,14 @@ def _identity_texture(identity: Identity) -> np.ndarray:
         [target[0] + (hair_l - hair_l[photo.hair > 0.5].mean() if (photo.hair > 0.5).any() else 0) * 0.8,
          np.broadcast_to(target[1:], lab.shape[:2] + (2,))], axis=-1)
     lab = lab * (1 - hair) + recoloured * hair
+    dark = np.array([min(target[0], 70.0), target[1], target[2]], dtype=np.float32)
+    # eyebrows: thicker and darker
+    thickness, darkening = identity.brows
+    brows = np.maximum(_polyline_mask(lm[17:22], shape, 0.12 * iod * thickness),
+                       _polyline_mask(lm[22:27], shape, 0.12 * iod * thickness))
+    brows = cv2.GaussianBlur(brows, (0, 0), 0.03 * iod)[..., None] * (0.35 + 0.6 * darkening)
+    lab = lab * (1 - brows) + dark * brows
     # iris colour: rotate the hue of the dark, saturated pixels inside the eyes
-    lm = photo.landmarks
     eye_mask = np.zeros(lab.shape[:2], np.uint8)
     for eye in (lm[36:42], lm[42:48]):
         cv2.fillPoly(eye_mask, [np.round(eye).astype(np.int32)], 1)
@@ -380,7 +677,18 @@ def _identity_texture(identity: Identity) -> np.ndarray:
     chroma = 18.0
     lab[..., 1] = np.where(iris, 128 + 0.3 * a + chroma * np.cos(hue), lab[..., 1])
     lab[..., 2] = np.where(iris, 128 + 0.3 * b + chroma * np.sin(hue), lab[..., 2])
+    if identity.lipstick is not None:
+        lips = _fill_mask_shape(lm[48:60], shape) * (1 - _fill_mask_shape(lm[60:68], shape))
+        lips = cv2.GaussianBlur(lips, (0, 0), 0.03 * iod)[..., None] * 0.75
+        lab = lab * (1 - lips) + np.array(identity.lipstick, np.float32) * lips
+    if identity.facial_hair != "none":
+        beard = _facial_hair_mask(identity.facial_hair, lm, iod, shape, rng)[..., None] * photo.person[..., None]
+        lab = lab * (1 - beard) + (dark * [0.8, 1, 1]) * beard
     rgb = cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB).astype(np.float32) / 255.0
+    if identity.glasses is not None:
+        frame, lens = _glasses_layer(identity.glasses, lm, iod, shape)
+        rgb = rgb * (1 - 0.12 * lens[..., None]) + 0.12 * lens[..., None]  # a faint lens glare
+        rgb = rgb * (1 - frame[..., None]) + np.array(identity.glasses["rgb"], np.float32) * frame[..., None]
     texture = np.concatenate([rgb, photo.person[..., None]], axis=-1)
     if identity.mirror:
         texture = texture[:, ::-1].copy()
@@ -412,6 +720,7 @@ class Renderer:
         photo_pose = np.array([0, 0, 0, *self.photo_centre, 0.0])
         self.src_landmarks = faces.project(photo_model, photo_pose, self.photo_iod)
         self.src_outline = faces.project(_OUTLINE, photo_pose, self.photo_iod)
+        self.outline = identity_outline(identity)
         self.src_irises = np.stack([self.src_landmarks[36:42].mean(0), self.src_landmarks[42:48].mean(0)])
         edge = np.linspace(0, size - 1, 8)
         border = np.unique(np.concatenate([
@@ -436,7 +745,7 @@ class Renderer:
         pose = np.asarray(pose, dtype=np.float64)
         model = face_model(self.neutral, np.asarray(mouth), float(blink), emotion, level)
         dst_lm = posed_points(model, pose)
-        dst_outline = posed_points(_OUTLINE, pose)
+        dst_outline = posed_points(self.outline, pose)
         scale = FRAME_IOD * np.exp(pose[5])
         gaze_shift = np.array([0.085 * gaze[0], 0.035 * gaze[1]]) * scale
         dst_irises = np.stack([dst_lm[36:42].mean(0), dst_lm[42:48].mean(0)]) + gaze_shift
