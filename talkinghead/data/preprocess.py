@@ -12,10 +12,20 @@ its file and reason in `<store>/report.json`, and the run goes on.
 
 Inputs at another frame rate, another sample rate or with stereo audio are converted and noted in
 the report (`converted`); with `strict=True` they are skipped as bad inputs instead.
+
+Every input is accounted for in the report: stored clips with a caveat are listed under `flagged`
+with their notes (conversions; silent audio, RMS below `SILENT_RMS`; audio and video durations that
+differ by more than `DURATION_TOLERANCE_S`, trimmed to the shorter, or rejected when less than
+`MIN_KEPT_FRACTION` of the longer would be kept; frames without a face whose landmarks were
+interpolated); clips not stored are under `failed` with the reason; media-named entries under the
+root that no clip reads (directories, dangling symlinks, stray files) under `not_read`. `flagged`
+and `converted` are rebuilt from the store's clip metadata, so a resumed run reports the same as an
+uninterrupted one.
 """
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from collections import deque
@@ -37,6 +47,10 @@ from talkinghead.fileio import atomic_write_text
 
 VERSION = 1
 TRUTH_KEYS = ("pose", "mouth", "blink", "gaze", "viseme")
+SILENT_RMS = 1e-3  # audio RMS (full scale 1.0) below this, about -60 dBFS, is flagged as silent
+DURATION_TOLERANCE_S = 0.2  # audio and video lengths may differ by this much without a note
+MIN_KEPT_FRACTION = 0.5  # trimming to the shorter stream must keep this much of the longer one
+MEDIA_SUFFIXES = (".mp4", ".m4a", ".aac", ".wav", ".avi", ".mov", ".mkv", ".webm", ".mp3", ".flac")
 
 
 @dataclass(frozen=True)
@@ -84,7 +98,7 @@ def align_frames(frames: np.ndarray, what: str = "input", options: PreprocessOpt
 
 
 def process_clip(clip: Clip, store_root: str | Path, options: PreprocessOptions = PreprocessOptions()) -> list[str]:
-    """Process one clip into the store. Returns notes (conversions made); raises InputError."""
+    """Process one clip into the store. Returns its notes (conversions, caveats); raises InputError."""
     info = video.probe_video(clip.video)
     audio_file = clip.audio or clip.video
     if not info.has_audio and clip.audio is None:
@@ -107,10 +121,24 @@ def process_clip(clip: Clip, store_root: str | Path, options: PreprocessOptions 
     num_frames = min(len(frames), len(wav) // samples_per_frame)
     if num_frames < options.min_frames:
         raise InputError(clip.video, f"too short: {num_frames} frames with audio (< {options.min_frames})")
+    video_s, audio_s = len(frames) / FPS, len(wav) / SAMPLE_RATE
+    if abs(video_s - audio_s) > DURATION_TOLERANCE_S:
+        kept = num_frames / FPS / max(video_s, audio_s)
+        what = f"audio {audio_s:.2f} s and video {video_s:.2f} s"
+        if kept < MIN_KEPT_FRACTION:
+            raise InputError(audio_file if audio_s < video_s else clip.video,
+                             f"{what} disagree: trimming to the shorter would keep {100 * kept:.0f}% "
+                             f"(< {100 * MIN_KEPT_FRACTION:.0f}%)")
+        notes.append(f"{what} disagree: trimmed to the shorter, {num_frames} frames")
     frames, wav = frames[:num_frames], wav[: num_frames * samples_per_frame]
+    rms = float(np.sqrt(np.mean(np.square(wav, dtype=np.float64))))
+    if rms < SILENT_RMS:
+        notes.append(f"silent audio: RMS {rms:.1e} (< {SILENT_RMS:g}, about -60 dBFS)")
     landmarks, found = detect_clip_landmarks(frames, options)
     if found.mean() < options.min_face_fraction:
         raise InputError(clip.video, f"no face: found in {found.sum()} of {num_frames} frames")
+    if not found.all():
+        notes.append(f"no face in {int((~found).sum())} of {num_frames} frames: landmarks interpolated")
     landmarks = faces.fill_missing(landmarks, found)
     aligned, aligned_landmarks, transforms = faces.align_clip(frames, landmarks)
     jpeg, offsets = store.encode_frames(aligned, quality=options.jpeg_quality)
@@ -170,7 +198,9 @@ def preprocess_corpus(dataset: str, root: str | Path, store_root: str | Path, wo
     """Process every clip of corpus `dataset` under `root` into `store_root`.
 
     Returns the report (also written to `<store>/report.json`): processed, skipped (already in the
-    store), failed [{file, clip_id, reason}], converted [{clip_id, notes}], seconds, store.
+    store), stored, failed [{file, clip_id, reason}], flagged [{clip_id, notes}] (every stored clip
+    with a note), converted [{clip_id, notes}] (those notes that are conversions), not_read
+    [{file, reason}], seconds, store.
     `shards=True` also writes LitData shards to `<store>/shards` for streaming.
     """
     options = PreprocessOptions(backend=backend, strict=strict)
@@ -193,7 +223,9 @@ def preprocess_corpus(dataset: str, root: str | Path, store_root: str | Path, wo
     bar.close()
     report["seconds"] = round(time.time() - start, 2)
     report["failed"].sort(key=lambda f: f["clip_id"])
-    store.build_index(store_root)
+    entries = {e["clip_id"]: e for e in store.build_index(store_root)}
+    _notes_from_store(report, store_root, [c for c in clips if c.clip_id in entries], entries)
+    report["not_read"] = unread_inputs(root, read_corpus(dataset, root))
     if shards:
         store.write_shards(store_root, store_root / "shards")
         report["shards"] = str(store_root / "shards")
@@ -247,12 +279,44 @@ def _run_parallel(jobs: list, workers: int, run=_run):
             pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _notes_from_store(report: dict, store_root: Path, stored: list[Clip], entries: dict) -> None:
+    """Fill report['stored'], ['flagged'] and ['converted'] from the stored clips' metadata."""
+    report["stored"], report["flagged"], report["converted"] = len(stored), [], []
+    for clip in stored:
+        notes = store.read_clip_meta(store_root / entries[clip.clip_id]["file"]).get("notes") or []
+        if notes:
+            report["flagged"].append({"clip_id": clip.clip_id, "notes": notes})
+        conversions = [n for n in notes if n.endswith(": converted")]
+        if conversions:
+            report["converted"].append({"clip_id": clip.clip_id, "notes": conversions})
+
+
+def unread_inputs(root: str | Path, clips: list[Clip]) -> list[dict]:
+    """Entries under `root` named like media files (`MEDIA_SUFFIXES`) that no clip reads:
+    directories, dangling symlinks, and files outside the corpus layout. [{file, reason}], sorted."""
+    used = {str(Path(p)) for c in clips for p in (c.video, c.audio) if p is not None}
+    out = []
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            if name.startswith(".") or not name.lower().endswith(MEDIA_SUFFIXES):
+                continue
+            path = Path(folder) / name
+            if path.is_symlink() and not path.exists():
+                reason = f"dangling symlink (to {os.readlink(path)})"
+            elif path.is_dir():
+                reason = "a directory, not a media file"
+            elif str(path) in used:
+                continue
+            else:
+                reason = "not part of any clip of this corpus layout"
+            out.append({"file": str(path), "reason": reason})
+    return sorted(out, key=lambda e: e["file"])
+
+
 def _consume(results, report: dict, bar) -> None:
     for clip, notes, failure in results:
         if failure is None:
             report["processed"] += 1
-            if notes:
-                report["converted"].append({"clip_id": clip.clip_id, "notes": notes})
         else:
             report["failed"].append({"clip_id": clip.clip_id, "file": failure[0], "reason": failure[1]})
             bar.write(f"skipped {failure[0]}: {failure[1]}")

@@ -39,30 +39,77 @@ def broken_corpus(synth_vox2, tmp_path_factory):
     write_video(clip("id09005"), frames[:5], audio=np.zeros(5 * 640, np.float32))  # too short
     wav = (0.1 * rng.standard_normal(int(len(frames) / 30 * 44100))).astype(np.float32)
     write_video(clip("id09006"), frames, fps=30, audio=wav, sample_rate=44100)  # other rates
+    speech = (0.1 * rng.standard_normal(len(frames) * 640)).astype(np.float32)
+    write_video(clip("id09007"), frames, audio=np.zeros(len(frames) * 640, np.float32))  # silent: stored, flagged
+    write_video(clip("id09008"), frames, audio=speech[:10 * 640])  # audio covers a quarter: rejected
+    write_video(clip("id09009"), frames, audio=speech[:30 * 640])  # audio 0.4 s short: trimmed, flagged
+    partly = frames.copy()
+    partly[:8] = noise[:8]
+    write_video(clip("id09010"), partly, audio=speech)  # no face in 8 frames: filled in, flagged
+    clip("id09011").mkdir()  # a directory named like a clip
+    dangling = bad / "id09012" / "v0000000000" / "00001.mp4"
+    dangling.parent.mkdir(parents=True)
+    dangling.symlink_to(root / "nowhere.mp4")
+    shutil.copy(good[0].video, root / "dev" / "stray.mp4")  # outside the layout
+    (bad / "id09013" / "v0000000000").mkdir(parents=True)
+    (bad / "id09013" / "v0000000000" / "00001.m4a").write_bytes(b"")  # audio where videos go, empty
     return root
 
 
 def test_bad_inputs_are_reported_and_the_run_goes_on(broken_corpus, tmp_path):
     report = preprocess_corpus("vox2", broken_corpus, tmp_path / "store", workers=1, progress=False)
     reasons = {f["clip_id"].split("/")[0]: f["reason"] for f in report["failed"]}
-    assert set(reasons) == {"id09001", "id09002", "id09003", "id09004", "id09005"}
+    assert set(reasons) == {"id09001", "id09002", "id09003", "id09004", "id09005", "id09008"}
     assert "no audio" in reasons["id09003"]
     assert "no face" in reasons["id09004"]
     assert "too short" in reasons["id09005"]
+    assert "disagree" in reasons["id09008"] and "would keep" in reasons["id09008"]
     assert all(f["file"].endswith(".mp4") for f in report["failed"])
-    assert report["processed"] == 3
+    assert report["processed"] == report["stored"] == 6
+    flagged = {c["clip_id"].split("/")[0]: " ".join(c["notes"]) for c in report["flagged"]}
+    assert set(flagged) == {"id09006", "id09007", "id09009", "id09010"}
+    assert "silent audio" in flagged["id09007"]
+    assert "trimmed to the shorter, 30 frames" in flagged["id09009"]
+    assert "no face in 8 of 40 frames" in flagged["id09010"]
+    unread = {f["file"].split("/mp4/")[-1]: f["reason"] for f in report["not_read"]}
+    assert "directory" in unread["id09011/v0000000000/00001.mp4"]
+    assert "dangling symlink" in unread["id09012/v0000000000/00001.mp4"]
+    assert "not part of any clip" in unread["id09013/v0000000000/00001.m4a"]
+    assert any(f.endswith("dev/stray.mp4") for f in unread)
+    # every file of the corpus is stored, failed or listed as not read
+    accounted = {f["file"] for f in report["failed"]} | {f["file"] for f in report["not_read"]}
+    stored = {str(c.video) for c in read_corpus("vox2", broken_corpus)} - {f["file"] for f in report["failed"]}
+    assert len(stored) == 6
+    media = {str(p) for p in broken_corpus.rglob("*") if p.suffix in (".mp4", ".m4a") and
+             (p.is_symlink() or p.is_dir() or p.is_file())}
+    audio_twins = {str(c.audio) for c in read_corpus("vox2", broken_corpus) if c.audio is not None}
+    assert media <= accounted | stored | audio_twins
     converted = {c["clip_id"].split("/")[0]: " ".join(c["notes"]) for c in report["converted"]}
     assert "frame rate 30" in converted["id09006"] and "sample rate 44100" in converted["id09006"]
     saved = (tmp_path / "store" / "report.json").read_text()
     assert "id09004" in saved and "no face" in saved
-    assert len(store.ClipStore(tmp_path / "store").clips()) == 3
+    assert len(store.ClipStore(tmp_path / "store").clips()) == 6
 
 
 def test_strict_mode_skips_other_rates(broken_corpus, tmp_path):
     report = preprocess_corpus("vox2", broken_corpus, tmp_path / "store", workers=1, progress=False, strict=True)
     reasons = {f["clip_id"].split("/")[0]: f["reason"] for f in report["failed"]}
     assert "frame rate 30" in reasons["id09006"] and "strict" not in reasons["id09001"]
-    assert report["processed"] == 2
+    assert report["processed"] == 5
+
+
+def test_a_killed_and_resumed_run_reports_what_an_uninterrupted_one_does(broken_corpus, tmp_path):
+    whole = preprocess_corpus("vox2", broken_corpus, tmp_path / "whole", workers=1, progress=False)
+    out = tmp_path / "resumed"
+    preprocess_corpus("vox2", broken_corpus, out, workers=1, progress=False)
+    flagged = sorted((out / "clips").glob("*.npz"))
+    for victim in flagged[:3]:  # killed: the clips it had not finished are missing
+        victim.unlink()
+    resumed = preprocess_corpus("vox2", broken_corpus, out, workers=1, progress=False)
+    assert resumed["processed"] == 3 and resumed["skipped"] == 3
+    for key in ("failed", "flagged", "converted", "not_read", "stored", "clips"):
+        assert resumed[key] == whole[key], key
+    assert sorted(p.name for p in (out / "clips").glob("*.npz")) == sorted(p.name for p in (tmp_path / "whole" / "clips").glob("*.npz"))
 
 
 def test_preprocessing_is_resumable_and_leaves_no_partial_clip(synth_vox2, tmp_path):
