@@ -205,9 +205,8 @@ def preprocess_corpus(dataset: str, root: str | Path, store_root: str | Path, wo
     """
     options = PreprocessOptions(backend=backend, strict=strict)
     faces.get_landmark_detector(backend)  # fail early (missing models) before spawning workers
-    clips = read_corpus(dataset, root)
-    if limit is not None:
-        clips = clips[:limit]
+    corpus = read_corpus(dataset, root)
+    clips = corpus if limit is None else corpus[:limit]
     store_root = Path(store_root)
     (store_root / "clips").mkdir(parents=True, exist_ok=True)
     todo = [c for c in clips if not store.clip_exists(store_root, c.clip_id)]
@@ -225,7 +224,7 @@ def preprocess_corpus(dataset: str, root: str | Path, store_root: str | Path, wo
     report["failed"].sort(key=lambda f: f["clip_id"])
     entries = {e["clip_id"]: e for e in store.build_index(store_root)}
     _notes_from_store(report, store_root, [c for c in clips if c.clip_id in entries], entries)
-    report["not_read"] = unread_inputs(root, read_corpus(dataset, root))
+    report["not_read"] = unread_inputs(root, corpus)
     if shards:
         store.write_shards(store_root, store_root / "shards")
         report["shards"] = str(store_root / "shards")

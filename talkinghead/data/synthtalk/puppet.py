@@ -63,7 +63,7 @@ def base_photo() -> BasePhoto:
     cv2.fillPoly(mouth, [np.round(landmarks[60:68]).astype(np.int32)], 255)
     mouth = cv2.dilate(mouth, np.ones((3, 3), np.uint8))
     image = cv2.inpaint(image, mouth, 4, cv2.INPAINT_TELEA)
-    iod = np.linalg.norm(landmarks[36:42].mean(0) - landmarks[42:48].mean(0))
+    iod = _iod(landmarks)
     for up, lo in ((61, 67), (62, 66), (63, 65)):
         mid = 0.5 * (landmarks[up, 1] + landmarks[lo, 1])
         landmarks[up, 1], landmarks[lo, 1] = mid - CLOSED_GAP * iod / 2, mid + CLOSED_GAP * iod / 2
@@ -106,6 +106,19 @@ def base_photo() -> BasePhoto:
 # ---------------------------------------------------------------------------------------------
 
 
+def _iod(landmarks: np.ndarray) -> float:
+    """Inter-ocular distance of (68, 2) landmarks: between the means of 36-41 and 42-47."""
+    return float(np.linalg.norm(landmarks[36:42].mean(0) - landmarks[42:48].mean(0)))
+
+
+def _square_border(size: int, count: int) -> np.ndarray:
+    """(M, 2) points, `count` per edge, evenly along the border of a size x size image (unique, sorted)."""
+    edge = np.linspace(0, size - 1, count)
+    low, high = np.zeros_like(edge), np.full_like(edge, size - 1)
+    return np.unique(np.concatenate([np.stack([edge, low], 1), np.stack([edge, high], 1),
+                                     np.stack([low, edge], 1), np.stack([high, edge], 1)]), axis=0)
+
+
 @dataclass(frozen=True)
 class DonorFace:
     """A second real face (matplotlib's `grace_hopper.jpg`) warped onto the base photo's landmarks.
@@ -125,7 +138,7 @@ DONOR_PHOTO = "grace_hopper.jpg"  # matplotlib sample data, always installed wit
 
 def _region_masks(lm: np.ndarray, shape: tuple[int, int]) -> dict:
     """Soft face-region masks of a photo from its (68, 2) landmarks."""
-    iod = float(np.linalg.norm(lm[36:42].mean(0) - lm[42:48].mean(0)))
+    iod = _iod(lm)
 
     def soft(polygon, grow: float) -> np.ndarray:
         mask = np.zeros(shape, np.uint8)
@@ -162,9 +175,7 @@ def donor_face() -> DonorFace:
     base_lm = photo.landmarks.astype(np.float64)
     h, w = photo.image.shape[:2]
     # far-away anchors follow a least-squares affine map, so the spline stays tame off the face
-    edge = np.linspace(0, w - 1, 6)
-    border = np.unique(np.concatenate([np.stack([edge, np.zeros(6)], 1), np.stack([edge, np.full(6, h - 1)], 1),
-                                       np.stack([np.zeros(6), edge], 1), np.stack([np.full(6, w - 1), edge], 1)]), axis=0)
+    border = _square_border(w, 6)  # the photo is square
     affine, *_ = np.linalg.lstsq(np.c_[base_lm, np.ones(68)], donor_lm, rcond=None)
     dst = np.vstack([base_lm, border])
     src = np.vstack([donor_lm, np.c_[border, np.ones(len(border))] @ affine])
@@ -358,11 +369,11 @@ def identity_outline(identity: Identity) -> np.ndarray:
     s = identity.shape
     out = _OUTLINE.copy()
     upper = out[:, 1] < 0
-    out[upper, 0] *= s.get("head_width", 1.0)
+    out[upper, 0] *= s["head_width"]
     out[~upper, 0] *= s["jaw_width"]
     out[~upper, 1] *= s["face_length"]
     crown = out[:, 1] < -1.5
-    out[crown, 1] -= s.get("crown", 0.0)
+    out[crown, 1] -= s["crown"]
     return out
 
 
@@ -579,7 +590,7 @@ def _facial_hair_mask(kind: str, lm: np.ndarray, iod: float, shape: tuple[int, i
     if kind == "moustache":
         mask = moustache
     elif kind == "goatee":
-        chin = np.vstack([lm[[48]] + [-0.1 * iod, 0], lm[59:54:-1] * 0 + lm[[59, 58, 57, 56, 55]], lm[[54]] + [0.1 * iod, 0],
+        chin = np.vstack([lm[[48]] + [-0.1 * iod, 0], lm[59:54:-1], lm[[54]] + [0.1 * iod, 0],
                           lm[10:5:-1] + [0, 0.05 * iod]])
         mask = np.maximum(moustache, fill(chin))
     else:  # beard and stubble: the lower face below the cheekbones
@@ -613,19 +624,13 @@ def _glasses_layer(glasses: dict, lm: np.ndarray, iod: float, shape: tuple[int, 
                                                 cy + r * np.sin(a0 + np.linspace(0, 0.5 * np.pi, 6))], 1)
                                       for cx, cy, a0 in corners]) + c
         frame = np.maximum(frame, _polyline_mask(outline, shape, thick, closed=True))
-        lens = np.maximum(lens, _fill_mask_shape(outline, shape))
+        lens = np.maximum(lens, _fill_mask(outline, shape))
         inner.append(c + [-side * 0.5 * width, -0.1 * height])
         outer.append(c + [side * 0.5 * width, -0.15 * height])
     frame = np.maximum(frame, _polyline_mask(np.array([inner[0], inner[1]]), shape, 0.8 * thick))
     for o, jaw in zip(outer, (lm[0], lm[16])):
         frame = np.maximum(frame, _polyline_mask(np.array([o, [jaw[0], o[1]]]), shape, 0.8 * thick))
     return frame, lens * (1 - frame)
-
-
-def _fill_mask_shape(polygon: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    mask = np.zeros(shape, np.uint8)
-    cv2.fillPoly(mask, [np.round(polygon * 8).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=3)
-    return mask.astype(np.float32) / 255.0
 
 
 def _identity_texture(identity: Identity) -> np.ndarray:
@@ -637,7 +642,7 @@ def _identity_texture(identity: Identity) -> np.ndarray:
     photo = base_photo()
     donor = donor_face()
     lm = photo.landmarks.astype(np.float64)
-    iod = float(np.linalg.norm(lm[36:42].mean(0) - lm[42:48].mean(0)))
+    iod = _iod(lm)
     shape = photo.image.shape[:2]
     rng = np.random.default_rng(identity.texture_seed)
     weight = donor.regions["face"] * identity.donor.get("face", 0.0)
@@ -678,7 +683,7 @@ def _identity_texture(identity: Identity) -> np.ndarray:
     lab[..., 1] = np.where(iris, 128 + 0.3 * a + chroma * np.cos(hue), lab[..., 1])
     lab[..., 2] = np.where(iris, 128 + 0.3 * b + chroma * np.sin(hue), lab[..., 2])
     if identity.lipstick is not None:
-        lips = _fill_mask_shape(lm[48:60], shape) * (1 - _fill_mask_shape(lm[60:68], shape))
+        lips = _fill_mask(lm[48:60], shape) * (1 - _fill_mask(lm[60:68], shape))
         lips = cv2.GaussianBlur(lips, (0, 0), 0.03 * iod)[..., None] * 0.75
         lab = lab * (1 - lips) + np.array(identity.lipstick, np.float32) * lips
     if identity.facial_hair != "none":
@@ -695,9 +700,9 @@ def _identity_texture(identity: Identity) -> np.ndarray:
     return texture
 
 
-def _fill_mask(polygon: np.ndarray, size: int) -> np.ndarray:
-    """Anti-aliased (size, size) float32 coverage of a polygon given in pixels (sub-pixel exact)."""
-    mask = np.zeros((size, size), np.uint8)
+def _fill_mask(polygon: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Anti-aliased float32 coverage (shape = (H, W)) of a polygon given in pixels (sub-pixel exact)."""
+    mask = np.zeros(shape, np.uint8)
     cv2.fillPoly(mask, [np.round(polygon * 8).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=3)
     return mask.astype(np.float32) / 255.0
 
@@ -722,10 +727,7 @@ class Renderer:
         self.src_outline = faces.project(_OUTLINE, photo_pose, self.photo_iod)
         self.outline = identity_outline(identity)
         self.src_irises = np.stack([self.src_landmarks[36:42].mean(0), self.src_landmarks[42:48].mean(0)])
-        edge = np.linspace(0, size - 1, 8)
-        border = np.unique(np.concatenate([
-            np.stack([edge, np.zeros_like(edge)], 1), np.stack([edge, np.full_like(edge, size - 1)], 1),
-            np.stack([np.zeros_like(edge), edge], 1), np.stack([np.full_like(edge, size - 1), edge], 1)]), axis=0)
+        border = _square_border(size, 8)
         self.dst_border = border
         self.src_border = self._frame_to_photo(border)
         self.background = make_background(identity, size, background_variant)
@@ -782,15 +784,15 @@ class Renderer:
         frame = frame * (1 - line) + np.array([0.25, 0.08, 0.08]) * line
         if gap < 0.3:
             return frame
-        cavity = _fill_mask(inner, self.size)
+        cavity = _fill_mask(inner, (self.size, self.size))
         depth = np.clip(gap / (0.25 * scale), 0, 1)
         frame = frame * (1 - cavity[..., None]) + np.array([0.28, 0.08, 0.08]) * (1 - 0.6 * depth) * cavity[..., None]
         upper = inner[[0, 1, 2, 3, 4]]
         tooth = min(0.45 * gap, 0.13 * scale)
-        teeth = _fill_mask(np.vstack([upper, upper[::-1] + [0, tooth]]), self.size) * cavity
+        teeth = _fill_mask(np.vstack([upper, upper[::-1] + [0, tooth]]), (self.size, self.size)) * cavity
         frame = frame * (1 - teeth[..., None]) + np.array([0.86, 0.84, 0.78]) * teeth[..., None]
         if gap > 0.3 * scale:
             lower = inner[[4, 5, 6, 7, 0]]
-            lower_teeth = _fill_mask(np.vstack([lower, lower[::-1] - [0, 0.35 * tooth]]), self.size) * cavity
+            lower_teeth = _fill_mask(np.vstack([lower, lower[::-1] - [0, 0.35 * tooth]]), (self.size, self.size)) * cavity
             frame = frame * (1 - lower_teeth[..., None]) + np.array([0.8, 0.78, 0.72]) * lower_teeth[..., None]
         return frame
