@@ -28,7 +28,7 @@ setup: $(STAMP) ## create .venv (CPU torch first, then the package with dev extr
 test: $(STAMP) ## run the whole test suite
 	$(BIN)/pytest -q -n 2
 
-data: $(STAMP) ## generate SynthTalk (VoxCeleb2, LRW, MEAD layouts) under data/ and preprocess it into clip stores
+data: $(STAMP) ## generate SynthTalk (VoxCeleb2, LRW, MEAD layouts; VoxCeleb2 with large head motion) under data/ and preprocess it into clip stores
 	$(BIN)/talkinghead data --out data
 
 $(SYNTH_STORE)/index.json: | $(STAMP)
@@ -37,8 +37,12 @@ $(SYNTH_STORE)/index.json: | $(STAMP)
 data/store/synth-mead/index.json: | $(STAMP)
 	$(BIN)/talkinghead data --out data --layouts mead
 
-# the SynthTalk store a bench protocol reads, made when missing (synth, synth-pose: vox2; synth-mead: mead)
-BENCH_STORE := $(if $(filter synth synth-pose,$(DATASET)),$(SYNTH_STORE)/index.json,$(if $(filter synth-mead,$(DATASET)),data/store/synth-mead/index.json))
+data/store/synth-vox2-large/index.json: | $(STAMP)
+	$(BIN)/talkinghead data --out data --layouts vox2-large
+
+# the SynthTalk store a bench protocol reads, made when missing (synth, synth-pose, synth-eye: vox2;
+# synth-mead, synth-emotion: mead; synth-large, synth-large-pose: vox2-large)
+BENCH_STORE := $(if $(filter synth synth-pose synth-eye,$(DATASET)),$(SYNTH_STORE)/index.json,$(if $(filter synth-mead synth-emotion,$(DATASET)),data/store/synth-mead/index.json,$(if $(filter synth-large synth-large-pose,$(DATASET)),data/store/synth-vox2-large/index.json)))
 
 # the SynthTalk configs (the default synth.yaml, tiny.yaml) read the SynthTalk store: made when missing
 TRAIN_STORE := $(if $(filter-out synth tiny,$(CONFIG)),,$(SYNTH_STORE)/index.json)

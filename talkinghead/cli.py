@@ -16,18 +16,28 @@ from pathlib import Path
 
 from talkinghead.bench.cli import add_bench_parser
 from talkinghead.data.corpora import READERS
-from talkinghead.data.synthtalk.generate import LAYOUTS, SynthConfig
+from talkinghead.data.synthtalk.generate import LAYOUTS, MOTIONS, SynthConfig
 
 
-def _synth_config(args: argparse.Namespace, layout: str) -> SynthConfig:
+#: `talkinghead data` variants: name -> (corpus layout, head motion, clip duration factor). The
+#: large-motion variant has clips twice as long (6 s by default): Rhythmic Head's protocol takes 64
+#: reference frames and scores the rest.
+DATA_VARIANTS = {"vox2": ("vox2", "natural", 1.0), "lrw": ("lrw", "natural", 1.0), "mead": ("mead", "natural", 1.0),
+                 "vox2-large": ("vox2", "large", 2.0)}
+
+
+def _synth_config(args: argparse.Namespace, layout: str, motion: str | None = None, duration_factor: float = 1.0
+                  ) -> SynthConfig:
     """MEAD has one actor per identity and 22 emotion/level clips each, so it has its own size;
     its train/test split is by actor (see corpora.mead.mead_split)."""
+    motion = motion or args.motion
+    duration = args.duration * duration_factor
     if layout == "mead":
         return SynthConfig(layout=layout, train_identities=args.mead_actors, test_identities=0,
-                           clips_per_video=1, duration=args.duration, seed=args.seed)
+                           clips_per_video=1, duration=duration, motion=motion, seed=args.seed)
     return SynthConfig(layout=layout, train_identities=args.train_identities, test_identities=args.test_identities,
                        videos_per_identity=args.videos_per_identity, clips_per_video=args.clips_per_video,
-                       duration=args.duration, lrw_words=args.lrw_words, seed=args.seed)
+                       duration=duration, lrw_words=args.lrw_words, motion=motion, seed=args.seed)
 
 
 def _print_failures(kind: str, failed: list) -> None:
@@ -63,13 +73,14 @@ def cmd_data(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     summary = {}
-    for layout in args.layouts:
-        raw = out / "synthtalk" / layout
-        result = generate(raw, _synth_config(args, layout), workers=args.workers)
+    for variant in args.layouts:
+        layout, motion, duration_factor = DATA_VARIANTS[variant]
+        raw = out / "synthtalk" / variant
+        result = generate(raw, _synth_config(args, layout, motion, duration_factor), workers=args.workers)
         _print_failures("synth", result["failed"])
-        report = preprocess_corpus(layout, raw, out / "store" / f"synth-{layout}", workers=args.workers)
-        summary[layout] = {"raw": str(raw), "store": report["store"], "clips": report["clips"],
-                           "bad_inputs": len(report["failed"])}
+        report = preprocess_corpus(layout, raw, out / "store" / f"synth-{variant}", workers=args.workers)
+        summary[variant] = {"raw": str(raw), "store": report["store"], "clips": report["clips"],
+                            "bad_inputs": len(report["failed"])}
     print(json.dumps(summary, indent=1))
     for layout, s in summary.items():
         print(f"SynthTalk {layout}: raw corpus {s['raw']} -> clip store {s['store']}")
@@ -180,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--mead-actors", type=int, default=6)
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--workers", type=int, default=2)
+        p.add_argument("--motion", choices=MOTIONS, default="natural",
+                       help="head motion: natural, or large (yaw +-35, pitch +-20, roll +-15 deg, translation, scale)")
 
     p = sub.add_parser("synth", help="write a SynthTalk corpus in a published layout")
     p.add_argument("--layout", choices=LAYOUTS, default="vox2")
@@ -200,7 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="generate SynthTalk in every layout and preprocess it (the default data)")
     p.add_argument("--out", default="data", help="writes <out>/synthtalk/<layout> and <out>/store/synth-<layout>")
-    p.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=list(LAYOUTS))
+    p.add_argument("--layouts", nargs="+", choices=list(DATA_VARIANTS), default=list(DATA_VARIANTS),
+                   help="layouts to write; vox2-large is the VoxCeleb2 layout with large head motion and 6 s clips "
+                        "(--motion applies to the others)")
     synth_options(p)
     p.set_defaults(func=cmd_data)
 

@@ -97,7 +97,8 @@ __all__ = [
 DEFAULT_SYNCNET_CONFIG = "experiments/syncnet/synth.yaml"
 VALUE_RANGE_TOLERANCE = 1e-3
 #: the clip inputs a metric may list (`talkinghead.metrics.base`)
-CLIP_INPUTS = ("fake", "real", "audio", "reference", "real_landmarks", "pose_landmarks", "fake_landmarks")
+CLIP_INPUTS = ("fake", "real", "audio", "reference", "real_landmarks", "pose_landmarks", "fake_landmarks",
+               "driver_truth")
 #: clip inputs the harness detects with the metric's own detector (module docstring)
 LANDMARK_INPUTS = ("real_landmarks", "pose_landmarks", "fake_landmarks")
 #: the column a metric taking ``real_confidence`` adds (PD-FGC's normalised LSE-C)

@@ -13,7 +13,8 @@ Conventions
 
 A method is anything with a ``name`` and ``generate(request) -> frames`` (`TalkingHeadGenerator`).
 It is made by a *factory* ``factory(checkpoint: Path | None, device: str) -> generator``. The
-rows the benchmark can score are the two built-in baselines below plus every registered method's
+rows the benchmark can score are the three built-in baselines below (``ground_truth``,
+``static``, ``mouth_only``) plus every registered method's
 bench rows (`talkinghead.methods.registry.bench_rows`, declared in each method's ``method.py``):
 adding a method adds its rows here with no change to this file. `register_method` adds an ad-hoc
 row (a generator in a notebook or a test). `build_method(name, checkpoint, device)` builds one.
@@ -186,6 +187,47 @@ class Static:
         return request.reference.unsqueeze(0).expand(request.num_frames, -1, -1, -1).contiguous()
 
 
+class MouthOnly:
+    """The reference image with the real clip's mouth pasted in: perfect lips, nothing else moves.
+
+    Reads the ground truth (``needs_ground_truth``), like `GroundTruth`: it is a scale marker, not a
+    method. The clip stores' aligned frames keep the inner-mouth centre at
+    `talkinghead.data.faces.ALIGN_ANCHORS[2]` (112, 120) in every frame, so the pasted region is a
+    fixed ellipse there (semi-axes `MOUTH_AXES` px at 224, scaled with the frame), feathered over
+    `FEATHER` px. Lip-sync scores read near the ground truth's, pose / eye / expression scores near
+    `static`'s: the floor and ceiling of each score side by side.
+    """
+
+    name = "mouth_only"
+    needs_ground_truth = True
+    description = "the reference frame with the real mouth pasted in (lips only)"
+    checkpoint = None
+    MOUTH_AXES = (34.0, 24.0)
+    FEATHER = 6.0
+
+    def mask(self, height: int, width: int) -> torch.Tensor:
+        """(1, H, W) paste weight in [0, 1]: 1 inside the mouth ellipse, 0 outside its feather."""
+        import torch
+
+        from talkinghead.data.faces import ALIGN_ANCHORS, ALIGN_SIZE
+
+        scale_x, scale_y = width / ALIGN_SIZE, height / ALIGN_SIZE
+        cx, cy = ALIGN_ANCHORS[2][0] * scale_x, ALIGN_ANCHORS[2][1] * scale_y
+        ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
+                                indexing="ij")
+        radius = torch.sqrt(((xs - cx) / (self.MOUTH_AXES[0] * scale_x)) ** 2
+                            + ((ys - cy) / (self.MOUTH_AXES[1] * scale_y)) ** 2)
+        feather = self.FEATHER * scale_x / self.MOUTH_AXES[0]  # in units of the normalised radius
+        return ((1 + feather - radius) / feather).clamp(0, 1)[None]
+
+    def generate(self, request: GenerationRequest) -> torch.Tensor:
+        if request.ground_truth is None:
+            raise ValueError(f"{request.clip_id}: no ground-truth frames in the request")
+        real = request.ground_truth
+        weight = self.mask(real.shape[-2], real.shape[-1]).to(real)
+        return request.reference.to(real) * (1 - weight) + real * weight
+
+
 @register_method("ground_truth", description=GroundTruth.description)
 def _ground_truth(checkpoint: Path | None, device: str) -> TalkingHeadGenerator:
     return GroundTruth()
@@ -194,6 +236,11 @@ def _ground_truth(checkpoint: Path | None, device: str) -> TalkingHeadGenerator:
 @register_method("static", description=Static.description)
 def _static(checkpoint: Path | None, device: str) -> TalkingHeadGenerator:
     return Static()
+
+
+@register_method("mouth_only", description=MouthOnly.description)
+def _mouth_only(checkpoint: Path | None, device: str) -> TalkingHeadGenerator:
+    return MouthOnly()
 
 
 def _add_registered_methods() -> None:

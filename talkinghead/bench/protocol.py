@@ -38,6 +38,11 @@ name           store                        setting    published rows (report)
 synth          data/store/synth-vox2        self       none (synthetic data)
 synth-mead     data/store/synth-mead        cross      none
 synth-pose     data/store/synth-vox2        cross      none (pose transfer: pose source only)
+synth-eye      data/store/synth-vox2        cross      none (eye control: eye source only)
+synth-emotion  data/store/synth-mead        cross      none (emotion control: emotion source only)
+synth-large    data/store/synth-vox2-large  self       none (large head motion)
+synth-large-   data/store/synth-vox2-large  cross      none (pose transfer under large motion)
+pose
 vox2           data/store/vox2              self       VoxCeleb2 (PC-AVS, PD-FGC, Rhythmic Head)
 lrw            data/store/lrw               self       LRW (PC-AVS)
 mead           data/store/mead              self       MEAD (PD-FGC)
@@ -49,6 +54,11 @@ speaker when the split has one; the vox2 layout has no emotion labels, so any ot
 qualifies), played frame by frame (``cross_frames="all"``); reference, audio, eyes and expression
 stay the clip's own. Its LMD-pose column compares methods, e.g. ``pcavs`` (pose from the source)
 against ``pcavs_fixed_pose`` (the reference's pose): pose transfer works when the former is lower.
+
+``synth-eye`` and ``synth-emotion`` do the same for the eyes (blinks, gaze) and the expression,
+and ``synth-large-pose`` for pose on the large-motion store. Their factor-control columns
+(`talkinghead.metrics.factors`: ``ctl-*``, the correlation of each factor estimated on the output
+with its driver's ground truth) say whether a method follows the driver it was given.
 
 Clip counts default to the papers' where stated: 500 VoxCeleb2 and 460 MEAD test clips
 (PD-FGC, appendix A.1); LRW 500 (PC-AVS does not say how many); synthetic stores 50.
@@ -190,6 +200,22 @@ for _p in (
              cross_frames="all",
              description="SynthTalk in the VoxCeleb2 layout, pose transfer: the pose source is another test clip "
                          "(another speaker) played frame by frame; reference and audio from the clip (LMD-pose)"),
+    Protocol("synth-eye", "vox2", "data/store/synth-vox2", setting="cross", cross_sources=("eye",),
+             cross_frames="all",
+             description="SynthTalk in the VoxCeleb2 layout, eye control: blinks and gaze from another test clip "
+                         "played frame by frame; reference, audio, pose and expression from the clip (ctl-blink, "
+                         "ctl-gaze)"),
+    Protocol("synth-emotion", "mead", "data/store/synth-mead", setting="cross", cross_sources=("emotion",),
+             cross_frames="all", fallback_splits=("val", "train"), train_store="data/store/synth-vox2",
+             description="SynthTalk in the MEAD layout, emotion control: the expression source is a clip with "
+                         "another emotion played frame by frame; reference, audio, pose and eyes from the clip"),
+    Protocol("synth-large", "vox2", "data/store/synth-vox2-large",
+             description="SynthTalk with large head motion (yaw +-35, pitch +-20, roll +-15 degrees, translation, "
+                         "scale; 6 s clips), self-driven"),
+    Protocol("synth-large-pose", "vox2", "data/store/synth-vox2-large", setting="cross", cross_sources=("pose",),
+             cross_frames="all",
+             description="SynthTalk with large head motion, pose transfer: the pose source is another test clip "
+                         "played frame by frame (LMD-pose, ctl-pose, err-pose)"),
     Protocol("vox2", "vox2", "data/store/vox2", num_clips=500, published="vox2",
              description="VoxCeleb2 test identities, self-driven (PC-AVS / PD-FGC / Rhythmic Head Table 1)"),
     Protocol("lrw", "lrw", "data/store/lrw", num_clips=500, published="lrw",
@@ -321,6 +347,10 @@ class ClipData:
     in both settings: row t belongs to frame ``pose_frame_index[t]`` of clip ``pose_clip_id``,
     the frame ``request.pose_source[t]`` shows (self-driven, or pose not among the cross sources:
     the clip itself, index t; cross ``"all"``: the other clip, min(t, len - 1); ``"first"``: 0).
+    driver_truth: (T, 7) float32, the SynthTalk ground truth of each factor's driver at each t,
+    columns `talkinghead.metrics.factors.DRIVER_TRUTH_COLUMNS`: mouth opening of the clip itself
+    (its audio drives the mouth), pitch / yaw / roll of the pose source (``truth_pose``, aligned
+    frames), blink and gaze of the eye source; NaN columns where the store has no such truth.
     """
 
     selection: Selection
@@ -332,12 +362,13 @@ class ClipData:
     pose_landmarks: torch.Tensor | None = None
     pose_clip_id: str | None = None
     pose_frame_index: torch.Tensor | None = None  # (T,) int64
+    driver_truth: torch.Tensor | None = None  # (T, 7) `driver_truth` (load_clip), NaN without ground truth
 
     def metric_inputs(self, fake: torch.Tensor) -> dict[str, torch.Tensor | None]:
         """Every clip input a metric may ask for (see `talkinghead.metrics.base`)."""
         return {"fake": fake, "real": self.real, "audio": self.request.audio,
                 "reference": self.request.reference, "real_landmarks": self.real_landmarks,
-                "pose_landmarks": self.pose_landmarks}
+                "pose_landmarks": self.pose_landmarks, "driver_truth": self.driver_truth}
 
 
 def _fit_index(count: int, length: int) -> torch.Tensor:
@@ -364,6 +395,33 @@ def _store_landmarks(store: Any, entry: dict, num_frames: int) -> np.ndarray:
     return landmarks
 
 
+#: store truth arrays and their columns feeding each `DRIVER_TRUTH_COLUMNS` entry
+_DRIVER_TRUTH = (("mouth", "truth_mouth", 0), ("pose", "truth_pose", 0), ("pose", "truth_pose", 1),
+                 ("pose", "truth_pose", 2), ("eye", "truth_blink", None), ("eye", "truth_gaze", 0),
+                 ("eye", "truth_gaze", 1))
+
+
+def driver_truth(store: Any, drivers: dict[str, tuple[dict, np.ndarray]]) -> np.ndarray:
+    """(T, 7) float32 ground truth of each factor's driver (`ClipData.driver_truth`).
+
+    `drivers`: "mouth" / "pose" / "eye" -> (store entry of the driving clip, (T,) frame index into
+    it). NaN columns where the driving clip has no such ``truth_*`` array."""
+    count = len(next(iter(drivers.values()))[1])
+    out = np.full((count, len(_DRIVER_TRUTH)), np.nan, np.float32)
+    loaded: dict[tuple[str, str], np.ndarray | None] = {}
+    for column, (driver, key, index) in enumerate(_DRIVER_TRUTH):
+        entry, frames = drivers[driver]
+        if (entry["clip_id"], key) not in loaded:
+            has = hasattr(store, "has") and store.has(entry, key)
+            loaded[(entry["clip_id"], key)] = np.asarray(store.load(entry, [key])[key], np.float32) if has else None
+        values = loaded[(entry["clip_id"], key)]
+        if values is None or len(values) <= int(frames.max()):
+            continue
+        values = values[frames]
+        out[:, column] = values if index is None else values[:, index]
+    return out
+
+
 def load_clip(store: Any, selection: Selection) -> ClipData:
     """Read a selected clip from `store` and build its request (see the module docstring)."""
     import torch
@@ -379,6 +437,8 @@ def load_clip(store: Any, selection: Selection) -> ClipData:
     pose_clip, pose_index, pose_landmarks = entry, torch.arange(count), landmarks
     audio = torch.from_numpy(np.asarray(arrays["audio"], np.float32).copy())
     sources = {"pose": frames, "eye": frames, "emotion": frames}
+    own = (entry, np.arange(count))
+    drivers = {"mouth": own, "pose": own, "eye": own}
     if selection.cross_sources:
         source = selection.source
         if selection.cross_frames == "first":
@@ -393,6 +453,8 @@ def load_clip(store: Any, selection: Selection) -> ClipData:
                              f"{tuple(driving.shape[1:])}, the clip's {tuple(frames.shape[1:])}")
         for name in selection.cross_sources:
             sources[name] = driving
+            if name in drivers:
+                drivers[name] = (source, source_index.numpy())
         if "pose" in selection.cross_sources:
             pose_clip, pose_index = source, source_index
             pose_landmarks = _store_landmarks(store, source, int(source_index.max()) + 1)
@@ -409,7 +471,8 @@ def load_clip(store: Any, selection: Selection) -> ClipData:
     # that writes into its inputs cannot change the ground truth it is scored against
     return ClipData(selection, request, frames, frames.clone() if self_driven else None,
                     landmarks if self_driven else None, str(path), pose_landmarks=pose_landmarks,
-                    pose_clip_id=pose_clip["clip_id"], pose_frame_index=pose_index)
+                    pose_clip_id=pose_clip["clip_id"], pose_frame_index=pose_index,
+                    driver_truth=torch.from_numpy(driver_truth(store, drivers)))
 
 
 def ground_truth_available(setting: str) -> bool:

@@ -281,7 +281,10 @@ def project(points_3d: np.ndarray, pose: np.ndarray, reference_scale: float) -> 
     return scale * (points_3d @ rot.T)[:, :2] + pose[3:5]
 
 
-def estimate_head_pose(landmarks: np.ndarray, reference_scale: float = 50.0, iterations: int = 15) -> np.ndarray:
+POSE_REFERENCE_IOD = 50.0  # IOD (px) of tz = 0 in the store's poses: the aligned 224 image
+
+
+def estimate_head_pose(landmarks: np.ndarray, reference_scale: float = POSE_REFERENCE_IOD, iterations: int = 15) -> np.ndarray:
     """6-d head pose per frame from (T, 68, 2) landmarks by a rigid fit to `face_template()`.
 
     Weak-perspective (scaled orthographic) model, fit by alternating an orthogonal Procrustes

@@ -4,7 +4,7 @@ Per clip: decode the video (converted to 25 fps) and its audio (16 kHz mono), de
 on every frame (missing frames interpolated), align to 224 as PC-AVS / PD-FGC do, estimate the head
 pose from the aligned landmarks, compute the mel spectrogram, and store the aligned frames as JPEG
 with everything else. SynthTalk ground truth (a `.truth.npz` beside the clip) is carried along,
-mapped into aligned coordinates.
+mapped into aligned coordinates (landmarks, and the head pose in the store's ``pose`` convention).
 
 Parallel across processes; resumable (a clip whose store file exists is skipped; store files are
 written atomically, so a killed run leaves no partial clip); a bad input is skipped and listed with
@@ -163,14 +163,39 @@ def process_clip(clip: Clip, store_root: str | Path, options: PreprocessOptions 
     return notes
 
 
+def aligned_pose(pose: np.ndarray, transforms: np.ndarray, reference_iod: float) -> np.ndarray:
+    """Raw-frame head poses (T, 6) (rotation vector, tx, ty, log scale w.r.t. `reference_iod` px)
+    -> the same poses in the aligned frames that `transforms` (T, 2, 3) map to, in the store's
+    ``pose`` convention (`faces.estimate_head_pose`: log scale w.r.t. an IOD of 50 px).
+
+    A similarity A = k Rz(theta) then b composes with the weak-perspective projection as
+    rotation Rz(theta) R, translation A t + b and scale k s."""
+    out = np.empty_like(pose, dtype=np.float32)
+    for t, (p, m) in enumerate(zip(pose.astype(np.float64), transforms.astype(np.float64))):
+        k = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+        theta = float(np.arctan2(m[1, 0], m[0, 0]))
+        spin = cv2.Rodrigues(np.array([0.0, 0.0, theta]).reshape(3, 1))[0]
+        rotation = spin @ faces.rotation_matrix(p[:3])
+        out[t, :3] = cv2.Rodrigues(rotation)[0].ravel()
+        out[t, 3:5] = faces.apply_affine(p[3:5], m)
+        out[t, 5] = p[5] + np.log(k * reference_iod / faces.POSE_REFERENCE_IOD)
+    return out
+
+
 def _truth_arrays(path: Path, transforms: np.ndarray, num_frames: int) -> dict[str, np.ndarray]:
-    """SynthTalk ground truth for the stored frames: landmarks mapped into aligned coordinates."""
+    """SynthTalk ground truth for the stored frames: landmarks and head pose mapped into aligned
+    coordinates (`aligned_pose`), the other tracks as they are."""
     with np.load(path) as truth:
+        if "pose_reference_iod" not in truth:
+            raise InputError(path, "SynthTalk truth without pose_reference_iod (written by an older "
+                                   "SynthTalk): regenerate the corpus with `talkinghead synth`")
         out = {"truth_landmarks": np.stack(
             [faces.apply_affine(lm, m) for lm, m in zip(truth["landmarks"][:num_frames], transforms)]
         ).astype(np.float32)}
         for key in TRUTH_KEYS:
             out[f"truth_{key}"] = truth[key][:num_frames]
+        out["truth_pose"] = aligned_pose(truth["pose"][:num_frames], transforms[:num_frames],
+                                         float(truth["pose_reference_iod"]))
     return out
 
 

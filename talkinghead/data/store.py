@@ -17,7 +17,7 @@ Arrays of a clip (written by preprocess; T video frames at 25 fps, N audio sampl
     landmarks_found bool (T,)             False where the detector found no face (interpolated)
     pose            float32 (T, 6)        rotation vector (rad), tx, ty (px), log scale
     truth_*         optional SynthTalk ground truth: truth_landmarks (T, 68, 2) aligned coords,
-                    truth_pose (T, 6), truth_mouth (T, 3), truth_blink (T,), truth_gaze (T, 2),
+                    truth_pose (T, 6) in the aligned frames as `pose`, truth_mouth (T, 3), truth_blink (T,), truth_gaze (T, 2),
                     truth_viseme (T,)
     meta            0-d unicode array: JSON of {dataset, clip_id, speaker, split, labels,
                     num_frames, fps, sample_rate, source_video, source_audio,

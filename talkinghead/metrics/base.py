@@ -11,6 +11,8 @@ Clip inputs (the names a metric lists in `inputs`; the harness passes exactly th
                     generated frame (the clip itself when self-driven, another clip when cross-driven)
     fake_landmarks  float32 (T, 68, 2) dlib-68 landmarks of `fake`, detected once by the harness for
                     every landmark metric (a cache; optional)
+    driver_truth    float32 (T, 7) SynthTalk ground truth of each factor's driver at each frame
+                    (`talkinghead.metrics.factors.DRIVER_TRUTH_COLUMNS`), NaN where there is none
 
 `update(**inputs)` takes one clip; `compute()` returns ``{column: 0-d tensor}``, the columns of
 the results table (a metric may fill several, e.g. LSE-C and LSE-D). `columns` maps each column

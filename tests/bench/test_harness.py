@@ -673,3 +673,26 @@ def test_official_syncnet_file_is_used_when_asked(synth_vox2_store, tmp_path, mo
     result = run_benchmark(run, log=lambda m: None)
     assert result.syncnet["kind"] == "official" and "syncnet_v2" in result.syncnet["name"]
     assert result.methods[0].values["LSE-C"] is not None and result.methods[0].values["NLSE-C"] is not None
+
+
+def test_mouth_only_pastes_the_real_mouth_on_the_reference():
+    frames = torch.ones(3, 3, 224, 224)
+    request = GenerationRequest(clip_id="c", reference=torch.zeros(3, 224, 224), audio=torch.zeros(640 * 3),
+                                num_frames=3, ground_truth=frames)
+    out = build_method("mouth_only").generate(request)
+    assert out.shape == (3, 3, 224, 224)
+    assert out[0, :, 120, 112].eq(1).all() and out[0, :, 40, 40].eq(0).all() and out[0, :, 60, 112].eq(0).all()
+    request.ground_truth = None
+    with pytest.raises(ValueError, match="no ground-truth frames"):
+        build_method("mouth_only").generate(request)
+
+
+def test_factor_control_separates_the_baselines(synth_vox2_store, tmp_path):
+    config = _config(synth_vox2_store, tmp_path, methods=["ground_truth", "static", "mouth_only"],
+                     metrics=["factor_control"])
+    result = run_benchmark(config, log=lambda message: None)
+    truth, static, mouth = (_method(result, n).values for n in ("ground_truth", "static", "mouth_only"))
+    assert truth["ctl-pose"] > 0.5 and truth["ctl-mouth"] > 0.3 and truth["ctl-blink"] > 0.3
+    assert static["ctl-pose"] == pytest.approx(0, abs=0.05) and static["ctl-mouth"] == pytest.approx(0, abs=0.05)
+    assert mouth["ctl-mouth"] > 0.3 and mouth["ctl-pose"] < truth["ctl-pose"] - 0.3
+    assert truth["err-pose"] < static["err-pose"]

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -135,7 +137,11 @@ def test_load_clip_self_driven(synth_vox2_store):
     assert data.real is not frames and torch.equal(data.real, frames) and data.real_landmarks.shape == (40, 68, 2)
     assert data.file.endswith(".npz")
     inputs = data.metric_inputs(frames)
-    assert set(inputs) == {"fake", "real", "audio", "reference", "real_landmarks", "pose_landmarks"}
+    assert set(inputs) == {"fake", "real", "audio", "reference", "real_landmarks", "pose_landmarks", "driver_truth"}
+    truth = store.load(selection.entry, ["truth_mouth", "truth_pose", "truth_blink", "truth_gaze"])
+    expected = np.column_stack([truth["truth_mouth"][:, 0], truth["truth_pose"][:, :3], truth["truth_blink"],
+                                truth["truth_gaze"]])
+    np.testing.assert_allclose(data.driver_truth.numpy(), expected[:40], rtol=1e-6)
     # self-driven, the pose source is the clip itself: its landmarks are the real ones
     assert data.pose_clip_id == selection.clip_id and torch.equal(data.pose_frame_index, torch.arange(40))
     assert torch.allclose(inputs["pose_landmarks"], data.real_landmarks, equal_nan=True)
@@ -220,6 +226,13 @@ def test_pose_landmarks_follow_the_pose_source(synth_vox2_store):
     assert inputs["pose_landmarks"].shape == (count, 68, 2) and inputs["real_landmarks"] is None
     assert torch.allclose(inputs["pose_landmarks"], expected, equal_nan=True)
     assert not torch.allclose(expected, _store_landmarks(store, selection.entry)[:count], equal_nan=True)
+
+    # the driver truth: the pose columns from the pose source, mouth and eyes from the clip itself
+    own_truth = store.load(selection.entry, ["truth_mouth", "truth_blink"])
+    source_pose = store.load(source, ["truth_pose"])["truth_pose"][index.numpy()]
+    np.testing.assert_allclose(data.driver_truth[:, 1:4].numpy(), source_pose[:, :3], rtol=1e-6)
+    np.testing.assert_allclose(data.driver_truth[:, 0].numpy(), own_truth["truth_mouth"][:count, 0], rtol=1e-6)
+    np.testing.assert_allclose(data.driver_truth[:, 4].numpy(), own_truth["truth_blink"][:count], rtol=1e-6)
 
     # the first frame held (PD-FGC): its landmarks repeated
     held = load_clip(store, select_clips(store, protocol.replace(cross_frames="first"))[0][0])

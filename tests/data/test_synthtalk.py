@@ -152,3 +152,31 @@ def test_a_face_recogniser_tells_synthtalk_identities_apart():
     assert across - within > 0.12, (within, across)
     np.fill_diagonal(dist, np.inf)
     assert (dist.argmin(1) // 2 == np.arange(8) // 2).all()  # each render's nearest is its own identity
+
+
+def test_large_motion_covers_voxceleb2_head_pose_ranges():
+    from talkinghead.data.synthtalk.generate import head_pose_track
+
+    rng = np.random.default_rng(0)
+    large = np.degrees(np.concatenate([head_pose_track(rng, 75, 1.0, motion="large")[:, :3] for _ in range(60)]))
+    natural = np.degrees(np.concatenate([head_pose_track(rng, 75, 1.0)[:, :3] for _ in range(60)]))
+    reach = np.abs(large).max(0)
+    assert reach[1] >= 35 and reach[0] >= 18 and reach[2] >= 13  # yaw, pitch, roll (issue: 35 / 20 / 15)
+    assert reach[1] <= 38 and reach[0] <= 20.1 and reach[2] <= 15.5  # the limits keep faces detectable
+    assert np.abs(natural[:, 1]).max() < 0.6 * reach[1]
+    with pytest.raises(ValueError, match="unknown motion"):
+        head_pose_track(rng, 5, 1.0, motion="wild")
+
+
+def test_truth_pose_is_mapped_into_the_aligned_frames():
+    from talkinghead.data import faces
+    from talkinghead.data.preprocess import aligned_pose
+
+    template = faces.face_template()
+    raw_pose = np.array([[0.1, -0.3, 0.2, 140.0, 80.0, 0.3]])
+    raw = faces.project(template, raw_pose[0], 46.0)
+    angle, k = 0.25, 1.3  # an alignment: rotation, scale, shift
+    m = np.array([[k * np.cos(angle), -k * np.sin(angle), 7.0], [k * np.sin(angle), k * np.cos(angle), -11.0]])
+    aligned_points = faces.apply_affine(raw, m)
+    np.testing.assert_allclose(aligned_pose(raw_pose, m[None], 46.0)[0],
+                               faces.estimate_head_pose(aligned_points[None])[0], atol=1e-3)

@@ -2,7 +2,7 @@
 
 Every clip gets `<stem>.truth.npz` beside its mp4 with per-frame ground truth:
   landmarks (T, 68, 2) px; pose (T, 6) = rotation vector (rad), tx, ty (px of the eye midpoint),
-  log scale; mouth (T, 3) = open, width, round in [0, 1]; blink (T,) in [0, 1]; gaze (T, 2) in
+  log scale (scale = pose_reference_iod * exp(log scale) px per template unit); mouth (T, 3) = open, width, round in [0, 1]; blink (T,) in [0, 1]; gaze (T, 2) in
   [-1, 1]; viseme (T,) phone id at each frame centre; phone_id / phone_start / phone_end (s) and
   phone_names (the audio's phone timeline); identity, mirror, emotion, level, fps, sample_rate.
 Head pose, blinks, gaze and emotion are drawn independently of the speech; the mouth follows it.
@@ -43,6 +43,7 @@ class SynthConfig:
     lrw_words: int = 10
     lrw_clips_per_word: int = 6  # per split word: train/val/test get 4/1/1 of every 6
     mead_views: tuple[str, ...] = ("front",)
+    motion: str = "natural"  # head motion (MOTIONS): "large" for the large-motion variant
     seed: int = 0
 
 
@@ -59,6 +60,7 @@ class ClipJob:
     emotion: str | None = None  # None: drawn at random
     level: int | None = None
     yaw_bias: float = 0.0  # radians, for MEAD side views
+    motion: str = "natural"  # head motion: MOTIONS
     word: tuple[str, ...] | None = None  # LRW: the phones of the centred word
     lrw_txt: str | None = None  # LRW: metadata file to write
 
@@ -77,9 +79,28 @@ def _smooth_noise(rng: np.random.Generator, n: int, amplitude: float, fmin: floa
     return amplitude * out / 1.5
 
 
-def head_pose_track(rng: np.random.Generator, n: int, energy: float, yaw_bias: float = 0.0) -> np.ndarray:
-    """(n, 6) smooth head motion: rotation vector (pitch about x, yaw about y, roll about z), tx, ty, log s."""
+MOTIONS = ("natural", "large")
+#: "large" head motion: (per-clip offset range, smooth-noise amplitude, limit) of pitch, yaw, roll
+#: (radians), tx, ty (px) and log scale. Limits: +-20, +-37, +-15.5 degrees, as VoxCeleb2's range.
+LARGE_MOTION = ((0.12, 0.2, 0.35), (0.3, 0.35, 0.65), (0.12, 0.16, 0.27), (12.0, 8.0, 24.0), (8.0, 5.0, 16.0),
+                (0.12, 0.08, 0.25))
+
+
+def head_pose_track(rng: np.random.Generator, n: int, energy: float, yaw_bias: float = 0.0,
+                    motion: str = "natural") -> np.ndarray:
+    """(n, 6) smooth head motion: rotation vector (pitch about x, yaw about y, roll about z), tx, ty, log s.
+
+    ``natural``: small motion (yaw about +-0.14 rad of noise around a small offset); ``large``: the
+    ranges of `LARGE_MOTION` (yaw over +-35 degrees, pitch +-20, roll +-15, translation and scale)."""
+    if motion not in MOTIONS:
+        raise ValueError(f"unknown motion {motion!r}; choose one of: {', '.join(MOTIONS)}")
     pose = np.zeros((n, 6))
+    if motion == "large":
+        centre = (0.0, yaw_bias, 0.0, *puppet.FRAME_EYE_CENTRE, 0.0)
+        for k, (offset, amplitude, limit) in enumerate(LARGE_MOTION):
+            track = rng.uniform(-offset, offset) + _smooth_noise(rng, n, amplitude * energy)
+            pose[:, k] = centre[k] + np.clip(track, -limit, limit)
+        return pose
     pose[:, 0] = rng.uniform(-0.05, 0.05) + _smooth_noise(rng, n, 0.07 * energy)
     pose[:, 1] = yaw_bias + rng.uniform(-0.1, 0.1) + _smooth_noise(rng, n, 0.14 * energy)
     pose[:, 2] = rng.uniform(-0.04, 0.04) + _smooth_noise(rng, n, 0.05 * energy)
@@ -128,6 +149,28 @@ def viseme_ids(phones: list[tuple[str, float, float]], num_frames: int) -> np.nd
     return ids
 
 
+def factor_sweep(identity_index: int, seed: int, num_frames: int, motion: str = "natural",
+                 emotion: str = "neutral", level: int = 1) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Frames of one identity whose factors are drawn independently per frame, for validating
+    factor estimators: (frames (T, 224, 224, 3) uint8, truth) with truth keys landmarks (T, 68, 2),
+    pose (T, 6) (`head_pose_track` of `motion`), mouth (T, 3) uniform (open in [0, 1], width in
+    [0.2, 0.8], round in [0, 0.5]), blink (T,) (0 or uniform in [0, 1], 40 % of frames), gaze (T, 2)
+    uniform in [-0.8, 0.8] x [-0.5, 0.5]. Not video: no temporal smoothness but the pose's."""
+    rng = np.random.default_rng([seed, identity_index, 44])
+    renderer = puppet.Renderer(puppet.make_identity(identity_index, seed))
+    pose = head_pose_track(rng, num_frames, 1.0, motion=motion)
+    mouth = np.stack([rng.uniform(0, 1, num_frames), rng.uniform(0.2, 0.8, num_frames),
+                      rng.uniform(0, 0.5, num_frames)], 1)
+    blink = rng.uniform(0, 1, num_frames) * (rng.random(num_frames) < 0.4)
+    gaze = rng.uniform([-0.8, -0.5], [0.8, 0.5], (num_frames, 2))
+    frames = np.empty((num_frames, puppet.FRAME_SIZE, puppet.FRAME_SIZE, 3), np.uint8)
+    landmarks = np.empty((num_frames, 68, 2), np.float32)
+    with threadpool_limits(1):
+        for t in range(num_frames):
+            frames[t], landmarks[t] = renderer.render(pose[t], mouth[t], blink[t], gaze[t], emotion, level)
+    return frames, {"landmarks": landmarks, "pose": pose, "mouth": mouth, "blink": blink, "gaze": gaze}
+
+
 # ---------------------------------------------------------------------------------------------
 # One clip
 # ---------------------------------------------------------------------------------------------
@@ -171,7 +214,7 @@ def _render_clip(job: ClipJob) -> dict:
     num_frames = int(round(job.duration * FPS))
     audio = utterance.audio[: int(round(num_frames / FPS * SAMPLE_RATE))]
     mouth = speech.mouth_track(utterance.phones, num_frames)
-    pose = head_pose_track(rng, num_frames, identity.motion_amplitude, job.yaw_bias)
+    pose = head_pose_track(rng, num_frames, identity.motion_amplitude, job.yaw_bias, job.motion)
     blink = blink_track(rng, num_frames)
     gaze = gaze_track(rng, num_frames)
     emotion = job.emotion or (puppet.EMOTIONS[int(rng.integers(len(puppet.EMOTIONS)))] if rng.random() < 0.5 else "neutral")
@@ -198,6 +241,7 @@ def _render_clip(job: ClipJob) -> dict:
         phone_end=np.array([e for _, _, e in utterance.phones], np.float32),
         identity=np.int32(job.identity), mirror=np.bool_(identity.mirror), emotion=np.array(emotion),
         level=np.int32(level), fps=np.int32(FPS), sample_rate=np.int32(SAMPLE_RATE),
+        pose_reference_iod=np.float32(puppet.FRAME_IOD),
     )
     truth_file = video.with_name(video.stem + ".truth.npz")
     atomic_write(truth_file, lambda tmp: np.savez_compressed(tmp, **truth))
@@ -223,6 +267,8 @@ def plan_jobs(root: str | Path, config: SynthConfig) -> list[ClipJob]:
     """Every clip of the corpus, in a deterministic order."""
     if config.layout not in LAYOUTS:
         raise ValueError(f"unknown layout {config.layout!r}; choose one of: {', '.join(LAYOUTS)}")
+    if config.motion not in MOTIONS:
+        raise ValueError(f"unknown motion {config.motion!r}; choose one of: {', '.join(MOTIONS)}")
     root = Path(root)
     seed = config.seed
     n_train, n_test = config.train_identities, config.test_identities
@@ -240,7 +286,7 @@ def plan_jobs(root: str | Path, config: SynthConfig) -> list[ClipJob]:
                         video=str(root / part / "mp4" / speaker / yt / f"{name}.mp4"),
                         audio=str(root / part / "aac" / speaker / yt / f"{name}.m4a"),
                         identity=ident, background_variant=v, seed=(seed, ident, v, c, 11),
-                        duration=config.duration))
+                        duration=config.duration, motion=config.motion))
     elif config.layout == "lrw":
         word_rng = np.random.default_rng([seed, 2])
         words: dict[str, list[str]] = {}
@@ -256,7 +302,7 @@ def plan_jobs(root: str | Path, config: SynthConfig) -> list[ClipJob]:
                 jobs.append(ClipJob(
                     video=str(stem) + ".mp4", audio=None, identity=ident, background_variant=k,
                     seed=(seed, ident, w, k, 22), duration=LRW_FRAMES / FPS, word=tuple(phones),
-                    lrw_txt=str(stem) + ".txt"))
+                    lrw_txt=str(stem) + ".txt", motion=config.motion))
     else:  # mead: one actor per identity; male/female prefix from the voice
         view_yaw = {"front": 0.0, "left_30": 0.3, "right_30": -0.3, "left_60": 0.45, "right_60": -0.45,
                     "down": 0.0, "top": 0.0}
@@ -276,7 +322,7 @@ def plan_jobs(root: str | Path, config: SynthConfig) -> list[ClipJob]:
                                 audio=str(root / actor / "audio" / emotion / f"level_{level}" / f"{name}.m4a"),
                                 identity=ident, background_variant=0, seed=clip_seed,
                                 duration=config.duration, emotion=emotion, level=level,
-                                yaw_bias=view_yaw[view]))
+                                yaw_bias=view_yaw[view], motion=config.motion))
     return jobs
 
 
