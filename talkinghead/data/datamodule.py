@@ -25,7 +25,7 @@ negative_mel           (N, T, 1, 80, 20)         [:num_negatives] windows of OTH
 negative_clip_index    (N,) int64                clip of each negative (== clip_index for shifted)
 negative_frame_index   (N, T) int64              frames each negative window is centred on
 landmarks              (T, 68, 2) float32        dlib-68 (x, y) in output-image pixels
-landmarks_found        (T,) bool                 False where preprocessing interpolated them
+landmarks_found        (T,) bool                 False where the detector missed (tracked or interpolated)
 pose                   (T, 6) float32            as stored: rotation vector (rad), tx, ty, log scale
                                                  (aligned 224-px convention, not rescaled)
 speaker                () int64                  index into the train split's sorted speakers,

@@ -16,7 +16,8 @@ the report (`converted`); with `strict=True` they are skipped as bad inputs inst
 Every input is accounted for in the report: stored clips with a caveat are listed under `flagged`
 with their notes (conversions; silent audio, RMS below `SILENT_RMS`; audio and video durations that
 differ by more than `DURATION_TOLERANCE_S`, trimmed to the shorter, or rejected when less than
-`MIN_KEPT_FRACTION` of the longer would be kept; frames without a face whose landmarks were
+`MIN_KEPT_FRACTION` of the longer would be kept; frames the detector missed whose landmarks were
+tracked from their neighbours (`faces.track_missing`); frames without a face whose landmarks were
 interpolated); clips not stored are under `failed` with the reason; media-named entries under the
 root that no clip reads (directories, dangling symlinks, stray files) under `not_read`. `flagged`
 and `converted` are rebuilt from the store's clip metadata, so a resumed run reports the same as an
@@ -68,18 +69,20 @@ class PreprocessOptions:
 
 
 def detect_clip_landmarks(frames: np.ndarray, options: PreprocessOptions = PreprocessOptions()
-                          ) -> tuple[np.ndarray, np.ndarray]:
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Landmarks of raw RGB uint8 frames (T, H, W, 3) as the clip store detects them: the
     `options.backend` detector on frames downscaled so their shorter side is <= `options.detect_size`
-    (INTER_AREA), mapped back to the frames' pixels. Returns (landmarks (T, 68, 2) float32, NaN
-    where no face was found; found (T,) bool)."""
+    (INTER_AREA), frames it misses tracked from their neighbours (`faces.track_missing`; dlib only),
+    mapped back to the frames' pixels. Returns (landmarks (T, 68, 2) float32, NaN where no face was
+    found or tracked; found (T,) bool: detected; tracked (T,) bool)."""
     factor = min(1.0, options.detect_size / min(frames.shape[1:3]))
+    small = frames
     if factor < 1.0:
         size = (round(frames.shape[2] * factor), round(frames.shape[1] * factor))
         small = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
-        landmarks, found = faces.detect_landmarks(small, options.backend)
-        return landmarks / factor, found
-    return faces.detect_landmarks(frames, options.backend)
+    landmarks, found = faces.detect_landmarks(small, options.backend)
+    landmarks, tracked = faces.track_missing(small, landmarks, found, options.backend)
+    return landmarks / factor, found, tracked
 
 
 def align_frames(frames: np.ndarray, what: str = "input", options: PreprocessOptions = PreprocessOptions()
@@ -90,10 +93,10 @@ def align_frames(frames: np.ndarray, what: str = "input", options: PreprocessOpt
     frames = np.ascontiguousarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
         raise ValueError(f"{what}: frames must be a non-empty (T, H, W, 3) array, got shape {frames.shape}")
-    landmarks, found = detect_clip_landmarks(frames, options)
+    landmarks, found, tracked = detect_clip_landmarks(frames, options)
     if not found.any():
         raise ValueError(f"{what}: no face found")
-    aligned, _, _ = faces.align_clip(frames, faces.fill_missing(landmarks, found))
+    aligned, _, _ = faces.align_clip(frames, faces.fill_missing(landmarks, found | tracked))
     return aligned
 
 
@@ -134,12 +137,17 @@ def process_clip(clip: Clip, store_root: str | Path, options: PreprocessOptions 
     rms = float(np.sqrt(np.mean(np.square(wav, dtype=np.float64))))
     if rms < SILENT_RMS:
         notes.append(f"silent audio: RMS {rms:.1e} (< {SILENT_RMS:g}, about -60 dBFS)")
-    landmarks, found = detect_clip_landmarks(frames, options)
-    if found.mean() < options.min_face_fraction:
-        raise InputError(clip.video, f"no face: found in {found.sum()} of {num_frames} frames")
-    if not found.all():
-        notes.append(f"no face in {int((~found).sum())} of {num_frames} frames: landmarks interpolated")
-    landmarks = faces.fill_missing(landmarks, found)
+    landmarks, found, tracked = detect_clip_landmarks(frames, options)
+    face = found | tracked
+    if face.mean() < options.min_face_fraction:
+        raise InputError(clip.video, f"no face: found in {face.sum()} of {num_frames} frames"
+                         + (f" ({tracked.sum()} of them tracked)" if tracked.any() else ""))
+    if tracked.any():
+        notes.append(f"face not detected in {int((~found).sum())} of {num_frames} frames: "
+                     f"{int(tracked.sum())} tracked from their neighbours")
+    if not face.all():
+        notes.append(f"no face in {int((~face).sum())} of {num_frames} frames: landmarks interpolated")
+    landmarks = faces.fill_missing(landmarks, face)
     aligned, aligned_landmarks, transforms = faces.align_clip(frames, landmarks)
     jpeg, offsets = store.encode_frames(aligned, quality=options.jpeg_quality)
     arrays = {
@@ -149,6 +157,7 @@ def process_clip(clip: Clip, store_root: str | Path, options: PreprocessOptions 
         "mel": audio_lib.mel_spectrogram(wav).numpy(),
         "landmarks": aligned_landmarks,
         "landmarks_found": found,
+        "landmarks_tracked": tracked,
         "pose": faces.estimate_head_pose(aligned_landmarks),
     }
     if clip.truth is not None:

@@ -14,7 +14,9 @@ Arrays of a clip (written by preprocess; T video frames at 25 fps, N audio sampl
     audio           float32 (N,)          mono in [-1, 1], not normalised
     mel             float32 (80, M)       `audio.mel_spectrogram(audio)`, in [0, 1]
     landmarks       float32 (T, 68, 2)    dlib-68 (x, y) in aligned 224-px coordinates
-    landmarks_found bool (T,)             False where the detector found no face (interpolated)
+    landmarks_found bool (T,)             False where the detector found no face (tracked or interpolated)
+    landmarks_tracked bool (T,)           True where the detector missed and the face was tracked from
+                                          its neighbours (`faces.track_missing`)
     pose            float32 (T, 6)        rotation vector (rad), tx, ty (px), log scale
     truth_*         optional SynthTalk ground truth: truth_landmarks (T, 68, 2) aligned coords,
                     truth_pose (T, 6) in the aligned frames as `pose`, truth_mouth (T, 3), truth_blink (T,), truth_gaze (T, 2),

@@ -116,3 +116,23 @@ def test_loader_crop_maps_points_with_the_image():
     y, x = np.unravel_index(cropped[..., 0].argmax(), cropped.shape[:2])
     expected = faces.loader_crop_points(np.array([[60.0, 100.0]]))[0]
     assert abs(x - expected[0]) <= 1.0 and abs(y - expected[1]) <= 1.0
+
+
+def test_track_missing_fills_missed_faces_but_not_frames_without_one():
+    from talkinghead.data.synthtalk.generate import factor_sweep
+
+    frames, truth = factor_sweep(48, 0, 8)
+    noise = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    frames = np.concatenate([frames, noise])
+    landmarks, found = faces.detect_landmarks(frames)
+    assert found[:8].all() and not found[8:].any()
+    hidden = found.copy()
+    hidden[[2, 3, 6]] = False  # as if the detector had missed these faces
+    masked = landmarks.copy()
+    masked[~hidden] = np.nan
+    tracked_landmarks, tracked = faces.track_missing(frames, masked, hidden)
+    assert tracked.tolist() == [False, False, True, True, False, False, True, False, False, False]
+    error = faces.landmark_error(tracked_landmarks[[2, 3, 6]], truth["landmarks"][[2, 3, 6]])
+    assert error.max() < 6.0  # detected frames: about 3-4 px
+    assert np.isnan(tracked_landmarks[8:]).all()
+    np.testing.assert_array_equal(tracked_landmarks[hidden], masked[hidden])
