@@ -72,6 +72,9 @@ def _add_options(p: argparse.ArgumentParser) -> None:
                         "eyes, emotion); default: the protocol's")
     p.add_argument("--split", default=d, help="split to evaluate (default: the protocol's, test)")
     p.add_argument("--seed", type=int, default=d, help="clip selection seed (default 0)")
+    p.add_argument("--control-matrix", action="store_true", default=d,
+                   help="also measure each method's factor-control matrix (change one driver, see what moves)")
+    p.add_argument("--control-clips", type=int, default=d, help="clips of the control matrix (default 10)")
     p.add_argument("--samples", type=int, default=d, help="clips written as side-by-side sample videos (default 2)")
     p.add_argument("--device", default=d, help="torch device (cpu, cuda, cuda:1, ...; default cpu)")
     p.add_argument("--published", default=d, help="YAML of published numbers (default benchmarks/published.yaml)")

@@ -130,6 +130,9 @@ class BenchConfig:
     device:             torch device for methods and metrics.
     samples:            clips written as side-by-side sample videos (0: none).
     sample_frames:      longest sample video, in frames.
+    control_matrix:     also measure each method's factor-control matrix (`talkinghead.bench.control`:
+                        change one driver, see which estimated factors move) on the first
+                        `control_clips` clips; written to control_matrix.md / .json / .png.
     store_landmarks:    give metrics the store's landmarks as ``real_landmarks`` / ``pose_landmarks``
                         instead of the metric's own detection on the real / pose-source frames
                         (module docstring).
@@ -160,6 +163,8 @@ class BenchConfig:
     samples: int = 2
     sample_frames: int = 250
     store_landmarks: bool = False
+    control_matrix: bool = False
+    control_clips: int = 10
     wandb: bool = True
     progress: bool = True
     published: str | None = None
@@ -220,6 +225,7 @@ class BenchResult:
     syncnet: dict | None
     run_info: dict
     samples: dict[str, dict] = field(default_factory=dict)
+    control: list = field(default_factory=list)  # `talkinghead.bench.control.ControlMatrix` per method
 
     @property
     def errors(self) -> list[dict]:
@@ -951,6 +957,20 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] | None = None,
                                          sample_ids, samples))
         log(f"{name}: {results[-1].clips_ok}/{len(selections)} clips scored in {results[-1].seconds:.1f} s")
 
+    control = []
+    if config.control_matrix:
+        from talkinghead.bench.control import control_matrix
+
+        for name in config.methods:
+            tick = time.perf_counter()
+            try:
+                generator = build_method(name, config.checkpoints.get(name), config.device)
+                control.append(control_matrix(generator, store, selections, config.control_clips, log))
+                log(f"{name}: control matrix over {control[-1].clips} clips in {time.perf_counter() - tick:.1f} s")
+            except Exception as error:  # noqa: BLE001 - the table is still written
+                log(f"{name}: control matrix failed: {_reason(error)}")
+        run_info["control_matrix"] = [m.to_dict() for m in control]
+
     run_info.update(
         status="complete",
         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -960,7 +980,7 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] | None = None,
         errors=sum(len(r.errors) for r in results),
     )
     result = BenchResult(run_dir, protocol, split, selections, columns, column_metric, results, metric_info,
-                         syncnet, run_info, samples)
+                         syncnet, run_info, samples, control)
     _write_json(run_dir / "results.json", {
         "protocol": protocol.name, "dataset": protocol.dataset, "split": split, "setting": protocol.setting,
         "columns": columns, "column_metric": column_metric, "metrics": metric_info, "syncnet": syncnet,

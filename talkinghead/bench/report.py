@@ -423,6 +423,20 @@ def write_report(result: Any, published: str | Path | None = None, wandb_log: bo
     except ImportError as error:
         log(f"plots skipped: {error} (pip install matplotlib)")
         outputs["plots"] = []
+    if result.control:
+        from talkinghead.bench.control import markdown_matrices, plot_matrices
+
+        matrices = markdown_matrices(result.control, result.protocol.name)
+        outputs["control_matrix"] = str(atomic_write_text(run_dir / "control_matrix.md", matrices))
+        atomic_write_text(run_dir / "control_matrix.json",
+                          json.dumps([m.to_dict() for m in result.control], indent=1))
+        table = table + "\n\n" + matrices
+        atomic_write_text(run_dir / "table.md", table)
+        try:
+            outputs["control_plot"] = str(plot_matrices(result.control, run_dir / "plots" / "control_matrix.png",
+                                                        result.protocol.name))
+        except ImportError as error:
+            log(f"control-matrix plot skipped: {error} (pip install matplotlib)")
     try:
         outputs["samples"] = [str(p) for p in write_samples(result, run_dir / "samples")]
     except Exception as error:  # noqa: BLE001 - a video encoder problem must not lose the numbers
