@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         for name, values in table.items():
             v = np.asarray(values)
             unit = "deg" if name.startswith("error") else "r"
-            print(f"  {name:18s} median {unit} {np.nanmedian(v):+.3f}   worst {np.nanmin(v) if unit == 'r' else np.nanmax(v):+.3f}")
+            worst = int(np.nanargmin(v) if unit == "r" else np.nanargmax(v))
+            print(f"  {name:18s} median {unit} {np.nanmedian(v):+.3f}   worst {v[worst]:+.3f} "
+                  f"(identity {args.identities[worst]})")
     features: dict[int, dict[str, np.ndarray]] = {}
     for ident in args.identities:
         features[ident] = {}
