@@ -55,7 +55,7 @@ from torch import Tensor
 from talkinghead.data.faces import estimate_head_pose, face_template
 from talkinghead.metrics.base import register_metric
 from talkinghead.metrics.image import frames_to_uint8
-from talkinghead.metrics.lmd import LandmarkDistance, as_landmarks
+from talkinghead.metrics.lmd import LandmarkMetric, as_landmarks
 
 __all__ = ["FACTOR_GROUPS", "FACTOR_NAMES", "DRIVER_TRUTH_COLUMNS", "FactorControl", "correlation",
            "emotion_accuracy", "estimate_factors", "expression_vector", "frontalise", "gaze_offsets",
@@ -220,19 +220,18 @@ def emotion_accuracy(renders: dict[int, dict[str, tuple[np.ndarray, np.ndarray]]
 
 
 @register_metric("factor_control")
-class FactorControl(LandmarkDistance):
+class FactorControl(LandmarkMetric):
     """Factor control on SynthTalk: correlation of each factor estimated on the output with the
     true track of its driver, and the pose error in degrees (module docstring).
 
     Inputs: ``fake`` and ``driver_truth`` (T, 7) float32, columns `DRIVER_TRUTH_COLUMNS`, NaN
     where the store has no ground truth (real datasets: every column is then n/a). Landmarks as
-    in LMD (``fake_landmarks`` from the harness when it has them).
+    in LMD (`LandmarkMetric`: ``fake_landmarks`` from the harness when it has them).
     """
 
     inputs = ("fake", "driver_truth")
     optional_inputs = ("fake_landmarks",)
     columns = {"ctl-mouth": True, "ctl-pose": True, "ctl-blink": True, "ctl-gaze": True, "err-pose": False}
-    sets = {"unused": np.arange(68)}  # LandmarkDistance's detector plumbing only
     #: (column, estimated factor, driver-truth column, least driver std counted)
     PAIRS: ClassVar[tuple[tuple[str, str, str, float], ...]] = (
         ("ctl-mouth", "mouth_open", "mouth_open", 0.05),

@@ -34,7 +34,7 @@ from talkinghead.weights import MissingWeightsError
 from talkinghead.metrics.base import ClipMetric, register_metric
 from talkinghead.metrics.image import frames_to_uint8
 
-__all__ = ["LMD", "LANDMARK_SETS", "LandmarkDistance", "as_landmarks"]
+__all__ = ["LMD", "LANDMARK_SETS", "LandmarkDistance", "LandmarkMetric", "as_landmarks"]
 
 #: Column -> dlib-68 point indices.
 LANDMARK_SETS: dict[str, np.ndarray] = {
@@ -57,24 +57,17 @@ def as_landmarks(landmarks: Tensor | np.ndarray, num_frames: int, name: str) -> 
     return points, np.isfinite(points).all(axis=(1, 2))
 
 
-class LandmarkDistance(ClipMetric):
-    """Mean distance (pixels at 224 px) between landmarks detected on generated frames and target
-    landmarks, one column per point set of `sets` (column -> dlib-68 indices); not registered.
+class LandmarkMetric(ClipMetric):
+    """A metric that detects dlib-68 landmarks on frames; not registered.
 
-    The module docstring states the convention. `backend` names a landmark backend of
-    `talkinghead.data.faces` ("dlib", the default, or "face_alignment"); `detector`, when given,
-    is any callable mapping a (H, W, 3) uint8 RGB image to (68, 2) landmarks or None, and is used
-    instead. States ``skipped_frames`` / ``measured_frames`` / ``skipped_clips`` count what was
-    left out. Subclasses define `sets`, `columns` (the same keys), `inputs` and `update`, which
-    calls `score`.
+    `backend` names a landmark backend of `talkinghead.data.faces` ("dlib", the default, or
+    "face_alignment"); `detector`, when given, is any callable mapping a (H, W, 3) uint8 RGB image to
+    (68, 2) landmarks or None, and is used instead. The harness detects the generated frames once
+    per backend for every landmark metric and passes them as ``fake_landmarks``.
     """
-
-    sets: ClassVar[dict[str, np.ndarray]] = {}
 
     def __init__(self, backend: str = "dlib", detector: Detector | None = None, **kwargs):
         super().__init__(**kwargs)
-        if not self.sets:
-            raise TypeError(f"{type(self).__name__} defines no landmark sets")
         self.backend = backend
         self.detector = detector
         if detector is None:
@@ -84,11 +77,6 @@ class LandmarkDistance(ClipMetric):
                 if isinstance(error, MissingWeightsError):
                     raise
                 raise MissingWeightsError(str(error)) from error
-        self.add_state("sums", torch.zeros(len(self.sets), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("clips", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("measured_frames", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("skipped_frames", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("skipped_clips", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def landmarks(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(T, H, W, 3) uint8 -> landmarks (T, 68, 2) float32 (NaN where no face) and found (T,)."""
@@ -101,6 +89,29 @@ class LandmarkDistance(ClipMetric):
             if points is not None:
                 out[i], found[i] = points, True
         return out, found
+
+
+class LandmarkDistance(LandmarkMetric):
+    """Mean distance (pixels at 224 px) between landmarks detected on generated frames and target
+    landmarks, one column per point set of `sets` (column -> dlib-68 indices); not registered.
+
+    The module docstring states the convention; `LandmarkMetric` the ``backend`` / ``detector``
+    arguments. States ``skipped_frames`` / ``measured_frames`` / ``skipped_clips`` count what was
+    left out. Subclasses define `sets`, `columns` (the same keys), `inputs` and `update`, which
+    calls `score`.
+    """
+
+    sets: ClassVar[dict[str, np.ndarray]] = {}
+
+    def __init__(self, backend: str = "dlib", detector: Detector | None = None, **kwargs):
+        if not self.sets:
+            raise TypeError(f"{type(self).__name__} defines no landmark sets")
+        super().__init__(backend, detector, **kwargs)
+        self.add_state("sums", torch.zeros(len(self.sets), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("clips", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("measured_frames", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("skipped_frames", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("skipped_clips", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def score(self, fake_images: np.ndarray, target: np.ndarray, target_found: np.ndarray,
               fake_landmarks: Tensor | np.ndarray | None = None) -> None:
