@@ -98,7 +98,7 @@ DEFAULT_SYNCNET_CONFIG = "experiments/syncnet/synth.yaml"
 VALUE_RANGE_TOLERANCE = 1e-3
 #: the clip inputs a metric may list (`talkinghead.metrics.base`)
 CLIP_INPUTS = ("fake", "real", "audio", "reference", "real_landmarks", "pose_landmarks", "fake_landmarks",
-               "driver_truth")
+               "driver_truth", "emotion_targets", "emotion_target")
 #: clip inputs the harness detects with the metric's own detector (module docstring)
 LANDMARK_INPUTS = ("real_landmarks", "pose_landmarks", "fake_landmarks")
 #: the column a metric taking ``real_confidence`` adds (PD-FGC's normalised LSE-C)

@@ -351,6 +351,10 @@ class ClipData:
     columns `talkinghead.metrics.factors.DRIVER_TRUTH_COLUMNS`: mouth opening of the clip itself
     (its audio drives the mouth), pitch / yaw / roll of the pose source (``truth_pose``, aligned
     frames), blink and gaze of the eye source; NaN columns where the store has no such truth.
+    emotion_targets / emotion_target: when the emotion comes from another clip and the store is
+    labelled with emotions (MEAD layout), the mean expression features (from the store's landmarks)
+    of one real clip of the clip's own speaker per emotion (same view, the driver's level when there
+    is one), and the row of the driver's emotion; None otherwise.
     """
 
     selection: Selection
@@ -363,12 +367,15 @@ class ClipData:
     pose_clip_id: str | None = None
     pose_frame_index: torch.Tensor | None = None  # (T,) int64
     driver_truth: torch.Tensor | None = None  # (T, 7) `driver_truth` (load_clip), NaN without ground truth
+    emotion_targets: torch.Tensor | None = None  # (K, 5) `emotion_targets` (load_clip)
+    emotion_target: torch.Tensor | None = None  # () int64: the row of the driver's emotion
 
     def metric_inputs(self, fake: torch.Tensor) -> dict[str, torch.Tensor | None]:
         """Every clip input a metric may ask for (see `talkinghead.metrics.base`)."""
         return {"fake": fake, "real": self.real, "audio": self.request.audio,
                 "reference": self.request.reference, "real_landmarks": self.real_landmarks,
-                "pose_landmarks": self.pose_landmarks, "driver_truth": self.driver_truth}
+                "pose_landmarks": self.pose_landmarks, "driver_truth": self.driver_truth,
+                "emotion_targets": self.emotion_targets, "emotion_target": self.emotion_target}
 
 
 def _fit_index(count: int, length: int) -> torch.Tensor:
@@ -422,6 +429,43 @@ def driver_truth(store: Any, drivers: dict[str, tuple[dict, np.ndarray]]) -> np.
     return out
 
 
+_EXPRESSIONS: dict[tuple[str, str], np.ndarray] = {}  # (store root, clip_id) -> (5,) mean features
+
+
+def _mean_expression(store: Any, entry: dict) -> np.ndarray:
+    from talkinghead.metrics.factors import expression_features
+
+    key = (str(getattr(store, "root", id(store))), entry["clip_id"])
+    if key not in _EXPRESSIONS:
+        landmarks = np.asarray(store.load(entry, ["landmarks"])["landmarks"], np.float64)
+        _EXPRESSIONS[key] = np.nanmean(expression_features(landmarks), axis=0)
+    return _EXPRESSIONS[key]
+
+
+def emotion_targets(store: Any, entry: dict, driver: dict) -> tuple[np.ndarray, int] | None:
+    """(K, 5) mean expression features of one clip per emotion of `entry`'s speaker and the row of
+    `driver`'s emotion (`ClipData.emotion_targets`); None when the clips carry no emotion labels or
+    the speaker has no clip of the driver's emotion."""
+    labels, wanted = entry.get("labels") or {}, (driver.get("labels") or {})
+    if "emotion" not in labels or "emotion" not in wanted:
+        return None
+    level = wanted.get("level")
+    per_emotion: dict[str, dict] = {}
+    for other in store.clips():
+        other_labels = other.get("labels") or {}
+        if other.get("speaker") != entry.get("speaker") or other_labels.get("view") != labels.get("view"):
+            continue
+        emotion = other_labels.get("emotion")
+        best = per_emotion.get(emotion)
+        distance = abs(int(other_labels.get("level") or 0) - int(level or 0))
+        if best is None or distance < abs(int((best.get("labels") or {}).get("level") or 0) - int(level or 0)):
+            per_emotion[emotion] = other
+    if wanted["emotion"] not in per_emotion or len(per_emotion) < 2:
+        return None
+    names = sorted(per_emotion)
+    return np.stack([_mean_expression(store, per_emotion[n]) for n in names]), names.index(wanted["emotion"])
+
+
 def load_clip(store: Any, selection: Selection) -> ClipData:
     """Read a selected clip from `store` and build its request (see the module docstring)."""
     import torch
@@ -469,10 +513,13 @@ def load_clip(store: Any, selection: Selection) -> ClipData:
     path = store.path(entry) if hasattr(store, "path") else entry.get("file")
     # the metrics' copy of the real frames is separate from the request's sources, so a method
     # that writes into its inputs cannot change the ground truth it is scored against
+    targets = emotion_targets(store, entry, selection.source) if "emotion" in selection.cross_sources else None
     return ClipData(selection, request, frames, frames.clone() if self_driven else None,
                     landmarks if self_driven else None, str(path), pose_landmarks=pose_landmarks,
                     pose_clip_id=pose_clip["clip_id"], pose_frame_index=pose_index,
-                    driver_truth=torch.from_numpy(driver_truth(store, drivers)))
+                    driver_truth=torch.from_numpy(driver_truth(store, drivers)),
+                    emotion_targets=None if targets is None else torch.from_numpy(targets.astype(np.float32)),
+                    emotion_target=None if targets is None else torch.tensor(targets[1]))
 
 
 def ground_truth_available(setting: str) -> bool:

@@ -13,6 +13,9 @@ Clip inputs (the names a metric lists in `inputs`; the harness passes exactly th
                     every landmark metric (a cache; optional)
     driver_truth    float32 (T, 7) SynthTalk ground truth of each factor's driver at each frame
                     (`talkinghead.metrics.factors.DRIVER_TRUTH_COLUMNS`), NaN where there is none
+    emotion_targets float32 (K, 5) mean expression features of the reference identity's real clips,
+                    one per emotion, and emotion_target () int64 the driver's row (MEAD layout with
+                    an emotion source only; None otherwise, so only as optional inputs)
 
 `update(**inputs)` takes one clip; `compute()` returns ``{column: 0-d tensor}``, the columns of
 the results table (a metric may fill several, e.g. LSE-C and LSE-D). `columns` maps each column

@@ -41,7 +41,10 @@ which no estimator here resolves (r about 0 on the validation renders). Correlat
 no calibration, and it ignores the constant offsets that identity shape puts on landmark-based
 measures. A clip whose driver track is (nearly) constant has no defined correlation for that
 factor and is skipped for it. ``err-pose`` adds the mean absolute pitch/yaw/roll error in
-degrees against the pose source's truth.
+degrees against the pose source's truth. Emotion is constant within a clip, so it is scored by
+identification instead (``acc-emotion``, MEAD layout with an emotion source only): the output's
+mean expression features must be nearest to those of the real clip of the same identity showing the
+driver's emotion, among that identity's clips of every emotion (`talkinghead.bench.protocol`).
 """
 from __future__ import annotations
 
@@ -58,7 +61,7 @@ from talkinghead.metrics.image import frames_to_uint8
 from talkinghead.metrics.lmd import LandmarkMetric, as_landmarks
 
 __all__ = ["FACTOR_GROUPS", "FACTOR_NAMES", "DRIVER_TRUTH_COLUMNS", "FactorControl", "correlation",
-           "emotion_accuracy", "estimate_factors", "expression_vector", "frontalise", "gaze_offsets",
+           "emotion_accuracy", "estimate_factors", "expression_features", "expression_vector", "frontalise", "gaze_offsets",
            "sweep_correlations"]
 
 FACTOR_GROUPS: dict[str, tuple[str, ...]] = {
@@ -132,29 +135,51 @@ def gaze_offsets(images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     return out
 
 
-def estimate_factors(images: np.ndarray, landmarks: np.ndarray) -> dict[str, np.ndarray]:
-    """Every factor of `FACTOR_NAMES` per frame: name -> (T,) float64, NaN where no face."""
+def _pose_and_front(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(found (T,), fitted pose (T, 6), frontalised landmarks (T, 68, 2)); NaN rows without a face."""
     landmarks = np.asarray(landmarks, np.float64)
     found = np.isfinite(landmarks).all(axis=(1, 2))
     pose = np.full((len(landmarks), 6), np.nan)
     if found.any():
         pose[found] = estimate_head_pose(landmarks[found])
-    front = frontalise(landmarks, np.nan_to_num(pose))
+    return found, pose, frontalise(landmarks, np.nan_to_num(pose))
+
+
+def _expression(front: np.ndarray) -> dict[str, np.ndarray]:
+    y = front[..., 1]
+    return {
+        "brow_raise": y[:, 36:48].mean(1) - y[:, 17:27].mean(1),
+        "brow_gap": np.linalg.norm(front[:, 22] - front[:, 21], axis=-1),
+        "corner_lift": y[:, 51] - (y[:, 48] + y[:, 54]) / 2,
+        "corner_asym": y[:, 48] - y[:, 54],
+        "lip_raise": y[:, 51] - y[:, 33],
+    }
+
+
+def expression_features(landmarks: np.ndarray) -> np.ndarray:
+    """(T, 68, 2) landmarks -> (T, 5) expression features (`FACTOR_GROUPS['expression']`), NaN rows
+    without a face. Landmarks only: usable on a store's landmarks without the frames."""
+    found, _, front = _pose_and_front(landmarks)
+    features = _expression(front)
+    out = np.stack([features[k] for k in FACTOR_GROUPS["expression"]], 1)
+    out[~found] = np.nan
+    return out
+
+
+def estimate_factors(images: np.ndarray, landmarks: np.ndarray) -> dict[str, np.ndarray]:
+    """Every factor of `FACTOR_NAMES` per frame: name -> (T,) float64, NaN where no face."""
+    landmarks = np.asarray(landmarks, np.float64)
+    found, pose, front = _pose_and_front(landmarks)
     ear = np.mean([_eye_aspect_ratio(front[:, idx]) for idx in EYES], axis=0)
     gaze = gaze_offsets(images, landmarks)
     y = front[..., 1]
-    eye_y = y[:, 36:48].mean(1)
     out = {
         "mouth_open": y[:, 8] - y[:, 33],
         "mouth_width": np.linalg.norm(front[:, 54] - front[:, 48], axis=-1),
         "pitch": pose[:, 0], "yaw": pose[:, 1], "roll": pose[:, 2],
         "eye_closure": 1 - ear / OPEN_EAR,
         "gaze_x": gaze[:, 0], "gaze_y": gaze[:, 1],
-        "brow_raise": eye_y - y[:, 17:27].mean(1),
-        "brow_gap": np.linalg.norm(front[:, 22] - front[:, 21], axis=-1),
-        "corner_lift": y[:, 51] - (y[:, 48] + y[:, 54]) / 2,
-        "corner_asym": y[:, 48] - y[:, 54],
-        "lip_raise": y[:, 51] - y[:, 33],
+        **_expression(front),
     }
     for value in out.values():
         value[~found] = np.nan
@@ -230,8 +255,9 @@ class FactorControl(LandmarkMetric):
     """
 
     inputs = ("fake", "driver_truth")
-    optional_inputs = ("fake_landmarks",)
-    columns = {"ctl-mouth": True, "ctl-pose": True, "ctl-blink": True, "ctl-gaze": True, "err-pose": False}
+    optional_inputs = ("fake_landmarks", "emotion_targets", "emotion_target")
+    columns = {"ctl-mouth": True, "ctl-pose": True, "ctl-blink": True, "ctl-gaze": True, "err-pose": False,
+               "acc-emotion": True}
     #: (column, estimated factor, driver-truth column, least driver std counted)
     PAIRS: ClassVar[tuple[tuple[str, str, str, float], ...]] = (
         ("ctl-mouth", "mouth_open", "mouth_open", 0.05),
@@ -242,13 +268,19 @@ class FactorControl(LandmarkMetric):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        names = list(dict.fromkeys(c for c, *_ in self.PAIRS)) + ["err-pose"]
+        names = list(dict.fromkeys(c for c, *_ in self.PAIRS)) + ["err-pose", "acc-emotion"]
         self.column_names = names
         self.add_state("factor_sums", torch.zeros(len(names), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("factor_counts", torch.zeros(len(names), dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, fake: Tensor, driver_truth: Tensor | np.ndarray,
-               fake_landmarks: Tensor | np.ndarray | None = None) -> None:
+               fake_landmarks: Tensor | np.ndarray | None = None, emotion_targets: Tensor | None = None,
+               emotion_target: Tensor | None = None) -> None:
+        """One clip. `emotion_targets` (K, 5): the mean expression features of K real clips of the
+        reference's identity, one per emotion; `emotion_target`: the row of the driver's emotion.
+        ``acc-emotion`` counts the clip as right when the output's mean expression features are
+        nearest (Euclidean) to that row: the output reads as its identity showing the driver's
+        emotion."""
         images = frames_to_uint8(fake)
         truth = np.asarray(torch.as_tensor(driver_truth).detach().cpu(), np.float64)
         if truth.shape != (len(images), len(DRIVER_TRUTH_COLUMNS)):
@@ -269,6 +301,13 @@ class FactorControl(LandmarkMetric):
         ok = np.isfinite(angles).all(1) & np.isfinite(true_angles).all(1)
         if ok.any():
             per_column["err-pose"] = [float(np.degrees(np.abs(angles[ok] - true_angles[ok])).mean())]
+        if emotion_targets is not None and emotion_target is not None:
+            targets = np.asarray(torch.as_tensor(emotion_targets).detach().cpu(), np.float64)
+            features = np.stack([estimate[k] for k in FACTOR_GROUPS["expression"]], 1)
+            if np.isfinite(features).all(1).any() and np.isfinite(targets).all():
+                mean = np.nanmean(features[np.isfinite(features).all(1)], axis=0)
+                nearest = int(np.argmin(np.linalg.norm(targets - mean, axis=1)))
+                per_column["acc-emotion"] = [float(nearest == int(emotion_target))]
         for name, values in per_column.items():
             self.factor_sums[column[name]] += float(np.mean(values))
             self.factor_counts[column[name]] += 1

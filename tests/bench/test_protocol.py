@@ -137,7 +137,9 @@ def test_load_clip_self_driven(synth_vox2_store):
     assert data.real is not frames and torch.equal(data.real, frames) and data.real_landmarks.shape == (40, 68, 2)
     assert data.file.endswith(".npz")
     inputs = data.metric_inputs(frames)
-    assert set(inputs) == {"fake", "real", "audio", "reference", "real_landmarks", "pose_landmarks", "driver_truth"}
+    assert set(inputs) == {"fake", "real", "audio", "reference", "real_landmarks", "pose_landmarks", "driver_truth",
+                           "emotion_targets", "emotion_target"}
+    assert inputs["emotion_targets"] is None and inputs["emotion_target"] is None  # self-driven, no labels
     truth = store.load(selection.entry, ["truth_mouth", "truth_pose", "truth_blink", "truth_gaze"])
     expected = np.column_stack([truth["truth_mouth"][:, 0], truth["truth_pose"][:, :3], truth["truth_blink"],
                                 truth["truth_gaze"]])

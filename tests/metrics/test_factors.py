@@ -85,3 +85,54 @@ def test_factor_control_is_nan_without_ground_truth(sweeps):
                   torch.full((len(frames), len(DRIVER_TRUTH_COLUMNS)), float("nan")),
                   fake_landmarks=torch.from_numpy(landmarks))
     assert all(torch.isnan(v) for v in metric.compute().values())
+
+
+def test_emotion_identification_against_the_identitys_own_clips():
+    from talkinghead.metrics.factors import expression_features
+
+    renders = {}
+    for emotion in ("neutral", "happy", "surprised", "angry"):
+        frames, _ = factor_sweep(48, 1, 4, emotion=emotion, level=3)
+        renders[emotion] = (frames, faces.detect_landmarks(frames)[0])
+    names = sorted(renders)
+    targets = torch.tensor(np.stack([np.nanmean(expression_features(renders[n][1]), 0) for n in names]),
+                           dtype=torch.float32)
+    frames, landmarks = renders["surprised"]
+    fake = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    nan_truth = torch.full((len(frames), len(DRIVER_TRUTH_COLUMNS)), float("nan"))
+    for wanted, expected in (("surprised", 1.0), ("happy", 0.0)):
+        metric = build_metric("factor_control")
+        metric.update(fake, nan_truth, fake_landmarks=torch.from_numpy(landmarks), emotion_targets=targets,
+                      emotion_target=torch.tensor(names.index(wanted)))
+        assert float(metric.compute()["acc-emotion"]) == expected
+
+
+def test_protocol_emotion_targets_pick_the_speakers_clip_per_emotion():
+    from talkinghead.bench.protocol import emotion_targets
+
+    class Store:
+        root = "fake-store"
+
+        def __init__(self):
+            rng = np.random.default_rng(0)
+            self.entries = [{"clip_id": f"{spk}/{e}/{lvl}", "speaker": spk,
+                             "labels": {"emotion": e, "level": lvl, "view": "front"}}
+                            for spk in ("A", "B") for e in ("happy", "sad", "neutral") for lvl in (1, 3)
+                            if not (e == "neutral" and lvl == 3)]
+            base = faces.project(faces.face_template(), np.array([0, 0, 0, 112.0, 100.0, 0]), 50.0)
+            self.arrays = {e["clip_id"]: base[None] + rng.normal(0, 0.5, (3, 68, 2)) for e in self.entries}
+
+        def clips(self, split=None):
+            return self.entries
+
+        def load(self, entry, keys):
+            return {"landmarks": self.arrays[entry["clip_id"]]}
+
+    store = Store()
+    entry = store.entries[0]  # A, happy, level 1
+    driver = next(e for e in store.entries if e["clip_id"] == "B/sad/3")
+    targets, row = emotion_targets(store, entry, driver)
+    assert targets.shape == (3, 5) and row == ["happy", "neutral", "sad"].index("sad")
+    from talkinghead.metrics.factors import expression_features
+    np.testing.assert_allclose(targets[row], np.nanmean(expression_features(store.arrays["A/sad/3"]), 0), rtol=1e-6)
+    assert emotion_targets(store, {"clip_id": "x", "labels": {}}, driver) is None
