@@ -518,7 +518,7 @@ def load_clip(store: Any, selection: Selection) -> ClipData:
                     landmarks if self_driven else None, str(path), pose_landmarks=pose_landmarks,
                     pose_clip_id=pose_clip["clip_id"], pose_frame_index=pose_index,
                     driver_truth=torch.from_numpy(driver_truth(store, drivers)),
-                    emotion_targets=None if targets is None else torch.from_numpy(targets.astype(np.float32)),
+                    emotion_targets=None if targets is None else torch.from_numpy(targets[0].astype(np.float32)),
                     emotion_target=None if targets is None else torch.tensor(targets[1]))
 
 

@@ -245,3 +245,35 @@ def test_pose_landmarks_follow_the_pose_source(synth_vox2_store):
     own = load_clip(store, select_clips(store, protocol.replace(cross_sources=("emotion",)))[0][0])
     assert own.pose_clip_id == selection.clip_id
     assert torch.allclose(own.pose_landmarks, _store_landmarks(store, selection.entry)[:count], equal_nan=True)
+
+
+def test_emotion_source_brings_the_speakers_emotion_targets(synth_vox2_store):
+    """A labelled store (MEAD-like): the emotion driver's row among the speaker's clips per emotion."""
+    from talkinghead.data.store import ClipStore
+
+    class Labelled:
+        """The fixture store with every clip relabelled as one speaker's emotions."""
+
+        def __init__(self, inner):
+            self.inner, self.root = inner, str(inner.root) + "#labelled"
+            emotions = ["angry", "happy", "sad", "neutral"]
+            self.entries = [dict(e, speaker="S", split="train",
+                                 labels={"emotion": emotions[i % 4], "level": 1, "view": "front"})
+                            for i, e in enumerate(sorted(inner.clips(), key=lambda e: e["clip_id"]))]
+
+        def clips(self, split=None):
+            return [e for e in self.entries if split is None or e["split"] == split]
+
+        def __getattr__(self, name):  # load, load_frames, has, path: the inner store's
+            return getattr(self.inner, name)
+
+    store = Labelled(ClipStore(synth_vox2_store))
+    protocol = get_protocol("synth-emotion", store="unused", split="train", num_clips=1)
+    (selection,), _ = select_clips(store, protocol)
+    data = load_clip(store, selection)
+    names = sorted({e["labels"]["emotion"] for e in store.entries})
+    assert data.emotion_targets.shape == (len(names), 5) and torch.isfinite(data.emotion_targets).all()
+    assert int(data.emotion_target) == names.index(selection.source["labels"]["emotion"])
+    assert selection.source["labels"]["emotion"] != selection.entry["labels"]["emotion"]
+    inputs = data.metric_inputs(data.real_frames)
+    assert inputs["emotion_targets"] is data.emotion_targets
