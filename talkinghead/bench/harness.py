@@ -817,8 +817,9 @@ class _Runner:
                 if np.isfinite(number):
                     result.values[column] = number
                     result.na.pop(column, None)
-                else:
-                    result.na[column] = f"{m.name} returned {number}"
+                else:  # a metric may say why a column can be undefined (`nan_reasons`)
+                    why = (getattr(m.instance, "nan_reasons", None) or {}).get(column)
+                    result.na[column] = why or f"{m.name} returned {number}"
         result.seconds = time.perf_counter() - start
         return result
 

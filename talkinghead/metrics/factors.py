@@ -258,6 +258,13 @@ class FactorControl(LandmarkMetric):
     optional_inputs = ("fake_landmarks", "emotion_targets", "emotion_target")
     columns = {"ctl-mouth": True, "ctl-pose": True, "ctl-blink": True, "ctl-gaze": True, "err-pose": False,
                "acc-emotion": True}
+    #: why a column is NaN (shown by the harness instead of "returned nan")
+    nan_reasons: ClassVar[dict[str, str]] = {
+        **{c: "no clip with ground truth for its driver and a driver that moves (SynthTalk stores, frames "
+              "played: not a held first frame)" for c in ("ctl-mouth", "ctl-pose", "ctl-blink", "ctl-gaze")},
+        "err-pose": "no clip with the pose source's ground truth (SynthTalk stores)",
+        "acc-emotion": "needs an emotion source on a store labelled with emotions (synth-emotion, MEAD layout)",
+    }
     #: (column, estimated factor, driver-truth column, least driver std counted)
     PAIRS: ClassVar[tuple[tuple[str, str, str, float], ...]] = (
         ("ctl-mouth", "mouth_open", "mouth_open", 0.05),

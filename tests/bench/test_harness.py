@@ -696,3 +696,5 @@ def test_factor_control_separates_the_baselines(synth_vox2_store, tmp_path):
     assert static["ctl-pose"] == pytest.approx(0, abs=0.05) and static["ctl-mouth"] == pytest.approx(0, abs=0.05)
     assert mouth["ctl-mouth"] > 0.3 and mouth["ctl-pose"] < truth["ctl-pose"] - 0.3
     assert truth["err-pose"] < static["err-pose"]
+    assert truth["acc-emotion"] is None  # no emotion source here: n/a, with the reason
+    assert "emotion source" in _method(result, "ground_truth").na["acc-emotion"]
