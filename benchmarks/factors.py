@@ -56,13 +56,12 @@ def main(argv: list[str] | None = None) -> int:
             worst = int(np.nanargmin(v) if unit == "r" else np.nanargmax(v))
             print(f"  {name:18s} median {unit} {np.nanmedian(v):+.3f}   worst {v[worst]:+.3f} "
                   f"(identity {args.identities[worst]})")
-    features: dict[int, dict[str, np.ndarray]] = {}
+    features: dict[int, dict[str, np.ndarray]] = {}  # identity -> emotion -> landmarks
     for ident in args.identities:
         features[ident] = {}
         for emotion in puppet.EMOTIONS:
             frames, _ = factor_sweep(ident, args.seed + 1, 6, "natural", emotion=emotion, level=3)
-            landmarks, _ = faces.detect_landmarks(frames)
-            features[ident][emotion] = (frames, landmarks)
+            features[ident][emotion] = faces.detect_landmarks(frames)[0]
     accuracy, confusions = emotion_accuracy(features)
     print(f"expression: nearest-centroid emotion accuracy {100 * accuracy:.1f}% (leave one identity out, "
           f"7 emotions, chance 14%)")

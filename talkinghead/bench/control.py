@@ -28,17 +28,17 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from talkinghead.bench.protocol import ClipData, Selection, load_clip
+from talkinghead.bench.protocol import ClipData, Selection, fit_length, load_clip
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DRIVERS", "GROUPS", "ControlMatrix", "control_matrix", "markdown_matrices", "plot_matrices"]
+__all__ = ["DRIVERS", "GROUPS", "ControlClips", "ControlMatrix", "control_clips", "control_matrix", "markdown_matrices",
+           "plot_matrices"]
 
 DRIVERS = ("lip", "pose", "eye", "emotion")
 #: the estimated factor groups (`talkinghead.metrics.factors.FACTOR_GROUPS`), in table order
 GROUPS = ("mouth", "pose", "blink", "gaze", "expression")
-SAMPLES_PER_FRAME = 640
 
 
 @dataclass
@@ -83,12 +83,6 @@ def _fit_audio(audio: torch.Tensor, length: int) -> torch.Tensor:
     return torch.cat([audio] * repeats)[:length]
 
 
-def _fit_frames(frames: torch.Tensor, count: int) -> torch.Tensor:
-    import torch
-
-    return frames[torch.clamp(torch.arange(count), max=len(frames) - 1)]
-
-
 def changed_request(data: ClipData, other: ClipData, driver: str) -> Any:
     """The clip's self-driven request with `driver` (DRIVERS) taken from `other`."""
     import dataclasses
@@ -97,7 +91,7 @@ def changed_request(data: ClipData, other: ClipData, driver: str) -> Any:
     count = request.num_frames
     if driver == "lip":
         return dataclasses.replace(request, audio=_fit_audio(other.request.audio, len(request.audio)))
-    source = _fit_frames(other.real_frames, count)
+    source = fit_length(other.real_frames, count)
     return dataclasses.replace(request, **{f"{driver}_source": source})
 
 
@@ -108,17 +102,30 @@ def natural_spread(estimates: list[np.ndarray]) -> np.ndarray:
     return np.where(np.isfinite(spread) & (spread > 1e-9), spread, np.nan)
 
 
-def control_matrix(generator: Any, store: Any, selections: list[Selection], clips: int = 10,
-                   log: Callable[[str], None] = print) -> ControlMatrix:
-    """The matrix of `generator` on the first `clips` selections (module docstring)."""
-    import torch
+@dataclass
+class ControlClips:
+    """What every method's matrix shares: the clips, loaded self-driven, and the natural spread
+    (`natural_spread`) of the factors estimated on their real frames."""
 
+    loaded: list[ClipData]
+    spread: np.ndarray
+
+
+def control_clips(store: Any, selections: list[Selection], clips: int = 10) -> ControlClips:
+    """The first `clips` (at least 2) selections, loaded once for every method's matrix."""
     chosen = selections[: max(2, clips)]
     if len(chosen) < 2:
         raise ValueError("the control matrix needs at least two clips (one lends its drivers to the other)")
     loaded = [load_clip(store, Selection(s.entry, "self", s.entry)) for s in chosen]
+    return ControlClips(loaded, natural_spread([_estimates(d.real_frames) for d in loaded]))
+
+
+def control_matrix(generator: Any, shared: ControlClips, log: Callable[[str], None] = print) -> ControlMatrix:
+    """The matrix of `generator` on the clips of `shared` (module docstring)."""
+    import torch
+
+    loaded, spread = shared.loaded, shared.spread
     give_truth = bool(getattr(generator, "needs_ground_truth", False))
-    spread = natural_spread([_estimates(d.real_frames) for d in loaded])
     sums = np.zeros((len(DRIVERS), len(GROUPS)))
     counts = np.zeros((len(DRIVERS), len(GROUPS)))
     errors: list[str] = []

@@ -960,13 +960,19 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] | None = None,
 
     control = []
     if config.control_matrix:
-        from talkinghead.bench.control import control_matrix
+        from talkinghead.bench.control import control_clips, control_matrix
 
-        for name in config.methods:
+        try:
+            shared = control_clips(store, selections, config.control_clips)
+            names = list(config.methods)
+        except Exception as error:  # noqa: BLE001 - the table is still written
+            log(f"control matrix skipped: {_reason(error)}")
+            names = []
+        for name in names:
             tick = time.perf_counter()
             try:
                 generator = build_method(name, config.checkpoints.get(name), config.device)
-                control.append(control_matrix(generator, store, selections, config.control_clips, log))
+                control.append(control_matrix(generator, shared, log))
                 log(f"{name}: control matrix over {control[-1].clips} clips in {time.perf_counter() - tick:.1f} s")
             except Exception as error:  # noqa: BLE001 - the table is still written
                 log(f"{name}: control matrix failed: {_reason(error)}")

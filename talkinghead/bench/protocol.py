@@ -91,6 +91,7 @@ __all__ = [
     "ClipData",
     "Protocol",
     "Selection",
+    "fit_length",
     "get_protocol",
     "load_clip",
     "protocol_names",
@@ -328,7 +329,7 @@ def train_clips(store: Any, protocol: Protocol, count: int) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 # loading a clip into a request
 # ---------------------------------------------------------------------------------------------
-def _fit_length(frames: torch.Tensor, length: int) -> torch.Tensor:
+def fit_length(frames: torch.Tensor, length: int) -> torch.Tensor:
     """Frame min(t, len - 1) at position t, for t < length."""
     import torch
 
@@ -402,10 +403,11 @@ def _store_landmarks(store: Any, entry: dict, num_frames: int) -> np.ndarray:
     return landmarks
 
 
-#: store truth arrays and their columns feeding each `DRIVER_TRUTH_COLUMNS` entry
-_DRIVER_TRUTH = (("mouth", "truth_mouth", 0), ("pose", "truth_pose", 0), ("pose", "truth_pose", 1),
-                 ("pose", "truth_pose", 2), ("eye", "truth_blink", None), ("eye", "truth_gaze", 0),
-                 ("eye", "truth_gaze", 1))
+#: `DRIVER_TRUTH_COLUMNS` entry -> (driver, store truth array, its column; None: the array is (T,))
+_DRIVER_TRUTH = {"mouth_open": ("mouth", "truth_mouth", 0), "pitch": ("pose", "truth_pose", 0),
+                 "yaw": ("pose", "truth_pose", 1), "roll": ("pose", "truth_pose", 2),
+                 "blink": ("eye", "truth_blink", None), "gaze_x": ("eye", "truth_gaze", 0),
+                 "gaze_y": ("eye", "truth_gaze", 1)}
 
 
 def driver_truth(store: Any, drivers: dict[str, tuple[dict, np.ndarray]]) -> np.ndarray:
@@ -413,10 +415,13 @@ def driver_truth(store: Any, drivers: dict[str, tuple[dict, np.ndarray]]) -> np.
 
     `drivers`: "mouth" / "pose" / "eye" -> (store entry of the driving clip, (T,) frame index into
     it). NaN columns where the driving clip has no such ``truth_*`` array."""
+    from talkinghead.metrics.factors import DRIVER_TRUTH_COLUMNS
+
     count = len(next(iter(drivers.values()))[1])
-    out = np.full((count, len(_DRIVER_TRUTH)), np.nan, np.float32)
+    out = np.full((count, len(DRIVER_TRUTH_COLUMNS)), np.nan, np.float32)
     loaded: dict[tuple[str, str], np.ndarray | None] = {}
-    for column, (driver, key, index) in enumerate(_DRIVER_TRUTH):
+    for column, name in enumerate(DRIVER_TRUTH_COLUMNS):
+        driver, key, index = _DRIVER_TRUTH[name]
         entry, frames = drivers[driver]
         if (entry["clip_id"], key) not in loaded:
             has = hasattr(store, "has") and store.has(entry, key)
@@ -433,12 +438,11 @@ _EXPRESSIONS: dict[tuple[str, str], np.ndarray] = {}  # (store root, clip_id) ->
 
 
 def _mean_expression(store: Any, entry: dict) -> np.ndarray:
-    from talkinghead.metrics.factors import expression_features
+    from talkinghead.metrics.factors import mean_expression
 
     key = (str(getattr(store, "root", id(store))), entry["clip_id"])
     if key not in _EXPRESSIONS:
-        landmarks = np.asarray(store.load(entry, ["landmarks"])["landmarks"], np.float64)
-        _EXPRESSIONS[key] = np.nanmean(expression_features(landmarks), axis=0)
+        _EXPRESSIONS[key] = mean_expression(np.asarray(store.load(entry, ["landmarks"])["landmarks"], np.float64))
     return _EXPRESSIONS[key]
 
 
@@ -490,7 +494,7 @@ def load_clip(store: Any, selection: Selection) -> ClipData:
             source_index = torch.zeros(count, dtype=torch.long)
         else:
             n = int(len(store.load(source, ["frame_offsets"])["frame_offsets"]) - 1)
-            driving = _fit_length(frames_tensor(store.load_frames(source, range(n))), count)
+            driving = fit_length(frames_tensor(store.load_frames(source, range(n))), count)
             source_index = _fit_index(count, n)
         if tuple(driving.shape[1:]) != tuple(frames.shape[1:]):
             raise ValueError(f"{entry['clip_id']}: frames of the driving clip {source['clip_id']} are "

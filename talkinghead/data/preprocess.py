@@ -183,7 +183,7 @@ def aligned_pose(pose: np.ndarray, transforms: np.ndarray, reference_iod: float)
     for t, (p, m) in enumerate(zip(pose.astype(np.float64), transforms.astype(np.float64))):
         k = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
         theta = float(np.arctan2(m[1, 0], m[0, 0]))
-        spin = cv2.Rodrigues(np.array([0.0, 0.0, theta]).reshape(3, 1))[0]
+        spin = faces.rotation_matrix(np.array([0.0, 0.0, theta]))
         rotation = spin @ faces.rotation_matrix(p[:3])
         out[t, :3] = cv2.Rodrigues(rotation)[0].ravel()
         out[t, 3:5] = faces.apply_affine(p[3:5], m)

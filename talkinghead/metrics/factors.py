@@ -55,14 +55,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from talkinghead.data.faces import estimate_head_pose, face_template
+from talkinghead.data.faces import POSE_REFERENCE_IOD, estimate_head_pose, face_template, rotation_matrix
 from talkinghead.metrics.base import register_metric
 from talkinghead.metrics.image import frames_to_uint8
 from talkinghead.metrics.lmd import LandmarkMetric, as_landmarks
 
 __all__ = ["FACTOR_GROUPS", "FACTOR_NAMES", "DRIVER_TRUTH_COLUMNS", "FactorControl", "correlation",
-           "emotion_accuracy", "estimate_factors", "expression_features", "expression_vector", "frontalise", "gaze_offsets",
-           "sweep_correlations"]
+           "emotion_accuracy", "estimate_factors", "expression_features", "frontalise", "gaze_offsets",
+           "mean_expression", "sweep_correlations"]
 
 FACTOR_GROUPS: dict[str, tuple[str, ...]] = {
     "mouth": ("mouth_open", "mouth_width"),
@@ -79,7 +79,7 @@ OPEN_EAR = 0.3  # eye aspect ratio of a typical open eye
 EYES = (np.arange(36, 42), np.arange(42, 48))
 
 
-def frontalise(landmarks: np.ndarray, pose: np.ndarray, reference_scale: float = 50.0) -> np.ndarray:
+def frontalise(landmarks: np.ndarray, pose: np.ndarray, reference_scale: float = POSE_REFERENCE_IOD) -> np.ndarray:
     """(T, 68, 2) image landmarks and their fitted pose (T, 6) -> (T, 68, 2) frontal template
     coordinates (IOD 1, y down), each point's depth taken from `face_template()`."""
     template_z = face_template()[:, 2].astype(np.float64)
@@ -87,7 +87,7 @@ def frontalise(landmarks: np.ndarray, pose: np.ndarray, reference_scale: float =
     for t, (lm, p) in enumerate(zip(landmarks.astype(np.float64), pose.astype(np.float64))):
         if not np.isfinite(lm).all():
             continue
-        rot = cv2.Rodrigues(p[:3].reshape(3, 1))[0]
+        rot = rotation_matrix(p[:3])
         scale = reference_scale * np.exp(p[5])
         rhs = (lm - p[3:5]) / scale - np.outer(template_z, rot[:2, 2])  # (68, 2)
         out[t] = np.linalg.solve(rot[:2, :2], rhs.T).T
@@ -166,6 +166,11 @@ def expression_features(landmarks: np.ndarray) -> np.ndarray:
     return out
 
 
+def mean_expression(landmarks: np.ndarray) -> np.ndarray:
+    """(5,) mean of `expression_features` over the frames with a face."""
+    return np.nanmean(expression_features(landmarks), axis=0)
+
+
 def estimate_factors(images: np.ndarray, landmarks: np.ndarray) -> dict[str, np.ndarray]:
     """Every factor of `FACTOR_NAMES` per frame: name -> (T,) float64, NaN where no face."""
     landmarks = np.asarray(landmarks, np.float64)
@@ -214,22 +219,15 @@ def sweep_correlations(frames: np.ndarray, landmarks: np.ndarray, truth: dict[st
     return out
 
 
-def expression_vector(frames: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    """Mean of the expression features (`FACTOR_GROUPS['expression']`) over the frames with a face."""
-    estimate = estimate_factors(frames, landmarks)
-    return np.nanmean(np.stack([estimate[k] for k in FACTOR_GROUPS["expression"]], 1), axis=0)
-
-
-def emotion_accuracy(renders: dict[int, dict[str, tuple[np.ndarray, np.ndarray]]]
-                     ) -> tuple[float, dict[tuple[str, str], int]]:
+def emotion_accuracy(renders: dict[int, dict[str, np.ndarray]]) -> tuple[float, dict[tuple[str, str], int]]:
     """Leave-one-identity-out nearest-centroid emotion classification from expression features.
 
-    `renders`: identity -> emotion -> (frames, landmarks), every identity with a "neutral" entry.
+    `renders`: identity -> emotion -> landmarks (T, 68, 2), every identity with a "neutral" entry.
     Each identity's features are taken relative to its own neutral mean; the non-neutral emotions
     of one identity are classified by the nearest centroid of the other identities'. Returns
     (accuracy, {(true, predicted): count} of the errors)."""
-    deltas = {ident: {e: expression_vector(*fl) - expression_vector(*by["neutral"])
-                      for e, fl in by.items() if e != "neutral"} for ident, by in renders.items()}
+    deltas = {ident: {e: mean_expression(lm) - mean_expression(by["neutral"])
+                      for e, lm in by.items() if e != "neutral"} for ident, by in renders.items()}
     correct = total = 0
     confusions: dict[tuple[str, str], int] = {}
     for ident, by in deltas.items():
@@ -312,7 +310,7 @@ class FactorControl(LandmarkMetric):
             targets = np.asarray(torch.as_tensor(emotion_targets).detach().cpu(), np.float64)
             features = np.stack([estimate[k] for k in FACTOR_GROUPS["expression"]], 1)
             if np.isfinite(features).all(1).any() and np.isfinite(targets).all():
-                mean = np.nanmean(features[np.isfinite(features).all(1)], axis=0)
+                mean = features[np.isfinite(features).all(1)].mean(axis=0)
                 nearest = int(np.argmin(np.linalg.norm(targets - mean, axis=1)))
                 per_column["acc-emotion"] = [float(nearest == int(emotion_target))]
         for name, values in per_column.items():

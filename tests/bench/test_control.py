@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from talkinghead.bench.control import DRIVERS, GROUPS, control_matrix
+from talkinghead.bench.control import DRIVERS, GROUPS, control_clips, control_matrix
 from talkinghead.bench.harness import BenchConfig, run_benchmark
 from talkinghead.bench.methods import METHODS, build_method, register_method
 from talkinghead.bench.protocol import get_protocol, select_clips
@@ -31,8 +31,9 @@ def test_a_pose_follower_moves_only_on_its_pose_row(synth_vox2_store):
     store = ClipStore(synth_vox2_store)
     selections, _ = select_clips(store, get_protocol("synth", store=str(synth_vox2_store), split="train",
                                                      num_clips=3))
-    follower = control_matrix(PoseSourcePlayer(), store, selections, clips=3, log=lambda m: None)
-    static = control_matrix(build_method("static"), store, selections, clips=3, log=lambda m: None)
+    shared = control_clips(store, selections, clips=3)
+    follower = control_matrix(PoseSourcePlayer(), shared, log=lambda m: None)
+    static = control_matrix(build_method("static"), shared, log=lambda m: None)
     rows = dict(zip(DRIVERS, follower.values))
     # the other clip's frames: its pose, mouth, blinks ... all change
     assert rows["pose"][GROUPS.index("pose")] > 0.5 and rows["pose"][GROUPS.index("mouth")] > 0.5

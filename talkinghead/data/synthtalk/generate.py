@@ -2,9 +2,10 @@
 
 Every clip gets `<stem>.truth.npz` beside its mp4 with per-frame ground truth:
   landmarks (T, 68, 2) px; pose (T, 6) = rotation vector (rad), tx, ty (px of the eye midpoint),
-  log scale (scale = pose_reference_iod * exp(log scale) px per template unit); mouth (T, 3) = open, width, round in [0, 1]; blink (T,) in [0, 1]; gaze (T, 2) in
-  [-1, 1]; viseme (T,) phone id at each frame centre; phone_id / phone_start / phone_end (s) and
-  phone_names (the audio's phone timeline); identity, mirror, emotion, level, fps, sample_rate.
+  log scale (scale = pose_reference_iod * exp(log scale) px per template unit); mouth (T, 3) = open,
+  width, round in [0, 1]; blink (T,) in [0, 1]; gaze (T, 2) in [-1, 1]; viseme (T,) phone id at each
+  frame centre; phone_id / phone_start / phone_end (s) and phone_names (the audio's phone timeline);
+  identity, mirror, emotion, level, fps, sample_rate, pose_reference_iod.
 Head pose, blinks, gaze and emotion are drawn independently of the speech; the mouth follows it.
 25 fps, 16 kHz mono audio, 224 x 224 frames. Deterministic from the seed. Identities used for the
 test split never appear in train/val.
