@@ -21,7 +21,10 @@ indices 0, 1, 2. Convs inside ConvBlocks have no bias.
 `NonIdentityEncoder` is PC-AVS's E_n (official ``netE``, class ``FanEncoder``): the trunk under
 ``model.*`` and the heads ``to_mouth``, ``mouth_embed``, ``to_headpose``, ``headpose_embed`` plus
 the training-only classifiers ``classifier``, ``mouth_fc``, ``headpose_fc``. `MotionEncoder` is
-PD-FGC's motion encoder (the same trunk, heads with BatchNorm1d, eye and emotion branches).
+PD-FGC's motion encoder (the same trunk, heads with BatchNorm1d, eye and emotion branches, and
+optionally the training-only heads of its checkpoint). Both are `HeadedFANEncoder`s: the trunk
+under ``model`` plus named heads ``to_<name>`` (mapper) -> ``<name>_embed`` (code), declared in
+the official registration order, and the shared training classifiers.
 
 Deviations: none in the official configuration. The official ``F.upsample(mode='bilinear')``
 (PyTorch >= 0.4.0 semantics) is ``F.interpolate(..., align_corners=False)`` here. The unused,
@@ -43,6 +46,7 @@ __all__ = [
     "FAN",
     "FANConfig",
     "ConvBlock",
+    "HeadedFANEncoder",
     "HourGlass",
     "MotionEncoder",
     "MotionEncoderConfig",
@@ -250,6 +254,82 @@ def _flatten_images(x: torch.Tensor, size: int) -> torch.Tensor:
     return x
 
 
+class HeadedFANEncoder(nn.Module):
+    """The FAN trunk (``model``) plus named heads: ``to_<name>`` (Linear-ReLU-[BatchNorm1d]-Linear,
+    hidden wide) and ``<name>_embed`` (ReLU, Linear hidden -> code size), and the training-only
+    classifiers ``classifier`` / ``mouth_fc`` / ``headpose_fc`` shared by PC-AVS's E_n and PD-FGC's
+    motion encoder. Subclasses register their modules in the official order with `_add_head` /
+    `_add_classifier` / `_add_head_classifiers` (so state dicts and parameter orders are the official ones).
+
+    `config` must have ``trunk``, ``hidden``, ``pose_dim``, ``num_identities`` and ``clip_len``.
+    Images: (B, 3, S, S) or (B, T, 3, S, S), RGB in [-1, 1], S = ``trunk.image_size``.
+    """
+
+    #: The head names, in registration order (filled by `_add_head`).
+    heads: tuple[str, ...]
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.config = config
+        self.heads = ()
+        self.training_heads = False
+        self.model = FAN(config.trunk)
+
+    def _add_head(self, name: str, dim: int, batchnorm: bool) -> None:
+        """Register ``to_<name>`` (trunk feature -> hidden) and ``<name>_embed`` (hidden -> dim)."""
+        cfg = self.config
+        self.add_module(f"to_{name}", _mapper(cfg.trunk.feature_dim, cfg.hidden, batchnorm))
+        self.add_module(f"{name}_embed", _embed(cfg.hidden, dim))
+        self.heads = self.heads + (name,)
+
+    def _add_classifier(self) -> None:
+        """``classifier`` = Linear(feat, hidden), ReLU, Linear(hidden, num_identities)."""
+        cfg = self.config
+        self.classifier = nn.Sequential(nn.Linear(cfg.trunk.feature_dim, cfg.hidden), nn.ReLU(),
+                                        nn.Linear(cfg.hidden, cfg.num_identities))
+        self.training_heads = True
+
+    def _add_head_classifiers(self, which: str) -> None:
+        """``mouth_fc`` (ReLU, Linear(hidden * clip_len, ids)) or ``headpose_fc`` (ReLU,
+        Linear(pose_dim * clip_len, ids))."""
+        cfg = self.config
+        width = cfg.hidden if which == "mouth" else cfg.pose_dim
+        self.add_module(f"{which}_fc", _embed(width * cfg.clip_len, cfg.num_identities))
+
+    def forward_feature(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, S, S) or (B, T, 3, S, S) -> F_n (B or B*T, trunk.feature_dim)."""
+        return self.model(_flatten_images(images, self.config.trunk.image_size))
+
+    def embed(self, name: str, feature: torch.Tensor) -> torch.Tensor:
+        """F_n (N, feat) -> the code of head `name`: ``<name>_embed(to_<name>(F_n))``."""
+        if name not in self.heads:
+            raise ValueError(f"{type(self).__name__} has heads {self.heads}, not {name!r}")
+        return self._modules[f"{name}_embed"](self._modules[f"to_{name}"](feature))
+
+    def pose(self, feature: torch.Tensor) -> torch.Tensor:
+        """F_n (N, feat) -> pose code (N, pose_dim)."""
+        return self.embed("headpose", feature)
+
+    def _require_heads(self) -> None:
+        if not self.training_heads:
+            raise RuntimeError(f"this {type(self).__name__} was built without its training-only heads")
+
+    def identity_logits(self, feature: torch.Tensor, num_clips: int = 1) -> torch.Tensor:
+        """``classifier`` on F_n (B * num_clips, feat) averaged over the clips: (B, num_identities)."""
+        self._require_heads()
+        return self.classifier(feature.reshape(-1, num_clips, feature.shape[-1]).mean(1))
+
+    def mouth_logits(self, mouth: torch.Tensor) -> torch.Tensor:
+        """``mouth_fc`` on (B * clip_len, hidden) ``to_mouth`` features: (B, num_identities)."""
+        self._require_heads()
+        return self.mouth_fc(mouth.reshape(-1, self.config.clip_len * mouth.shape[-1]))
+
+    def pose_logits(self, pose: torch.Tensor) -> torch.Tensor:
+        """``headpose_fc`` on (B * clip_len, pose_dim) pose codes: (B, num_identities)."""
+        self._require_heads()
+        return self.headpose_fc(pose.reshape(-1, self.config.clip_len * pose.shape[-1]))
+
+
 # ---------------------------------------------------------------------------------------------
 # PC-AVS non-identity encoder
 # ---------------------------------------------------------------------------------------------
@@ -298,7 +378,7 @@ class NonIdentityOutput(NamedTuple):
     pose: torch.Tensor
 
 
-class NonIdentityEncoder(nn.Module):
+class NonIdentityEncoder(HeadedFANEncoder):
     """PC-AVS non-identity encoder E_n (official ``netE`` = ``FanEncoder``).
 
     Submodules (= official state-dict prefixes):
@@ -321,56 +401,26 @@ class NonIdentityEncoder(nn.Module):
     """
 
     def __init__(self, config: NonIdentityEncoderConfig | None = None):
-        super().__init__()
-        self.config = cfg = config or NonIdentityEncoderConfig()
-        feat = cfg.trunk.feature_dim
-        self.model = FAN(cfg.trunk)
+        cfg = config or NonIdentityEncoderConfig()
+        super().__init__(cfg)
+        # registration order = the official FanEncoder's (state-dict and parameter order)
         if cfg.classifier_heads:
-            self.classifier = nn.Sequential(nn.Linear(feat, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, cfg.num_identities))
-        self.to_mouth = _mapper(feat, cfg.hidden, batchnorm=False)
-        self.mouth_embed = _embed(cfg.hidden, cfg.mouth_dim)
+            self._add_classifier()
+        self._add_head("mouth", cfg.mouth_dim, batchnorm=False)
         if cfg.classifier_heads:
-            self.mouth_fc = _embed(cfg.hidden * cfg.clip_len, cfg.num_identities)
-        self.to_headpose = _mapper(feat, cfg.hidden, batchnorm=False)
-        self.headpose_embed = _embed(cfg.hidden, cfg.pose_dim)
+            self._add_head_classifiers("mouth")
+        self._add_head("headpose", cfg.pose_dim, batchnorm=False)
         if cfg.classifier_heads:
-            self.headpose_fc = _embed(cfg.pose_dim * cfg.clip_len, cfg.num_identities)
-
-    def forward_feature(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, S, S) or (B, T, 3, S, S) -> F_n (B or B*T, 512)."""
-        return self.model(_flatten_images(images, self.config.trunk.image_size))
+            self._add_head_classifiers("headpose")
 
     def mouth(self, feature: torch.Tensor) -> torch.Tensor:
         """F_n (N, 512) -> visual speech-content feature (N, 512)."""
         return self.to_mouth(feature)
 
-    def pose(self, feature: torch.Tensor) -> torch.Tensor:
-        """F_n (N, 512) -> pose code (N, pose_dim)."""
-        return self.headpose_embed(self.to_headpose(feature))
-
     def forward(self, images: torch.Tensor) -> NonIdentityOutput:
         feature = self.forward_feature(images)
         mouth = self.to_mouth(feature)
         return NonIdentityOutput(feature, mouth, self.mouth_embed(mouth), self.pose(feature))
-
-    def _require_heads(self) -> None:
-        if not self.config.classifier_heads:
-            raise RuntimeError("this NonIdentityEncoder was built with classifier_heads=False")
-
-    def identity_logits(self, feature: torch.Tensor, num_clips: int = 1) -> torch.Tensor:
-        """``classifier`` on F_n (B * num_clips, 512) averaged over the clips: (B, num_identities)."""
-        self._require_heads()
-        return self.classifier(feature.reshape(-1, num_clips, feature.shape[-1]).mean(1))
-
-    def mouth_logits(self, mouth: torch.Tensor) -> torch.Tensor:
-        """``mouth_fc`` on (B * clip_len, hidden) ``to_mouth`` features: (B, num_identities)."""
-        self._require_heads()
-        return self.mouth_fc(mouth.reshape(-1, self.config.clip_len * mouth.shape[-1]))
-
-    def pose_logits(self, pose: torch.Tensor) -> torch.Tensor:
-        """``headpose_fc`` on (B * clip_len, pose_dim) pose codes: (B, num_identities)."""
-        self._require_heads()
-        return self.headpose_fc(pose.reshape(-1, self.config.clip_len * pose.shape[-1]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,14 +428,23 @@ class NonIdentityEncoder(nn.Module):
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class MotionEncoderConfig(ConfigDict):
-    """Sizes of PD-FGC's motion encoder. The defaults are the official ``motion_model.pth``.
+    """Sizes of PD-FGC's motion encoder. The defaults are what the official inference code builds
+    from ``motion_model.pth`` (``FanEncoder`` of Dorniwang/PD-FGC-inference, configs/inference.yaml).
 
-    trunk:     the FAN trunk (same as PC-AVS).
-    hidden:    width of the ``to_*`` mappers (512).
-    mouth_dim: ``mouth_embed`` output (official 512 - pose_dim - eye_dim = 500).
-    pose_dim:  ``headpose_embed`` output (6).
-    eye_dim:   ``eye_embed`` output (6).
-    emo_dim:   ``emo_embed`` output (30).
+    trunk:          the FAN trunk (same as PC-AVS).
+    hidden:         width of the ``to_*`` mappers (512; the ``to_mouth`` feature is compared with
+                    the 512-d audio feature, so it must equal the audio encoder's embedding).
+    mouth_dim:      ``mouth_embed`` output (official 512 - pose_dim - eye_dim = 500).
+    pose_dim:       ``headpose_embed`` output (6).
+    eye_dim:        ``eye_embed`` output (6: blink in dims 0, 1, 4, 5, gaze in dims 2, 3).
+    emo_dim:        ``emo_embed`` output (30).
+    training_heads: also build the training-only heads the published checkpoint holds and the
+                    official loader skips (``classifier``, ``mouth_fc``, ``headpose_fc``,
+                    ``to_feature``, ``to_embed``; False = the official inference module).
+    num_identities: classes of ``classifier`` / ``mouth_fc`` / ``headpose_fc`` (official
+                    ``data.num_classes`` 5995).
+    clip_len:       frames per training clip concatenated by ``mouth_fc`` / ``headpose_fc`` (1).
+    motion_dim:     output of ``to_embed``, the stage-1 unified motion code (512).
     """
 
     trunk: FANConfig = field(default_factory=FANConfig)
@@ -394,11 +453,16 @@ class MotionEncoderConfig(ConfigDict):
     pose_dim: int = 6
     eye_dim: int = 6
     emo_dim: int = 30
+    training_heads: bool = False
+    num_identities: int = 5995
+    clip_len: int = 1
+    motion_dim: int = 512
 
     def __post_init__(self) -> None:
         if isinstance(self.trunk, dict):
             object.__setattr__(self, "trunk", FANConfig.from_dict(self.trunk))
-        for name in ("hidden", "mouth_dim", "pose_dim", "eye_dim", "emo_dim"):
+        for name in ("hidden", "mouth_dim", "pose_dim", "eye_dim", "emo_dim", "num_identities", "clip_len",
+                     "motion_dim"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"MotionEncoderConfig.{name} must be >= 1, got {getattr(self, name)}")
 
@@ -414,45 +478,53 @@ class MotionOutput(NamedTuple):
     emo: torch.Tensor
 
 
-class MotionEncoder(nn.Module):
+class MotionEncoder(HeadedFANEncoder):
     """PD-FGC motion encoder (official ``FanEncoder`` of PD-FGC-inference).
 
     Submodules (= official state-dict prefixes): ``model`` (FAN trunk); ``to_mouth``,
     ``to_headpose``, ``to_eye``, ``to_emo`` = Linear(512, 512), ReLU, BatchNorm1d(512),
     Linear(512, 512) (keys .0, .2, .3); ``mouth_embed`` (ReLU, Linear 512->500),
     ``headpose_embed`` (->6), ``eye_embed`` (->6), ``emo_embed`` (->30) (key .1).
-    The published ``motion_model.pth`` also holds training leftovers (``mouth_fc``,
-    ``headpose_fc``, ``classifier``, ``to_feature``, ``to_embed``) that the official loader skips;
-    they are not built here.
+
+    With ``training_heads`` also the training-only heads whose names the official loader skips.
+    Their shapes are not in the released code (only their names are); they are built as the
+    PC-AVS ``FanEncoder`` they descend from, and they are never loaded from the official file:
+      ``classifier``   Linear(512, 512), ReLU, Linear(512, ids): identity from F_n  (keys .0, .2)
+      ``mouth_fc``     ReLU, Linear(512 * clip_len, ids) on ``to_mouth`` features   (key .1)
+      ``headpose_fc``  ReLU, Linear(6 * clip_len, ids) on pose codes               (key .1)
+      ``to_feature``   Linear(512, 512), ReLU, BatchNorm1d(512), Linear(512, 512): the unified
+                       motion feature of stage 1 (as the other mappers)             (keys .0, .2, .3)
+      ``to_embed``     ReLU, Linear(512, motion_dim): its code for the stage-1 generator (key .1)
 
     Images: (B, 3, S, S) or (B, T, 3, S, S), RGB in [-1, 1]. The BatchNorm1d heads need N > 1 in
     training mode.
     """
 
     def __init__(self, config: MotionEncoderConfig | None = None):
-        super().__init__()
-        self.config = cfg = config or MotionEncoderConfig()
-        feat = cfg.trunk.feature_dim
-        self.model = FAN(cfg.trunk)
-        self.to_mouth = _mapper(feat, cfg.hidden, batchnorm=True)
-        self.mouth_embed = _embed(cfg.hidden, cfg.mouth_dim)
-        self.to_headpose = _mapper(feat, cfg.hidden, batchnorm=True)
-        self.headpose_embed = _embed(cfg.hidden, cfg.pose_dim)
-        self.to_eye = _mapper(feat, cfg.hidden, batchnorm=True)
-        self.eye_embed = _embed(cfg.hidden, cfg.eye_dim)
-        self.to_emo = _mapper(feat, cfg.hidden, batchnorm=True)
-        self.emo_embed = _embed(cfg.hidden, cfg.emo_dim)
+        cfg = config or MotionEncoderConfig()
+        super().__init__(cfg)
+        self._add_head("mouth", cfg.mouth_dim, batchnorm=True)
+        self._add_head("headpose", cfg.pose_dim, batchnorm=True)
+        self._add_head("eye", cfg.eye_dim, batchnorm=True)
+        self._add_head("emo", cfg.emo_dim, batchnorm=True)
+        if cfg.training_heads:
+            self._add_classifier()
+            self._add_head_classifiers("mouth")
+            self._add_head_classifiers("headpose")
+            self.to_feature = _mapper(cfg.trunk.feature_dim, cfg.hidden, batchnorm=True)
+            self.to_embed = _embed(cfg.hidden, cfg.motion_dim)
 
-    def forward_feature(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, S, S) or (B, T, 3, S, S) -> F_n (B or B*T, 512)."""
-        return self.model(_flatten_images(images, self.config.trunk.image_size))
+    def unified(self, feature: torch.Tensor) -> torch.Tensor:
+        """F_n (N, 512) -> the stage-1 unified motion code ``to_embed(to_feature(F_n))`` (N, motion_dim)."""
+        self._require_heads()
+        return self.to_embed(self.to_feature(feature))
 
     def forward(self, images: torch.Tensor) -> MotionOutput:
         feature = self.forward_feature(images)
         return MotionOutput(
             feature,
             self.to_mouth(feature),
-            self.headpose_embed(self.to_headpose(feature)),
-            self.eye_embed(self.to_eye(feature)),
-            self.emo_embed(self.to_emo(feature)),
+            self.embed("headpose", feature),
+            self.embed("eye", feature),
+            self.embed("emo", feature),
         )
