@@ -1,4 +1,6 @@
-"""Losses of PC-AVS: hinge GAN, discriminator feature matching, audio-visual contrastive (InfoNCE).
+"""Losses of PC-AVS: hinge GAN, discriminator feature matching, audio-visual contrastive (InfoNCE);
+and PD-FGC's feature-level decorrelation (`cross_correlation`, `decorrelation_loss`) with its
+memory bank (`FeatureMemoryBank`).
 
 (The VGG perceptual loss lives in `talkinghead.nn.vgg`.)
 
@@ -21,6 +23,7 @@ from typing import Sequence, Union
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 __all__ = [
     "hinge_gan_loss",
@@ -32,6 +35,9 @@ __all__ = [
     "av_info_nce",
     "softmax_contrastive_loss",
     "pcavs_sync_losses",
+    "cross_correlation",
+    "decorrelation_loss",
+    "FeatureMemoryBank",
 ]
 
 DPred = Union[torch.Tensor, Sequence[Union[torch.Tensor, Sequence[torch.Tensor]]]]
@@ -227,3 +233,66 @@ def pcavs_sync_losses(visual: torch.Tensor, audio: torch.Tensor, contrastive_wei
     if cross_modal_weight > 0:
         out["cross_modal"] = F.l1_loss(a, v.detach()) * cross_modal_weight
     return out
+
+
+# ----------------------------------------------------------------------------- decorrelation (PD-FGC)
+
+
+def cross_correlation(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Pearson correlation of every feature dimension of `a` with every one of `b` over N samples:
+    (N, Da), (N, Db) -> (Da, Db), entry (i, j) = cov(a_i, b_j) / (std(a_i) std(b_j) + eps) with
+    population (1/N) moments. N >= 2. Gradients flow into both inputs."""
+    if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[0]:
+        raise ValueError(f"need (N, Da) and (N, Db) with the same N, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if a.shape[0] < 2:
+        raise ValueError("a correlation needs at least 2 samples")
+    a = a - a.mean(0, keepdim=True)
+    b = b - b.mean(0, keepdim=True)
+    n = a.shape[0]
+    cov = a.t() @ b / n
+    std_a = a.pow(2).mean(0).clamp_min(0).sqrt()
+    std_b = b.pow(2).mean(0).clamp_min(0).sqrt()
+    return cov / (std_a[:, None] * std_b[None, :] + eps)
+
+
+def decorrelation_loss(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """PD-FGC's lip-motion decorrelation (paper eq. 6): (1 / Da) sum_{i, j} corr(a_i, b_j)^2 over the
+    N rows of a (N, Da) and b (N, Db) (`cross_correlation`). The paper normalises by "the feature
+    dimension D"; with Da != Db we take Da, the dimension of the feature being decorrelated (a, the
+    expression code). 0 when independent (in expectation ~ Db / N for N random independent rows)."""
+    return cross_correlation(a, b, eps).pow(2).sum() / a.shape[1]
+
+
+class FeatureMemoryBank(nn.Module):
+    """The `size` latest rows of a feature stream (PD-FGC's memory banks for eq. 6).
+
+    ``push(x)`` stores the rows of x (N, dim), detached, overwriting the oldest (first in, first
+    out; N > size keeps the last `size` rows of x). ``latest(k)`` returns the min(k, filled) most
+    recently pushed rows, newest first (no gradient). Two banks pushed with aligned rows (the same N
+    each time) return aligned rows. State (``features``, ``filled``, ``position``) is kept in
+    buffers, so it is saved in checkpoints and moves with the module's device. Under DDP each
+    process keeps its own bank (nothing is gathered).
+    """
+
+    def __init__(self, size: int, dim: int):
+        super().__init__()
+        if size < 1 or dim < 1:
+            raise ValueError(f"size and dim must be >= 1, got {size} and {dim}")
+        self.size = int(size)
+        self.register_buffer("features", torch.zeros(self.size, int(dim)))
+        self.register_buffer("filled", torch.zeros((), dtype=torch.long))
+        self.register_buffer("position", torch.zeros((), dtype=torch.long))  # next row to write
+
+    @torch.no_grad()
+    def push(self, x: torch.Tensor) -> None:
+        x = x.detach().reshape(-1, self.features.shape[1])[-self.size:].to(self.features.dtype)
+        n = x.shape[0]
+        rows = (int(self.position) + torch.arange(n, device=self.features.device)) % self.size
+        self.features[rows] = x
+        self.position.fill_((int(self.position) + n) % self.size)
+        self.filled.fill_(min(self.size, int(self.filled) + n))
+
+    def latest(self, k: int) -> torch.Tensor:
+        k = max(0, min(int(k), int(self.filled)))
+        rows = (int(self.position) - 1 - torch.arange(k, device=self.features.device)) % self.size
+        return self.features[rows].detach().clone()

@@ -1,0 +1,301 @@
+"""PD-FGC training module (`talkinghead.methods.pdfgc.module`): each of the three stages runs a few
+optimisation steps on a small synthetic batch with finite losses, trains exactly its parts and
+leaves the rest untouched; the lip InfoNCE, eye contrastive and decorrelation losses match their
+formulas and fall on toy cases; the memory bank keeps the latest rows."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+from torch.utils.data import DataLoader, Dataset
+
+from talkinghead.methods.pdfgc.config import PDFGCRunConfig
+from talkinghead.methods.pdfgc.module import PDFGCModule, lip_info_nce
+from talkinghead.methods.pdfgc.networks import PDFGCConfig
+from talkinghead.nn.losses import FeatureMemoryBank, cross_correlation, decorrelation_loss, info_nce
+
+S = 32       # frame side of the synthetic batches (tiny model: image_size 32)
+IDS = 4
+
+
+def tiny_model() -> dict:
+    return PDFGCConfig.tiny(image_size=S, num_identities=IDS).to_dict()
+
+
+def synthetic_sample(i: int, window: int = 2, in_window: int = 3) -> dict:
+    """One data-module-like sample (shapes of `TalkingHeadDataModule`), deterministic per i."""
+    g = torch.Generator().manual_seed(i)
+    img = lambda *shape: torch.rand(*shape, generator=g) * 2 - 1  # noqa: E731
+    t = window
+    return {
+        "frames": img(t, 3, S, S), "reference": img(1, 3, S, S), "augmented": img(t, 3, S, S),
+        "mel": torch.rand(t, 1, 80, 20, generator=g),
+        "negative_mel": torch.rand(1, t, 1, 80, 20, generator=g),
+        "negative_clip_index": torch.tensor([i % 3]),
+        "eye_donor": img(t, 3, S, S), "eye_anchor": img(t, 3, S, S),
+        "window_frames": img(in_window, 3, S, S),
+        "pose": torch.randn(t, 6, generator=g) * torch.tensor([0.1, 0.1, 0.1, 5.0, 5.0, 0.1])
+        + torch.tensor([0.0, 0.0, 0.0, 112.0, 112.0, 0.0]),
+        "speaker": torch.tensor(i % IDS), "clip_index": torch.tensor(i % 3),
+        "frame_index": torch.arange(t) + 6 * i,
+    }
+
+
+class Samples(Dataset):
+    def __init__(self, n: int, **kw):
+        self.items = [synthetic_sample(i, **kw) for i in range(n)]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def fit(module: PDFGCModule, steps: int, batch: int = 3, **kw) -> None:
+    torch.set_num_threads(1)
+    trainer = Trainer(accelerator="cpu", devices=1, max_steps=steps * module.optimizers_per_step, logger=False,
+                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                      num_sanity_val_steps=0, limit_val_batches=0)
+    trainer.fit(module, DataLoader(Samples(batch * steps, **kw), batch_size=batch, shuffle=False))
+
+
+def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def changed(before: dict, module: torch.nn.Module, prefix: str) -> bool:
+    after = module.state_dict()
+    keys = [k for k in before if k.startswith(prefix) and before[k].is_floating_point()]
+    assert keys, prefix
+    return any(not torch.equal(before[k], after[k]) for k in keys)
+
+
+def logged(module) -> dict:
+    return {k: float(v) for k, v in module.trainer.callback_metrics.items()}
+
+
+# ------------------------------------------------------------------------- stages
+def test_motion_stage_trains_appearance_motion_and_g0_only():
+    torch.manual_seed(0)
+    module = PDFGCModule("motion", model=tiny_model(), loss={"vgg": 0.0}, optim={"lr": 1e-3, "d_lr": 1e-3},
+                         sample_every_n_steps=0)
+    before = snapshot(module)
+    fit(module, steps=3)
+    logs = logged(module)
+    for key in ("train/loss_gan", "train/loss_feat", "train/loss_l1", "train/loss_identity", "train/loss_D"):
+        assert math.isfinite(logs[key]), key
+    for part in ("model.net_appearance.model.", "model.net_appearance.fc.", "model.net_motion.model.",
+                 "model.net_motion.to_feature.", "model.net_motion.to_embed.", "net_generator0.convs.", "netD."):
+        assert changed(before, module, part), part
+    for part in ("model.net_motion.to_mouth.", "model.net_motion.to_emo.", "model.net_audio.",
+                 "model.net_generator."):
+        assert not changed(before, module, part), part  # frozen and in eval mode: BN statistics too
+    assert module.skipped == 0
+
+
+def test_fine_stage_trains_lip_eye_pose_branches_on_a_frozen_trunk():
+    torch.manual_seed(0)
+    module = PDFGCModule("fine", model=tiny_model(), loss={"lip_other_clips": True, "temperature": 0.1},
+                         optim={"lr": 1e-3}, sample_every_n_steps=0)
+    assert set(module.trained_groups()) == {"lip", "eye", "pose"}
+    before = snapshot(module)
+    fit(module, steps=3)
+    logs = logged(module)
+    for key in ("train/lip_v2a", "train/lip_a2v", "train/eye_loss", "train/pose_loss"):
+        assert math.isfinite(logs[key]), key
+    for part in ("model.net_motion.to_mouth.", "model.net_motion.mouth_embed.", "model.net_audio.model.",
+                 "model.net_audio.mouth_embed.", "model.net_motion.to_eye.", "model.net_motion.eye_embed.",
+                 "model.net_motion.to_headpose.", "model.net_motion.headpose_embed."):
+        assert changed(before, module, part), part
+    for part in ("model.net_motion.model.", "model.net_motion.to_feature.", "model.net_motion.to_emo.",
+                 "model.net_appearance.", "model.net_generator."):
+        assert not changed(before, module, part), part
+    assert not module.model.net_motion.model.training and module.model.net_motion.to_eye.training
+
+
+def test_expression_stage_trains_emotion_and_generator_and_banks_features():
+    torch.manual_seed(0)
+    module = PDFGCModule("expression", model=tiny_model(), loss={"vgg": 0.0}, optim={"lr": 1e-3}, bank_size=5,
+                         sample_every_n_steps=0)
+    before = snapshot(module)
+    fit(module, steps=3, window=1, in_window=3)
+    logs = logged(module)
+    for key in ("train/loss_gan", "train/loss_decorrelation", "train/loss_motion", "train/loss_l1"):
+        assert math.isfinite(logs[key]), key
+    for part in ("model.net_motion.to_emo.", "model.net_motion.emo_embed.", "model.net_generator.convs.", "netD."):
+        assert changed(before, module, part), part
+    for part in ("model.net_motion.model.", "model.net_motion.to_mouth.", "model.net_motion.to_eye.",
+                 "model.net_motion.to_headpose.", "model.net_audio.", "model.net_appearance."):
+        assert not changed(before, module, part), part
+    # 3 batches of 3 pushed into a bank of 5: full, the write position at 9 % 5
+    assert int(module.emo_bank.filled) == 5 and int(module.emo_bank.position) == 4
+    assert int(module.audio_bank.filled) == 5
+
+
+def test_expression_encoder_stops_after_expression_steps():
+    torch.manual_seed(0)
+    module = PDFGCModule("expression", model=tiny_model(), loss={"vgg": 0.0, "decorrelation": 1.0},
+                         optim={"lr": 1e-3, "expression_steps": 0}, bank_size=4, sample_every_n_steps=0)
+    before = snapshot(module)
+    fit(module, steps=2, window=1, in_window=2)
+    assert not changed(before, module, "model.net_motion.to_emo.")
+    assert changed(before, module, "model.net_generator.convs.")
+    assert int(module.emo_bank.filled) == 0  # no decorrelation once E_exp is fixed
+
+
+def test_optimiser_settings_group_lr_and_step_lr():
+    module = PDFGCModule("expression", model=tiny_model(), bank_size=4,
+                         optim={"lr": 2e-5, "d_lr": 3.5e-6, "group_lr": {"expression": 1e-5}, "step_size": 2,
+                                "gamma": 0.5, "schedule": {"discriminator": [3, 0.1]}})
+    (opt_g, opt_d), (sched_g, sched_d) = module.configure_optimizers()
+    lrs = {g["name"]: g["lr"] for g in opt_g.param_groups}
+    assert lrs == {"expression": pytest.approx(1e-5), "generator": pytest.approx(2e-5)}
+    assert opt_g.defaults["betas"] == (0.0, 0.99) and opt_g.defaults["weight_decay"] == pytest.approx(1e-3)
+    assert opt_d.param_groups[0]["lr"] == pytest.approx(3.5e-6)
+    for _ in range(2):
+        sched_g.step()
+        sched_d.step()
+    assert opt_g.param_groups[1]["lr"] == pytest.approx(1e-5)       # halved after 2 batches
+    assert opt_d.param_groups[0]["lr"] == pytest.approx(3.5e-6)     # its own period: 3
+
+
+def test_paper_defaults_and_schema():
+    cfg = PDFGCRunConfig()
+    assert cfg.bank_size == 512
+    assert list(cfg.expression.optim.betas) == [0.0, 0.99] and cfg.expression.optim.weight_decay == 1e-3
+    assert cfg.expression.loss.feat == 10.0 and cfg.expression.loss.vgg == 10.0 and cfg.fine.loss.lip == 100.0
+    assert PDFGCModule.STAGES == ("motion", "fine", "expression")
+    with pytest.raises(ValueError, match="unknown loss keys"):
+        PDFGCModule("fine", model=tiny_model(), loss={"nope": 1})
+
+
+def test_configs_load():
+    from talkinghead.config import load_config
+    from talkinghead.training.method import ROOT
+
+    for name in ("base", "synth", "tiny"):
+        cfg = load_config(PDFGCRunConfig, ROOT / "experiments" / "pdfgc" / f"{name}.yaml", ())
+        assert cfg.expression.data.in_window or cfg.data.in_window
+    base = load_config(PDFGCRunConfig, ROOT / "experiments" / "pdfgc" / "base.yaml", ())
+    assert base.expression.data.in_window == 13 and base.bank_size == 512
+
+
+# ------------------------------------------------------------------------- losses
+def test_lip_info_nce_matches_the_formula_and_masks_near_frames():
+    torch.manual_seed(0)
+    b, t, d = 2, 6, 5
+    v, a = torch.randn(b, t, d), torch.randn(b, t, d)
+    clip, frame = torch.tensor([0, 1]), torch.arange(t).expand(b, t)
+    out = lip_info_nce(v, a, clip, frame, min_shift=3, other_clips=False)
+    vn, an = torch.nn.functional.normalize(v.reshape(-1, d), dim=-1), torch.nn.functional.normalize(a.reshape(-1, d), dim=-1)
+    total_v2a, total_a2v = 0.0, 0.0
+    for i in range(b * t):
+        ci, fi = i // t, i % t
+        cands = [j for j in range(b * t) if j // t == ci and (j == i or abs(j % t - fi) >= 3)]
+        s_v = torch.stack([vn[i] @ an[j] for j in cands])
+        s_a = torch.stack([an[i] @ vn[j] for j in cands])
+        k = cands.index(i)
+        total_v2a += -(s_v[k] - torch.logsumexp(s_v, 0))
+        total_a2v += -(s_a[k] - torch.logsumexp(s_a, 0))
+    assert out["v2a"].item() == pytest.approx(total_v2a.item() / (b * t), rel=1e-5)
+    assert out["a2v"].item() == pytest.approx(total_a2v.item() / (b * t), rel=1e-5)
+    wider = lip_info_nce(v, a, clip, frame, min_shift=3, other_clips=True)
+    assert wider["v2a"].item() > out["v2a"].item()  # more negatives, larger loss
+    with pytest.raises(ValueError, match="no negatives"):
+        lip_info_nce(v[:, :2], a[:, :2], clip, frame[:, :2], min_shift=3, other_clips=False)
+
+
+def test_lip_info_nce_falls_when_learning_a_toy_alignment():
+    torch.manual_seed(0)
+    content = torch.randn(2, 8, 4)
+    v_map, a_map = torch.nn.Linear(4, 6), torch.nn.Linear(4, 6)
+    visual_in = content + 0.05 * torch.randn_like(content)
+    opt = torch.optim.Adam([*v_map.parameters(), *a_map.parameters()], lr=0.05)
+    clip, frame = torch.tensor([0, 1]), torch.arange(8).expand(2, 8)
+    losses = []
+    for _ in range(60):
+        loss = lip_info_nce(v_map(visual_in), a_map(content), clip, frame, 2, True, 0.1)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.3 * losses[0]
+
+
+def test_eye_contrastive_loss_prefers_the_donor_and_falls():
+    """Eq. 4 through info_nce: positive (donor, anchor), one negative (base, anchor)."""
+    f1, f2, fa = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 1.0]])
+    direct = -math.log(math.exp(math.cos(math.pi / 4)) / (2 * math.exp(math.cos(math.pi / 4))))
+    assert info_nce(fa, f1, f2[:, None]).item() == pytest.approx(direct, rel=1e-6)
+    torch.manual_seed(0)
+    eye = torch.nn.Linear(8, 3)   # a toy eye encoder on images = [eye region 4 dims | rest 4 dims]
+    opt = torch.optim.Adam(eye.parameters(), lr=0.05)
+    losses = []
+    for _ in range(60):
+        donor, base = torch.randn(16, 8), torch.randn(16, 8)
+        anchor = torch.cat([donor[:, :4], base[:, 4:]], 1)  # donor's eye region on the base frame
+        loss = info_nce(eye(anchor), eye(donor), eye(base)[:, None], 0.1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) < 0.3 * sum(losses[:5])
+    assert eye.weight[:, 4:].abs().mean() < eye.weight[:, :4].abs().mean()  # it learned to ignore the rest
+
+
+def test_decorrelation_loss_formula_and_toy_decrease():
+    torch.manual_seed(0)
+    a, b = torch.randn(50, 3), torch.randn(50, 4)
+    corr = torch.tensor([[torch.corrcoef(torch.stack([a[:, i], b[:, j]]))[0, 1] for j in range(4)] for i in range(3)])
+    assert torch.allclose(cross_correlation(a, b), corr, atol=1e-4)
+    assert decorrelation_loss(a, b).item() == pytest.approx((corr ** 2).sum().item() / 3, rel=1e-3)
+    # a code that copies the audio: perfectly correlated, then decorrelated by gradient descent
+    audio = torch.randn(64, 4)
+    mix = torch.nn.Parameter(torch.eye(4)[:2] + 0.1 * torch.randn(2, 4))
+    other = torch.randn(64, 2)
+    opt = torch.optim.Adam([mix], lr=0.05)
+    first = None
+    for _ in range(100):
+        code = audio @ mix.t() + other
+        loss = decorrelation_loss(code, audio)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.1 * first
+
+
+def test_memory_bank_keeps_the_latest_rows_newest_first():
+    bank = FeatureMemoryBank(5, 2)
+    assert bank.latest(3).shape == (0, 2)
+    rows = torch.arange(14.0).view(7, 2)
+    bank.push(rows[:3])
+    assert torch.equal(bank.latest(10), rows[:3].flip(0))
+    bank.push(rows[3:7])  # 7 rows into 5: the first two are gone
+    assert int(bank.filled) == 5 and int(bank.position) == 2
+    assert torch.equal(bank.latest(5), rows[2:7].flip(0))
+    assert torch.equal(bank.latest(2), rows[5:7].flip(0))
+    x = torch.ones(1, 2, requires_grad=True)
+    bank.push(x * 3)
+    assert not bank.latest(1).requires_grad and torch.equal(bank.latest(1), torch.full((1, 2), 3.0))
+    assert set(bank.state_dict()) == {"features", "filled", "position"}
+
+
+def test_lip_decorrelation_uses_batch_plus_latest_bank_rows():
+    module = PDFGCModule("expression", model=tiny_model(), bank_size=6)
+    torch.manual_seed(0)
+    old_e, old_a = torch.randn(4, module.config.emo_dim), torch.randn(4, module.config.lip_dim)
+    module.emo_bank.push(old_e)
+    module.audio_bank.push(old_a)
+    emo = torch.randn(3, module.config.emo_dim, requires_grad=True)
+    audio = torch.randn(3, module.config.lip_dim)
+    loss = module.lip_decorrelation(emo, audio)
+    # M = 6 rows: this batch (3) and the 3 newest banked
+    expect = decorrelation_loss(torch.cat([emo, old_e[1:].flip(0)]), torch.cat([audio, old_a[1:].flip(0)]))
+    assert loss.item() == pytest.approx(expect.item(), rel=1e-5)
+    loss.backward()
+    assert emo.grad is not None and emo.grad.abs().sum() > 0
+    assert torch.equal(module.emo_bank.latest(3), emo.detach().flip(0))
