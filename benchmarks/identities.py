@@ -13,8 +13,8 @@ corpus: 48 train identities, then 12 test ones) are rendered
   nearest-neighbour identification accuracy over all renders.
 Also printed: dlib's detection rate over all renders (the preprocessing needs every face found), and
 the mean error (px at 224) of dlib's 68 landmarks against the renders' exact ground truth: the cost
-of wide face shapes (`puppet.SHAPE_STRENGTH`, `puppet.LFW_SHAPE_WEIGHT`), which pull dlib's shape prior off.
-About 17 s per seed on two cores (the first also finds the LFW faces).
+of wide face shapes (`puppet.SHAPE_STRENGTH`), which pull dlib's shape prior off.
+About 30 s per seed on two cores.
 """
 from __future__ import annotations
 

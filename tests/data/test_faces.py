@@ -74,13 +74,11 @@ def test_alignment_tracks_the_mouth_of_a_moving_synthtalk_face(synth_vox2):
     iod = np.linalg.norm(anchors[:, 1] - anchors[:, 0], axis=-1)
     assert np.abs(iod.mean() - 50.0) < 5.0
     assert np.linalg.norm(anchors[:, 2] - faces.ALIGN_ANCHORS[2], axis=-1).max() < 1.0
-    # the image moved with the landmarks: dlib finds the face where the mapped truth says, as
-    # closely as on the raw frames (aligned faces are 50/46 larger and resampled: 1 px of slack)
+    # the image moved with the landmarks: dlib finds the face where the mapped truth says
+    # (aligned faces are 50/46 larger than SynthTalk's and resampled, hence 4 px rather than 3)
     detected, found = faces.detect_landmarks(aligned[::4])
-    raw, raw_found = faces.detect_landmarks(frames[::4])
-    assert found.all() and raw_found.all()
-    raw_error = faces.landmark_error(raw, truth[::4]).mean()
-    assert faces.landmark_error(detected, aligned_lm[::4]).mean() < raw_error * 50 / 46 + 1.0
+    assert found.all()
+    assert faces.landmark_error(detected, aligned_lm[::4]).mean() < 4.0
 
 
 def test_dlib_finds_synthtalk_faces_with_small_error(synth_vox2):
@@ -92,9 +90,7 @@ def test_dlib_finds_synthtalk_faces_with_small_error(synth_vox2):
         found_all.append(found)
         errors.append(faces.landmark_error(landmarks[found], truth[found]))
     assert np.concatenate(found_all).mean() >= 0.9
-    # 3.8 px measured on these identities: real-face proportions (LFW shapes) cost dlib about 1 px
-    # over the photo's own (2.9 px before); README, "SynthTalk"
-    assert np.concatenate(errors).mean() <= 4.2
+    assert np.concatenate(errors).mean() <= 3.0
 
 
 def test_fill_missing_interpolates_and_refuses_empty():

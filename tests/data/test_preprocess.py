@@ -136,9 +136,8 @@ def test_stored_clip_content(synth_vox2, tmp_path):
     assert n == 40 and data["landmarks"].shape == (n, 68, 2) and data["pose"].shape == (n, 6)
     assert data["audio"].shape == (n * 640,) and data["mel"].shape[0] == 80
     assert store.decode_frames(data["frames"], data["frame_offsets"], [0, n - 1]).shape == (2, 224, 224, 3)
-    # detected landmarks vs ground truth, both in aligned coordinates (50/46 larger than the raw frames,
-    # where dlib is 4.2 px off on this identity's real-face proportions: 5.4 px measured; README, SynthTalk)
-    assert landmark_error(data["landmarks"], data["truth_landmarks"]).mean() < 6.0
+    # detected landmarks vs ground truth, both in aligned coordinates
+    assert landmark_error(data["landmarks"], data["truth_landmarks"]).mean() < 4.0
 
 
 def test_cli_rejects_unknown_dataset_with_the_choices(capsys):

@@ -1,9 +1,6 @@
-import dataclasses
-
 import numpy as np
 import pytest
 
-from talkinghead.data import faces
 from talkinghead.data.audio import load_audio
 from talkinghead.data.corpora import read_corpus
 from talkinghead.data.synthtalk import puppet, speech
@@ -150,10 +147,9 @@ def test_a_face_recogniser_tells_synthtalk_identities_apart():
     dist = np.linalg.norm(emb[:, None] - emb[None], axis=-1)
     same = np.arange(8)[:, None] // 2 == np.arange(8)[None] // 2
     within, across = dist[same & ~np.eye(8, dtype=bool)].max(), dist[~same].min()
-    # a margin between the farthest renders of one identity and the nearest of two: 0.11 measured
-    # (over the 12 test identities of 3 seeds, 25/36 are separated: benchmarks/identities.py); the
-    # single-photo identities of before had 0.06
-    assert across - within > 0.08, (within, across)
+    # a margin between the farthest renders of one identity and the nearest of two: 0.17 measured;
+    # the single-photo identities of before had 0.06
+    assert across - within > 0.12, (within, across)
     np.fill_diagonal(dist, np.inf)
     assert (dist.argmin(1) // 2 == np.arange(8) // 2).all()  # each render's nearest is its own identity
 
@@ -184,18 +180,3 @@ def test_truth_pose_is_mapped_into_the_aligned_frames():
     aligned_points = faces.apply_affine(raw, m)
     np.testing.assert_allclose(aligned_pose(raw_pose, m[None], 46.0)[0],
                                faces.estimate_head_pose(aligned_points[None])[0], atol=1e-3)
-
-
-def test_identities_borrow_distinct_real_face_proportions():
-    real = puppet.lfw_faces()
-    assert len(real) >= 40  # near-frontal LFW faces dlib finds
-    shape = puppet.lfw_shape(0)
-    assert np.allclose(shape, shape[faces.MIRROR] * [-1, 1])  # symmetrised
-    assert np.allclose(faces.anchor_points(shape)[:2], [[-0.5, 0], [0.5, 0]], atol=1e-9)  # eyes at +-0.5 IOD
-    assert len({puppet.lfw_face_of(i, 0) for i in range(len(real))}) == len(real)  # one person each
-    ident = puppet.make_identity(2, 0)
-    own = puppet.identity_model(dataclasses.replace(ident, lfw_shape_weight=0.0))
-    borrowed = puppet.identity_model(ident)
-    assert np.abs(borrowed[17:48, :2] - own[17:48, :2]).mean() > 0.01  # brows, nose, eyes moved
-    moved = dataclasses.replace(ident, lfw_face=puppet.lfw_face_of(3, 0))
-    assert np.abs(puppet.identity_model(moved) - borrowed).max() > 0.02  # another person, another shape

@@ -1,14 +1,9 @@
-"""SynthTalk puppet: real face photographs, re-shaped, re-coloured and animated per frame.
+"""SynthTalk puppet: a real face photograph, re-shaped, re-coloured and animated per frame.
 
-Few real faces ship offline, so identities are made from what does: scikit-image's `astronaut`
-(the canvas: hair, body, face), matplotlib's `grace_hopper.jpg` (a donor face blended into some
-face regions) and the 25 x 25 grey faces of scikit-image's `lfw_subset` (Labeled Faces in the Wild;
-each identity takes one real person's face proportions, from dlib's landmarks on it, and the
-low-frequency shading of that face). Each identity gets its own face shape (jaw, face length, eye
-spacing and size, nose, mouth), skin tone, hair colour and hairline, brows, facial hair, glasses,
-optional mirror image, background and voice; 32 of these factors are coded so that any two
-identities of a block differ in half of them (`identity_code`). A frame is rendered by a
-thin-plate-spline warp that carries the photograph's dlib landmarks (plus head-outline points) to
+There is one real face photograph offline here (scikit-image's `astronaut`), so identities are made
+from it. Each identity gets its own face shape (jaw, face length, eye spacing and size, nose,
+mouth), skin tone, hair colour, optional mirror image, background and voice. A frame is rendered by
+a thin-plate-spline warp that carries the photograph's dlib landmarks (plus head-outline points) to
 the frame's ground-truth landmarks. The puppet's 3D landmark model is the canonical template of
 `talkinghead.data.faces`, posed by a rotation, translation and scale, with mouth, blink, gaze and
 emotion offsets, projected weak-perspective. The mouth interior (teeth, dark cavity) is painted
@@ -179,7 +174,18 @@ def donor_face() -> DonorFace:
     photo = base_photo()
     base_lm = photo.landmarks.astype(np.float64)
     h, w = photo.image.shape[:2]
-    warped = _warp_onto_base(donor, donor_lm)
+    # far-away anchors follow a least-squares affine map, so the spline stays tame off the face
+    border = _square_border(w, 6)  # the photo is square
+    affine, *_ = np.linalg.lstsq(np.c_[base_lm, np.ones(68)], donor_lm, rcond=None)
+    dst = np.vstack([base_lm, border])
+    src = np.vstack([donor_lm, np.c_[border, np.ones(len(border))] @ affine])
+    step = 4
+    g = np.arange(0, w + step, step, dtype=np.float64)
+    gx, gy = np.meshgrid(g, g)
+    coarse = tps_map(dst / w, src / w, np.stack([gx.ravel(), gy.ravel()], 1) / w) * w
+    maps = cv2.resize(coarse.reshape(*gx.shape, 2).astype(np.float32), (len(g) * step, len(g) * step),
+                      interpolation=cv2.INTER_LINEAR)[:h, :w]
+    warped = cv2.remap(donor, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     regions = _region_masks(base_lm, (h, w))
     # match the donor's Lab mean and spread inside the face to the base photo's
     face = regions["face"] > 0.5
@@ -190,89 +196,6 @@ def donor_face() -> DonorFace:
     lab_d = (lab_d - mean_d) * np.sqrt(std_b / std_d) + mean_b
     image = cv2.cvtColor(np.clip(lab_d, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB).astype(np.float32) / 255.0
     return DonorFace(image, regions)
-
-
-LFW_SIZE = 160  # px the 25 x 25 LFW faces are upsampled to, so dlib finds their landmarks
-LFW_MAX_TURN = 0.25  # faces turned further (see `_turn`) are left out: their proportions are foreshortened
-
-
-def _turn(landmarks: np.ndarray) -> float:
-    """How far a face is turned, from (68, 2) landmarks: the nose tip's offset from the middle of the
-    jaw line, as a fraction of the jaw's width (0 frontal, about +-0.5 at 30 degrees of yaw)."""
-    left, right, nose = landmarks[0, 0], landmarks[16, 0], landmarks[30, 0]
-    return float(((nose - left) - (right - nose)) / (right - left))
-
-
-@lru_cache(maxsize=1)
-def lfw_faces() -> tuple[tuple[np.ndarray, np.ndarray], ...]:
-    """The near-frontal real faces of scikit-image's `lfw_subset` (25 x 25 grey crops of Labeled Faces in
-    the Wild, one person each) that dlib finds at LFW_SIZE px: ((LFW_SIZE, LFW_SIZE) float32 luminance in
-    [0, 255], (68, 2) landmarks) each, in the subset's order."""
-    import skimage.data
-
-    detector = faces.get_landmark_detector("dlib")
-    found = []
-    for crop in skimage.data.lfw_subset()[:100]:  # the first 100 are faces, the rest are not
-        grey = cv2.resize((crop * 255).astype(np.float32), (LFW_SIZE, LFW_SIZE), interpolation=cv2.INTER_CUBIC)
-        grey = np.clip(grey, 0, 255)
-        landmarks = detector(np.repeat(grey.astype(np.uint8)[..., None], 3, axis=2))
-        if landmarks is not None and abs(_turn(landmarks)) <= LFW_MAX_TURN:
-            found.append((grey, landmarks.astype(np.float64)))
-    if not found:
-        raise RuntimeError("dlib found no face in skimage.data.lfw_subset(); the dlib install is broken")
-    return tuple(found)
-
-
-@lru_cache(maxsize=8)
-def lfw_shading(face: int) -> np.ndarray:
-    """(512, 512) float32: the low-frequency luminance of LFW face `face` (an index into `lfw_faces`)
-    warped onto the base photo's landmarks, normalised to zero mean and unit spread inside the face."""
-    grey, lfw_lm = lfw_faces()[face]
-    photo = base_photo()
-    base_lm = photo.landmarks.astype(np.float64)
-    warped = _warp_onto_base(grey, lfw_lm)
-    low = cv2.GaussianBlur(warped, (0, 0), 0.08 * _iod(base_lm))
-    inside = _region_masks(base_lm, photo.image.shape[:2])["face"] > 0.5
-    return ((low - low[inside].mean()) / (low[inside].std() + 1e-6)).astype(np.float32)
-
-
-@lru_cache(maxsize=None)
-def lfw_shape(face: int) -> np.ndarray:
-    """(68, 2) face shape of LFW face `face`: its landmarks with the eyes levelled, symmetrised (averaged
-    with their mirror image, which cancels most of a yaw), in IOD units about the eye midpoint."""
-    lm = lfw_faces()[face][1]
-    eyes = faces.anchor_points(lm)[:2]
-    dx, dy = eyes[1] - eyes[0]
-    angle = np.arctan2(dy, dx)
-    rotation = np.array([[np.cos(angle), np.sin(angle)], [-np.sin(angle), np.cos(angle)]])
-    lm = (lm - eyes.mean(0)) @ rotation.T
-    sym = 0.5 * (lm + lm[faces.MIRROR] * [-1, 1])
-    return sym / float(np.linalg.norm(eyes[1] - eyes[0]))
-
-
-def mean_lfw_shape() -> np.ndarray:
-    """(68, 2) mean of `lfw_shape` over all LFW faces."""
-    return np.mean([lfw_shape(i) for i in range(len(lfw_faces()))], axis=0)
-
-
-def _warp_onto_base(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    """`image` (a photo whose face has (68, 2) `landmarks`) warped by a
-    thin-plate spline onto the base photo's landmarks, in the base photo's (512, 512) frame; far-away
-    anchors follow a least-squares affine map so the spline stays tame off the face."""
-    photo = base_photo()
-    base_lm = photo.landmarks.astype(np.float64)
-    h, w = photo.image.shape[:2]
-    border = _square_border(w, 6)
-    affine, *_ = np.linalg.lstsq(np.c_[base_lm, np.ones(68)], landmarks, rcond=None)
-    dst = np.vstack([base_lm, border])
-    src = np.vstack([landmarks, np.c_[border, np.ones(len(border))] @ affine])
-    step = 4
-    g = np.arange(0, w + step, step, dtype=np.float64)
-    gx, gy = np.meshgrid(g, g)
-    coarse = tps_map(dst / w, src / w, np.stack([gx.ravel(), gy.ravel()], 1) / w) * w
-    maps = cv2.resize(coarse.reshape(*gx.shape, 2).astype(np.float32), (len(g) * step, len(g) * step),
-                      interpolation=cv2.INTER_LINEAR)[:h, :w]
-    return cv2.remap(image, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,55 +233,33 @@ class Identity:
     glasses: dict | None = None  # {'shape': round|square, 'width', 'height' (IOD), 'thickness' (IOD), 'rgb'}
     texture_seed: int = 0
     lipstick: tuple[float, float, float] | None = None  # lip colour (Lab, OpenCV 8-bit scale)
-    lfw_face: int = -1  # index into `lfw_faces` whose shading the face takes (-1: none)
-    lfw_strength: float = 0.0  # spread of that shading, in Lab L units
-    lfw_shape_weight: float = 0.0  # how far the face shape takes that face's proportions (see `identity_model`)
-    hairline: float = 0.0  # < 0: a fringe down to (0.6 + hairline) IOD above the brows; > 0: hairline receded by that many IOD
-    iris_light: float = 0.5  # iris colour strength in [0, 1]: dark and dull (0) to light and vivid (1)
-    brow_arch: float = 0.0  # IOD the middle of each eyebrow is raised (< 0: lowered, a flat brow); moves the landmarks
 
 
-# hair colours (Lab, OpenCV 8-bit scale), by (light, warm): dark or light, cool/ash or warm
-HAIR_COLOURS = {(False, False): [(25, 128, 128), (40, 128, 132), (60, 128, 125)],  # black, dark ash brown
-                (False, True): [(70, 135, 145), (60, 140, 150)],  # brown, chestnut
-                (True, False): [(175, 128, 128), (150, 128, 138), (125, 129, 135)],  # grey, ash blonde, light ash
-                (True, True): [(150, 133, 160), (120, 140, 165), (100, 150, 155)]}  # blonde, light brown, auburn
+HAIR_COLOURS = [(40, 128, 132), (70, 135, 145), (150, 133, 160), (95, 150, 155), (175, 128, 128),
+                (25, 128, 128), (120, 140, 165), (60, 128, 125)]  # black, brown, blonde, auburn, grey, ...
 FACIAL_HAIR = ("stubble", "moustache", "goatee", "beard")
 LIPSTICKS = [(110, 170, 150), (130, 160, 145), (90, 165, 140), (140, 150, 140), (80, 155, 135)]  # reds, pinks, browns
 GLASSES_COLOURS = [(0.05, 0.05, 0.05), (0.35, 0.2, 0.1), (0.7, 0.7, 0.72), (0.55, 0.1, 0.1), (0.1, 0.15, 0.4)]
 
 
-#: The coded factors (see `identity_code`): the face shape (`SHAPE_RANGES`), then appearance.
 CODE_FACTORS = ("jaw_width", "cheek_width", "face_length", "eye_spacing", "eye_size", "eye_tilt", "nose_length",
                 "nose_width", "mouth_width", "lip_thickness", "mouth_height", "brow_height", "chin", "head_width",
-                "crown", "age", "skin_light", "skin_warm", "hair_light", "hair_warm", "hairline", "brow_thickness",
-                "brow_darkness", "brow_arch", "donor_face", "donor_eyes", "donor_nose", "donor_mouth", "mirror",
-                "male", "lipstick", "iris_light")
+                "crown", "age")
 SHAPE_RANGES = {  # (low, high) of each face-shape factor; multipliers, or offsets in IOD (radians for the tilt)
     "jaw_width": (0.82, 1.22), "cheek_width": (0.88, 1.14), "face_length": (0.9, 1.2), "eye_spacing": (0.88, 1.12),
     "eye_size": (0.9, 1.3), "eye_tilt": (-0.12, 0.12), "nose_length": (0.82, 1.22), "nose_width": (0.8, 1.35),
     "mouth_width": (0.82, 1.22), "lip_thickness": (0.6, 1.6), "mouth_height": (-0.08, 0.08),
     "brow_height": (-0.08, 0.1), "chin": (-0.1, 0.14), "head_width": (0.85, 1.15), "crown": (-0.12, 0.12),
 }
-APPEARANCE_RANGES = {  # (low, high) of the continuous appearance factors
-    "age": (0.0, 1.4),  # strength of the wrinkle detail
-    "skin_light": (-55.0, 12.0),  # Lab L shift of the skin
-    "skin_warm": (-6.0, 14.0),  # Lab a shift of the skin (b follows at 1.2x)
-    "hairline": (-0.45, 0.7),  # IOD: < 0 a fringe, > 0 a receded hairline (`Identity.hairline`)
-    "brow_thickness": (0.7, 1.9),
-    "brow_darkness": (0.2, 0.8),
-    "brow_arch": (-0.05, 0.12),
-    "iris_light": (0.0, 1.0),  # iris chroma and lightness
-}
+AGE_RANGE = (0.0, 1.4)
 
 
 def identity_code(index: int, seed: int) -> np.ndarray:
-    """(32,) signs (+-1) saying on which side of its range each of `CODE_FACTORS` lies (for a
-    binary factor: present or not, the donor's region or the photo's own).
+    """(16,) signs (+-1) saying on which side of its range each of `CODE_FACTORS` lies.
 
-    Identities come in blocks of 32 that take the rows of a 32 x 32 Hadamard matrix (columns
+    Identities come in blocks of 16 that take the rows of a 16 x 16 Hadamard matrix (columns
     permuted and sign-flipped per block and seed), so any two identities of a block lie on opposite
-    sides for exactly 16 of the 32 factors: no two of them are near each other by chance.
+    sides for exactly 8 of the 16 factors: no two of them are near each other by chance.
     """
     hadamard = np.array([[1]])
     while len(hadamard) < len(CODE_FACTORS):
@@ -377,7 +278,7 @@ def _on_side(rng: np.random.Generator, sign: float, lo: float, hi: float, streng
 
 
 MAX_DRAWS = 30
-SHAPE_STRENGTH = 0.5  # of the ranges below: wider shapes separate identities more but pull dlib's landmarks off (README)
+SHAPE_STRENGTH = 0.8  # of the ranges below: wider shapes separate identities more but pull dlib's landmarks off (README)
 
 
 @lru_cache(maxsize=None)
@@ -412,31 +313,25 @@ def detectable(identity: Identity) -> bool:
 
 
 def draw_identity(index: int, seed: int, draw: int = 0) -> Identity:
-    """One random draw of identity `index` (see `make_identity`): every factor of `CODE_FACTORS` on
-    the side its code gives; voice, iris hue, background and the kinds of facial hair, glasses and
-    lipstick drawn freely."""
+    """One random draw of identity `index` (see `make_identity`)."""
     rng = np.random.default_rng([seed, index, 7919, draw])
     code = dict(zip(CODE_FACTORS, identity_code(index, seed)))
     strength = SHAPE_STRENGTH * 0.9 ** draw  # each redraw keeps the code's sides, with milder shape changes
+    male = rng.random() < 0.5
     shape = {name: _on_side(rng, code[name], lo, hi, strength) for name, (lo, hi) in SHAPE_RANGES.items()}
-    look = {name: _on_side(rng, code[name], lo, hi) for name, (lo, hi) in APPEARANCE_RANGES.items()}
-    male = code["male"] > 0
-    donor = {region: float(rng.uniform(0.6, 1.0)) if code[f"donor_{region}"] > 0 else 0.0
-             for region in ("face", "eyes", "nose", "mouth")}
+    donor = {region: float(rng.choice([0.0, rng.uniform(0.35, 1.0)])) for region in ("face", "eyes", "nose", "mouth")}
     glasses = None
-    if donor["eyes"] == 0 and rng.random() < 0.25:  # the donor's eyes come with her own glasses
+    if donor["eyes"] == 0 and rng.random() < 0.4:  # the donor's eyes come with her own glasses
         glasses = {"shape": str(rng.choice(["round", "square"])), "width": float(rng.uniform(0.78, 0.95)),
-                   "height": float(rng.uniform(0.42, 0.6)), "thickness": float(rng.uniform(0.03, 0.06)),
+                   "height": float(rng.uniform(0.42, 0.6)), "thickness": float(rng.uniform(0.04, 0.1)),
                    "rgb": GLASSES_COLOURS[int(rng.integers(len(GLASSES_COLOURS)))]}
-    hair_choices = HAIR_COLOURS[(bool(code["hair_light"] > 0), bool(code["hair_warm"] > 0))]
     return Identity(
         index=index,
-        mirror=bool(code["mirror"] > 0),
+        mirror=bool(rng.random() < 0.5),
         shape=shape,
-        skin_shift=(look["skin_light"], look["skin_warm"], 1.2 * look["skin_warm"] + float(rng.uniform(-4, 4))),
-        hair_lab=hair_choices[int(rng.integers(len(hair_choices)))],
+        skin_shift=(_on_side(rng, rng.choice([-1.0, 1.0]), -55, 12), float(rng.uniform(-4, 12)), float(rng.uniform(-8, 16))),
+        hair_lab=HAIR_COLOURS[int(rng.integers(len(HAIR_COLOURS)))],
         iris_hue=float(rng.uniform(0, 360)),
-        iris_light=look["iris_light"],
         background=(BACKGROUND_IMAGES + ("gradient",) * 4)[int(rng.integers(len(BACKGROUND_IMAGES) + 4))],
         background_seed=int(rng.integers(2**31)),
         voice_f0=float(rng.uniform(90, 150) if male else rng.uniform(170, 240)),
@@ -444,30 +339,13 @@ def draw_identity(index: int, seed: int, draw: int = 0) -> Identity:
         voice_rate=float(rng.uniform(3.6, 5.2)),
         motion_amplitude=float(rng.uniform(0.6, 1.3)),
         donor=donor,
-        age=look["age"],
-        brows=(look["brow_thickness"], look["brow_darkness"]),
-        brow_arch=look["brow_arch"],
-        hairline=look["hairline"],
-        facial_hair=str(rng.choice(FACIAL_HAIR)) if male else "none",
+        age=_on_side(rng, code["age"], *AGE_RANGE),
+        brows=(float(rng.uniform(1.0, 1.8) if male else rng.uniform(0.8, 1.3)), float(rng.uniform(0.0, 0.6))),
+        facial_hair=str(rng.choice(FACIAL_HAIR)) if male and rng.random() < 0.85 else "none",
         glasses=glasses,
         texture_seed=int(rng.integers(2**31)),
-        lipstick=LIPSTICKS[int(rng.integers(len(LIPSTICKS)))] if code["lipstick"] > 0 and not male else None,
-        lfw_face=lfw_face_of(index, seed),
-        lfw_strength=LFW_STRENGTH,
-        lfw_shape_weight=LFW_SHAPE_WEIGHT * 0.9 ** draw,
+        lipstick=None if male or rng.random() < 0.4 else LIPSTICKS[int(rng.integers(len(LIPSTICKS)))],
     )
-
-
-LFW_STRENGTH = 30.0  # Lab L spread of the real face's shading
-LFW_JAW_FACTOR = 0.5  # the jaw line takes half of it: dlib fits a real-proportioned jaw on this photo worst
-LFW_SHAPE_WEIGHT = 1.5  # the real face's offset from the mean LFW shape, times this, is added to the photo's
-
-
-def lfw_face_of(index: int, seed: int) -> int:
-    """The LFW face (index into `lfw_faces`) of identity `index`: a seeded permutation, so the
-    identities of a corpus take different faces (they repeat only past len(lfw_faces()))."""
-    count = len(lfw_faces())
-    return int(np.random.default_rng([seed, 65537]).permutation(count)[index % count])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -524,13 +402,6 @@ def identity_model(identity: Identity) -> np.ndarray:
     """
     m, _, _ = base_model(identity.mirror)
     m = m.copy()
-    if identity.lfw_face >= 0:  # a real person's proportions: jaw, brows, nose, eyes; the mouth moved and scaled
-        offset = identity.lfw_shape_weight * (lfw_shape(identity.lfw_face) - mean_lfw_shape())
-        offset[:17] *= LFW_JAW_FACTOR
-        m[:48, :2] += offset[:48]
-        m[48:68, :2] += offset[48:68].mean(0)  # the lips keep the photo's closed shape, moved and widened
-        widen = (offset[54, 0] - offset[48, 0]) / (m[54, 0] - m[48, 0])
-        m[48:68, 0] += (m[48:68, 0] - m[48:68, 0].mean()) * widen
     s = identity.shape
     jaw = np.arange(0, 17)
     m[jaw, 0] *= s["jaw_width"]
@@ -544,7 +415,7 @@ def identity_model(identity: Identity) -> np.ndarray:
         m[eye, 1] += side * s["eye_tilt"] * (m[eye, 0] - m[eye, 0].mean())  # outer corner up for tilt > 0
     brows = np.arange(17, 27)
     m[brows, 0] *= s["eye_spacing"]
-    m[brows, 1] -= s["brow_height"] + identity.brow_arch * np.tile(np.sin(np.linspace(0, np.pi, 5)), 2)
+    m[brows, 1] -= s["brow_height"]
     nose = np.arange(27, 36)
     top = m[27, 1]
     m[nose, 1] = top + (m[nose, 1] - top) * s["nose_length"]
@@ -784,10 +655,6 @@ def _identity_texture(identity: Identity) -> np.ndarray:
     # age: the donor's fine luminance detail (wrinkles) on the face
     donor_l = cv2.cvtColor((donor.image * 255 + 0.5).astype(np.uint8), cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32)
     detail = donor_l - cv2.GaussianBlur(donor_l, (0, 0), 0.08 * iod)
-    if identity.lfw_face >= 0:  # a real face's low-frequency structure (sockets, cheekbones, nose shadow)
-        low = cv2.GaussianBlur(lab[..., 0], (0, 0), 0.08 * iod)
-        target = lfw_shading(identity.lfw_face) * identity.lfw_strength + low[donor.regions["face"] > 0.5].mean()
-        lab[..., 0] += donor.regions["face"] * (target - low)
     lab[..., 0] += identity.age * (1 - weight) * donor.regions["face"] * (1 - donor.regions["eyes"]) * detail
     skin = photo.skin[..., None]
     lab = lab + skin * np.array(identity.skin_shift, dtype=np.float32)
@@ -798,7 +665,6 @@ def _identity_texture(identity: Identity) -> np.ndarray:
         [target[0] + (hair_l - hair_l[photo.hair > 0.5].mean() if (photo.hair > 0.5).any() else 0) * 0.8,
          np.broadcast_to(target[1:], lab.shape[:2] + (2,))], axis=-1)
     lab = lab * (1 - hair) + recoloured * hair
-    lab = _hair_style(lab, identity, photo, lm, iod, recoloured, rng)
     dark = np.array([min(target[0], 70.0), target[1], target[2]], dtype=np.float32)
     # eyebrows: thicker and darker
     thickness, darkening = identity.brows
@@ -813,8 +679,7 @@ def _identity_texture(identity: Identity) -> np.ndarray:
     iris = (eye_mask > 0) & (lab[..., 0] < 120)
     hue = np.deg2rad(identity.iris_hue)
     a, b = lab[..., 1] - 128, lab[..., 2] - 128
-    chroma = 8.0 + 22.0 * identity.iris_light
-    lab[..., 0] = np.where(iris, lab[..., 0] * (0.8 + 0.6 * identity.iris_light), lab[..., 0])
+    chroma = 18.0
     lab[..., 1] = np.where(iris, 128 + 0.3 * a + chroma * np.cos(hue), lab[..., 1])
     lab[..., 2] = np.where(iris, 128 + 0.3 * b + chroma * np.sin(hue), lab[..., 2])
     if identity.lipstick is not None:
@@ -833,37 +698,6 @@ def _identity_texture(identity: Identity) -> np.ndarray:
     if identity.mirror:
         texture = texture[:, ::-1].copy()
     return texture
-
-
-def _hair_style(lab: np.ndarray, identity: Identity, photo: BasePhoto, lm: np.ndarray, iod: float,
-                recoloured: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The hairline of `identity` painted on the (H, W, 3) Lab photo: a fringe of hair strands over the
-    forehead (hairline < 0) or skin where the hair met the forehead (hairline > 0)."""
-    if identity.hairline == 0:
-        return lab
-    h, w = lab.shape[:2]
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    brow_top = float(lm[17:27, 1].min())
-    centre_x = float(lm[27, 0])
-    if identity.hairline < 0:  # fringe: its lower edge waves a little across the forehead
-        edge = brow_top - (0.6 + identity.hairline) * iod + 0.05 * iod * np.sin((xx - centre_x) / (0.25 * iod) + rng.uniform(0, 6.3))
-        side = np.abs(xx - centre_x) < 1.25 * iod
-        cover = (yy < edge) & side & (yy > brow_top - 2.2 * iod)
-        cover = cv2.GaussianBlur(cover.astype(np.float32), (0, 0), 0.03 * iod) * photo.person
-        strands = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), sigmaX=0.012 * iod, sigmaY=0.15 * iod)
-        paint = np.concatenate([np.array(identity.hair_lab, np.float32)[0] + 12 * strands[..., None] / (strands.std() + 1e-6),
-                                recoloured[..., 1:]], axis=-1)
-        return lab * (1 - cover[..., None]) + paint * cover[..., None]
-    # receded: skin (the forehead's own colour) up to the new hairline, in the middle of the head
-    forehead = (photo.skin > 0.5) & (yy < brow_top - 0.1 * iod) & (yy > brow_top - 0.5 * iod)
-    skin_colour = lab[forehead].mean(0) if forehead.any() else lab[photo.skin > 0.5].mean(0)
-    top = brow_top - (0.75 + identity.hairline) * iod
-    span = 0.8 * iod + 0.5 * identity.hairline * iod
-    inside = ((xx - centre_x) / span) ** 2 + ((yy - brow_top) / (brow_top - top)) ** 2 < 1
-    cover = cv2.GaussianBlur(inside.astype(np.float32), (0, 0), 0.06 * iod) * photo.hair
-    shading = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), 0.1 * iod)
-    paint = skin_colour + np.stack([4 * shading / (shading.std() + 1e-6), 0 * shading, 0 * shading], -1)
-    return lab * (1 - cover[..., None]) + paint * cover[..., None]
 
 
 def _fill_mask(polygon: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
