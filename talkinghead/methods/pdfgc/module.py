@@ -187,6 +187,7 @@ class PDFGCModule(StagedModule):
     STAGES = STAGES
     STAGE_OUTPUTS = {stage: tuple(f"model.{name}" for name in names) for stage, names in STAGE_OUTPUTS.items()}
     GAN_STAGES = ("motion", "expression")
+    VALIDATION_STAGES = ("expression",)  # G_0 (motion) and the fine branches alone generate no talking head
 
     def __init__(self, stage: str = "expression", model: dict | None = None, loss: dict | None = None,
                  optim: dict | None = None, bank_size: int = 512, sample_every_n_steps: int = 200,
@@ -311,6 +312,12 @@ class PDFGCModule(StagedModule):
             return
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
             scheduler.step()
+
+    def validation_generator(self):
+        """The expression stage's generator (the final G with every fine-grained encoder)."""
+        from talkinghead.methods.pdfgc.generate import PDFGCGenerator
+
+        return PDFGCGenerator(self.model, device=self.device, description="PD-FGC (training validation)")
 
     # ------------------------------------------------------------------------------- VGG
     def _vgg(self):
