@@ -40,6 +40,7 @@ from __future__ import annotations
 import abc
 import copy
 import logging
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -49,7 +50,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_only
 
-__all__ = ["StagedModule", "sample_grid"]
+__all__ = ["StagedModule", "config_section", "resize_images", "sample_grid"]
 
 log = logging.getLogger(__name__)
 
@@ -420,3 +421,23 @@ def sample_grid(columns: dict[str, torch.Tensor], rows: int = 4) -> np.ndarray:
             row.append(((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy())
         tiles.append(np.concatenate(row, axis=1))
     return np.ascontiguousarray(np.concatenate(tiles, axis=0))
+
+
+def config_section(cls, values: dict | None, what: str) -> dict:
+    """`values` over `cls`'s defaults as a dict; an unknown key is a ValueError naming it."""
+    values = dict(values or {})
+    valid = [f.name for f in fields(cls)]
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown {what} keys {unknown}; valid: {', '.join(valid)}")
+    return asdict(cls(**values))
+
+
+def resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(..., 3, H, W) images -> (..., 3, size, size) (bilinear, antialiased when shrinking); as is when H == size."""
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    shape = x.shape
+    y = F.interpolate(x.reshape(-1, *shape[-3:]), size=(size, size), mode="bilinear", align_corners=False,
+                      antialias=size < shape[-1])
+    return y.reshape(*shape[:-2], size, size)

@@ -40,7 +40,7 @@ enters a checkpoint.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -49,7 +49,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from talkinghead.methods.pcavs.config import PCAVSLoss, PCAVSOptim
 from talkinghead.methods.pcavs.networks import PCAVS, PCAVSConfig, build_discriminator
-from talkinghead.training.module import StagedModule
+from talkinghead.training.module import StagedModule, config_section, resize_images
 from talkinghead.nn.losses import (
     discriminator_hinge_loss,
     feature_matching_loss,
@@ -68,26 +68,6 @@ STAGE_OUTPUTS = {"identity": ("netV",), "sync": ("netE", "netA_sync"), "full": (
 #: Default loss weights and optimiser settings (`config.PCAVSLoss` / `config.PCAVSOptim` as dicts).
 LOSS_DEFAULTS: dict[str, Any] = asdict(PCAVSLoss())
 OPTIM_DEFAULTS: dict[str, Any] = asdict(PCAVSOptim())
-
-
-def _section(cls, values: dict | None, what: str) -> dict:
-    """`values` over `cls`'s defaults as a dict; an unknown key is a ValueError naming it."""
-    values = dict(values or {})
-    valid = [f.name for f in fields(cls)]
-    unknown = sorted(set(values) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown {what} keys {unknown}; valid: {', '.join(valid)}")
-    return asdict(cls(**values))
-
-
-def resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
-    """(..., 3, H, W) images -> (..., 3, size, size) (bilinear, antialiased when shrinking); as is when H == size."""
-    if x.shape[-1] == size and x.shape[-2] == size:
-        return x
-    shape = x.shape
-    y = F.interpolate(x.reshape(-1, *shape[-3:]), size=(size, size), mode="bilinear", align_corners=False,
-                      antialias=size < shape[-1])
-    return y.reshape(*shape[:-2], size, size)
 
 
 def mouth_mask(landmarks: torch.Tensor, size: int, margin: float = 0.35) -> torch.Tensor:
@@ -125,7 +105,7 @@ class PCAVSModule(StagedModule):
     def __init__(self, stage: str = "full", model: dict | None = None, loss: dict | None = None,
                  optim: dict | None = None, sample_every_n_steps: int = 200, name: str = "pcavs",
                  gradient_clip: float | None = None, max_nonfinite_in_a_row: int = 20):
-        optim_cfg = _section(PCAVSOptim, optim, "optim")
+        optim_cfg = config_section(PCAVSOptim, optim, "optim")
         super().__init__(stage, freeze=optim_cfg["freeze"] if stage == "full" else (), lr_mult=optim_cfg["lr_mult"],
                          ema=optim_cfg["ema"] if stage == "full" else 0.0, gradient_clip=gradient_clip,
                          sample_every_n_steps=sample_every_n_steps, max_nonfinite_in_a_row=max_nonfinite_in_a_row)
@@ -133,7 +113,7 @@ class PCAVSModule(StagedModule):
         self.save_hyperparameters({"stage": stage, "model": self.config.to_dict(), "loss": dict(loss or {}),
                                    "optim": dict(optim or {}), "sample_every_n_steps": int(sample_every_n_steps),
                                    "name": name})
-        self.loss_cfg = _section(PCAVSLoss, loss, "loss")
+        self.loss_cfg = config_section(PCAVSLoss, loss, "loss")
         self.optim_cfg = optim_cfg
         if self.loss_cfg["contrastive"] not in ("infonce", "official"):
             raise ValueError(f"loss.contrastive must be 'infonce' or 'official', got {self.loss_cfg['contrastive']!r}")

@@ -72,7 +72,7 @@ BatchNorm statistics and dropout do not move). Every optimiser has a StepLR step
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, fields, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -90,7 +90,7 @@ from talkinghead.nn.losses import (
     info_nce,
 )
 from talkinghead.nn.stylegan2 import ModulatedGenerator
-from talkinghead.training.module import StagedModule
+from talkinghead.training.module import StagedModule, config_section, resize_images
 
 __all__ = ["PDFGCModule", "STAGES", "STAGE_OUTPUTS", "lip_info_nce", "resize_images"]
 
@@ -100,25 +100,6 @@ STAGES = ("motion", "fine", "expression")
 #: What each stage trains and hands on (G_0 and the discriminators are not handed on).
 STAGE_OUTPUTS = {"motion": ("net_appearance", "net_motion"), "fine": ("net_motion", "net_audio"),
                  "expression": ("net_motion", "net_generator")}
-
-
-def _section(cls, values: dict | None, what: str) -> dict:
-    values = dict(values or {})
-    valid = [f.name for f in fields(cls)]
-    unknown = sorted(set(values) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown {what} keys {unknown}; valid: {', '.join(valid)}")
-    return asdict(cls(**values))
-
-
-def resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
-    """(..., 3, H, W) -> (..., 3, size, size) (bilinear, antialiased when shrinking); as is at that size."""
-    if x.shape[-1] == size and x.shape[-2] == size:
-        return x
-    shape = x.shape
-    y = F.interpolate(x.reshape(-1, *shape[-3:]), size=(size, size), mode="bilinear", align_corners=False,
-                      antialias=size < shape[-1])
-    return y.reshape(*shape[:-2], size, size)
 
 
 def lip_info_nce(visual: torch.Tensor, audio: torch.Tensor, clip_index: torch.Tensor, frame_index: torch.Tensor,
@@ -192,7 +173,7 @@ class PDFGCModule(StagedModule):
     def __init__(self, stage: str = "expression", model: dict | None = None, loss: dict | None = None,
                  optim: dict | None = None, bank_size: int = 512, sample_every_n_steps: int = 200,
                  name: str = "pdfgc", gradient_clip: float | None = None, max_nonfinite_in_a_row: int = 20):
-        optim_cfg = _section(PDFGCOptim, optim, "optim")
+        optim_cfg = config_section(PDFGCOptim, optim, "optim")
         super().__init__(stage, freeze=optim_cfg["freeze"], lr_mult=optim_cfg["lr_mult"], ema=0.0,
                          gradient_clip=gradient_clip, sample_every_n_steps=sample_every_n_steps,
                          max_nonfinite_in_a_row=max_nonfinite_in_a_row)
@@ -202,7 +183,7 @@ class PDFGCModule(StagedModule):
         self.save_hyperparameters({"stage": stage, "model": self.config.to_dict(), "loss": dict(loss or {}),
                                    "optim": dict(optim or {}), "bank_size": int(bank_size),
                                    "sample_every_n_steps": int(sample_every_n_steps), "name": name})
-        self.loss_cfg = _section(PDFGCLoss, loss, "loss")
+        self.loss_cfg = config_section(PDFGCLoss, loss, "loss")
         self.optim_cfg = optim_cfg
         self.model = PDFGC(self.config)
         cfg = self.config
