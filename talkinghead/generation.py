@@ -58,6 +58,8 @@ __all__ = [
     "main",
     "num_frames_for",
     "read_audio",
+    "loader_crop",
+    "paste_loader_crop",
     "read_driving_video",
     "read_reference",
     "runs_root",
@@ -225,14 +227,30 @@ def read_reference(path: str | Path) -> torch.Tensor:
     return frames_tensor(align_frames(image[None], str(path)))[0]
 
 
-def read_driving_video(path: str | Path, num_frames: int) -> torch.Tensor:
-    """A driving video (pose / eye / emotion source...) -> aligned float32 (num_frames, 3, 224, 224)
-    in [0, 1].
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
-    Read with `data.video.read_video`, converted to 25 fps (`data.video.convert_fps`, nearest frame)
-    and aligned as a whole, as the clip store aligns a clip (`data.preprocess.align_frames`). Then
-    fitted to `num_frames`: frame min(t, len - 1) at t, so a shorter video holds its last frame and
-    a longer one is cut. FileNotFoundError / ValueError naming the file."""
+
+def _read_frame_folder(path: Path) -> np.ndarray:
+    """uint8 (T, H, W, 3) RGB of a folder of frames (image files sorted by name, taken as 25 fps).
+    ValueError naming the folder when it holds no image or the images differ in size."""
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"{path}: a folder of frames must hold image files ({', '.join(IMAGE_SUFFIXES)})")
+    frames = [_read_image(f) for f in files]
+    if len({f.shape for f in frames}) > 1:
+        raise ValueError(f"{path}: its frames differ in size")
+    return np.stack(frames)
+
+
+def read_driving_video(path: str | Path, num_frames: int, loop: bool = False) -> torch.Tensor:
+    """A driving source (pose / eye / emotion...): a video, or a folder of frames (images sorted by
+    name, 25 fps) -> aligned float32 (num_frames, 3, 224, 224) in [0, 1].
+
+    A video is read with `data.video.read_video` and converted to 25 fps (`data.video.convert_fps`,
+    nearest frame); the frames are aligned as a whole, as the clip store aligns a clip
+    (`data.preprocess.align_frames`). Then fitted to `num_frames`: frame t % len with `loop` (the
+    source repeats, PD-FGC's official convention), else frame min(t, len - 1) (a shorter source
+    holds its last frame); a longer one is cut. FileNotFoundError / ValueError naming the file."""
     import torch
 
     from talkinghead.data.preprocess import align_frames
@@ -240,11 +258,54 @@ def read_driving_video(path: str | Path, num_frames: int) -> torch.Tensor:
 
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-    path = _require_file(path)
-    raw, fps = read_video(path)
-    aligned = align_frames(convert_fps(raw, fps, FPS), str(path))
-    frames = frames_tensor(aligned)
-    return frames[torch.clamp(torch.arange(num_frames), max=len(frames) - 1)]
+    path = _require_source(path)
+    if path.is_dir():
+        raw = _read_frame_folder(path)
+    else:
+        raw, fps = read_video(path)
+        raw = convert_fps(raw, fps, FPS)
+    frames = frames_tensor(align_frames(raw, str(path)))
+    index = torch.arange(num_frames)
+    return frames[index % len(frames) if loop else torch.clamp(index, max=len(frames) - 1)]
+
+
+def _require_source(path: str | Path) -> Path:
+    """A driving source's path: an existing file or folder (FileNotFoundError naming it otherwise)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    return path if path.is_dir() else _require_file(path)
+
+
+# The official loader's crop of aligned 224 px faces (PC-AVS, PD-FGC): rows 0:192, cols 16:208.
+def loader_crop(images: torch.Tensor) -> torch.Tensor:
+    """Aligned frames (N, 3, H, W) -> their official loader crop (N, 3, 192, 192) (resized to 224
+    first when H != 224)."""
+    from torch.nn import functional as F
+
+    from talkinghead.data.faces import LOADER_CROP
+
+    if images.shape[-2:] != (224, 224):
+        images = F.interpolate(images, size=(224, 224), mode="bilinear", align_corners=False)
+    rows, cols = LOADER_CROP
+    return images[:, :, rows, cols]
+
+
+def paste_loader_crop(images: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """Generated crops (N, 3, S, S) pasted back where `loader_crop` took them from, onto `background`
+    (3, H, W) resized to 224 -> (N, 3, 224, 224)."""
+    from torch.nn import functional as F
+
+    from talkinghead.data.faces import LOADER_CROP
+
+    rows, cols = LOADER_CROP
+    canvas = background.to(images.device, images.dtype)
+    if canvas.shape[-2:] != (224, 224):
+        canvas = F.interpolate(canvas[None], size=(224, 224), mode="bilinear", align_corners=False)[0]
+    canvas = canvas.expand(len(images), -1, -1, -1).clone()
+    canvas[:, :, rows, cols] = F.interpolate(images, size=(rows.stop - rows.start, cols.stop - cols.start),
+                                             mode="bilinear", align_corners=False)
+    return canvas
 
 
 def read_audio(path: str | Path) -> np.ndarray:
@@ -342,12 +403,14 @@ class Control:
 class Generator(abc.ABC):
     """A method ready to generate: subclasses set `name`, `controls` and implement `synthesize`.
 
-    Class attributes:  name (registry name), controls (the `Control`s it accepts).
+    Class attributes:  name (registry name), controls (the `Control`s it accepts), loop_sources
+                       (how `generate_file` fits a short driving source: repeat it, or hold its end).
     Instance attributes: device (torch.device), checkpoint (Path | None), description (str).
     """
 
     name: str = ""
     controls: ClassVar[tuple[Control, ...]] = ()
+    loop_sources: ClassVar[bool] = False  # a driving source shorter than the audio repeats (else holds its last frame)
 
     def __init__(self, *, device: str | torch.device = "cpu", checkpoint: str | Path | None = None,
                  description: str = ""):
@@ -407,10 +470,11 @@ class Generator(abc.ABC):
         """`check_controls`, plus FileNotFoundError for a missing reference, audio or control file
         (so a command fails on a typo before loading a model)."""
         out = cls.check_controls(**values)
-        files = [reference, audio] + [out[c.name] for c in cls.controls
-                                      if c.kind in ("video", "image") and out[c.name] is not None]
-        for path in files:
+        for path in (reference, audio, *(out[c.name] for c in cls.controls if c.kind == "image" and out[c.name])):
             _require_file(path)
+        for c in cls.controls:
+            if c.kind == "video" and out[c.name] is not None:
+                _require_source(out[c.name])
         return out
 
     def request_sources(self, request: GenerationRequest) -> dict[str, Any]:
@@ -437,7 +501,7 @@ class Generator(abc.ABC):
                       **control_values: Any) -> Path:
         """Files in, mp4 out: read and align the reference (`read_reference`), read the audio
         (`read_audio`; T = `num_frames_for(N)`), read each given control by its kind (video:
-        `read_driving_video(path, T)`, image: `read_reference`), `synthesize`, and write `out`
+        `read_driving_video(path, T, loop_sources)`, image: `read_reference`), `synthesize`, and write `out`
         (`write_talking_head`: 25 fps, 224 px, the driving audio muxed). Returns `out`."""
         import torch
 
@@ -449,7 +513,7 @@ class Generator(abc.ABC):
         for c in self.controls:
             value = values[c.name]
             if c.kind == "video":
-                value = read_driving_video(value, num_frames) if value is not None else None
+                value = read_driving_video(value, num_frames, self.loop_sources) if value is not None else None
             elif c.kind == "image":
                 value = read_reference(value) if value is not None else None
             elif c.kind == "flag":

@@ -217,6 +217,23 @@ def test_readers_align_like_the_clip_store(raw_clips, synth_vox2_store, tmp_path
     held = read_driving_video(video, count + 7)
     assert torch.equal(held[:count], driving) and torch.equal(held[count:], driving[-1:].expand(7, -1, -1, -1))
     assert torch.equal(read_driving_video(video, 5), driving[:5])
+    # looped (PD-FGC's convention): frame t % len
+    looped = read_driving_video(video, count + 7, loop=True)
+    assert torch.equal(looped[:count], driving) and torch.equal(looped[count:], driving[:7])
+    # a folder of frames (sorted by name, 25 fps) reads like the video it came from
+    import cv2
+
+    from talkinghead.data.video import read_video
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, frame in enumerate(read_video(video)[0]):
+        cv2.imwrite(str(folder / f"{i:05d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    from_folder = read_driving_video(folder, count + 2, loop=True)
+    assert torch.equal(from_folder[:count], driving) and torch.equal(from_folder[count:], driving[:2])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty"):
+        read_driving_video(tmp_path / "empty", 3)
     # a reference: an image, or a video's first frame; both aligned to (3, 224, 224)
     from_video = read_reference(video)
     from_image = read_reference(_png_of_frame(video, 0, tmp_path / "face.png"))

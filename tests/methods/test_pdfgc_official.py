@@ -205,3 +205,22 @@ def test_bad_files_name_the_file(tmp_path):
     # components load on their own
     part = load_official(tmp_path, components=("net_motion",), config=config)
     assert torch.equal(part.net_motion.emo_embed[1].weight, source.net_motion.emo_embed[1].weight)
+
+
+def test_official_loader_crop_is_pasted_back_into_the_reference():
+    from talkinghead.methods.pdfgc.generate import PDFGCGenerator
+
+    torch.manual_seed(0)
+    model = PDFGC(PDFGCConfig.tiny()).eval()
+    reference = torch.rand(3, 224, 224)
+    audio = torch.randn(3 * 640) * 0.1
+    cropped = torch.cat(list(PDFGCGenerator(model, crop="loader").synthesize(reference, audio, 3)))
+    plain = torch.cat(list(PDFGCGenerator(model).synthesize(reference, audio, 3)))
+    assert cropped.shape == plain.shape == (3, 3, 224, 224)
+    # outside rows 0:192, cols 16:208 the frame is the reference; inside, the model's output
+    assert torch.equal(cropped[:, :, 192:], reference[None, :, 192:].expand(3, -1, -1, -1))
+    assert torch.equal(cropped[:, :, :, :16], reference[None, :, :, :16].expand(3, -1, -1, -1))
+    assert not torch.allclose(plain[:, :, 192:], reference[None, :, 192:].expand(3, -1, -1, -1), atol=0.05)
+    assert float((cropped[:, :, 8:184, 24:200] - reference[None, :, 8:184, 24:200]).abs().mean()) > 0.05
+    with pytest.raises(ValueError, match="crop"):
+        PDFGCGenerator(model, crop="centre")

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from talkinghead.generation import Control, Generator, num_frames_for
+from talkinghead.generation import Control, Generator, loader_crop, num_frames_for, paste_loader_crop
 from talkinghead.methods.pcavs.networks import PCAVS, PCAVSConfig
 
 __all__ = ["CONTROLS", "POSE_MODES", "PCAVSGenerator", "generate", "load_model", "num_frames_for"]
@@ -47,7 +47,6 @@ CONTROLS = (
     Control("fixed_pose", "flag", "keep the reference's pose (default)", default=False, group="pose"),
     Control("frontal", "flag", "zero pose code: a frontal face", default=False, group="pose"),
 )
-LOADER_CROP = (0, 192, 16, 208)  # rows 0:192, cols 16:208 of the aligned 224 px face (official loader)
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[PCAVS, dict]:
@@ -138,10 +137,7 @@ class PCAVSGenerator(Generator):
         size = int(size or self.image_size)
         x = images.to(self.device, torch.float32)
         if self.crop == "loader":
-            if x.shape[-2:] != (224, 224):
-                x = F.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False)
-            r0, r1, c0, c1 = LOADER_CROP
-            x = x[:, :, r0:r1, c0:c1]
+            x = loader_crop(x)
         if x.shape[-2:] != (size, size):
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=x.shape[-1] > size)
         return x * 2.0 - 1.0
@@ -151,14 +147,7 @@ class PCAVSGenerator(Generator):
         `background` (3, H, W) for the loader crop; resized to H x W bicubically)."""
         x = ((images.float() + 1.0) * 0.5).clamp(0.0, 1.0)
         if self.crop == "loader":
-            r0, r1, c0, c1 = LOADER_CROP
-            canvas = background.to(x.device, x.dtype)
-            if canvas.shape[-2:] != (224, 224):
-                canvas = F.interpolate(canvas[None], size=(224, 224), mode="bilinear", align_corners=False)[0]
-            canvas = canvas.expand(len(x), -1, -1, -1).clone()
-            canvas[:, :, r0:r1, c0:c1] = F.interpolate(x, size=(r1 - r0, c1 - c0), mode="bilinear",
-                                                       align_corners=False)
-            x = canvas
+            x = paste_loader_crop(x, background)
         if tuple(x.shape[-2:]) != tuple(size):  # bicubic: sharper than bilinear, so landmarks sit closer
             x = F.interpolate(x, size=tuple(size), mode="bicubic", align_corners=False,
                               antialias=x.shape[-1] > size[-1])

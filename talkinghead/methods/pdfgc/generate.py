@@ -6,8 +6,9 @@ inputs -> frames); the generation base gives both entry points:
 
 * `generate(checkpoint, reference, audio, out, ...)` (and ``talkinghead generate --method pdfgc``,
   `talkinghead.generation.main` over the registry): files in, an mp4 with the audio out, through
-  `Generator.generate_file`. Driving videos are aligned as training data were preprocessed; a
-  source shorter than the audio holds its last frame, a longer one is cut. Any audio length works:
+  `Generator.generate_file`. A driving source is a video or a folder of frames (images sorted by
+  name, 25 fps), aligned as training data were preprocessed; one shorter than the audio loops (the
+  official convention), a longer one is cut. Any audio length works:
   T = round(samples / 640) frames at 25 fps (at least 1).
 * `PDFGCGenerator.generate(request)`: the benchmark harness's and training validation's entry
   (`bench.py`): the request's ``pose_source`` / ``eye_source`` / ``emotion_source`` drive the
@@ -29,6 +30,12 @@ A factor without a source (and not disabled) takes the reference's own code for 
 reference's pose, eyes and expression), so that the reference alone gives a plausible head; a
 disabled factor's code is zero, as the official inference's missing source.
 
+Official checkpoints (a folder with the four official files) also get the official loader crop
+(rows 0:192, cols 16:208 of the aligned face, resized to 224; `talkinghead.generation.loader_crop`):
+their output covers that crop and is pasted back into the reference frame. The official demo also
+drops the first 2 frames of each driving folder to centre the audio window; we keep frame t of a
+source for frame t (the clip store's mel windows are already centred on their frame).
+
 Model frames: the networks run at the config's sizes (``image_size`` for G, ``reference_size`` for
 E_app, ``motion_input_size`` for E_mot; 224 for the paper configs); frames are resized to them and
 the outputs resized back to the reference's size (bicubic). Noise: the generator's fixed noise
@@ -43,7 +50,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from talkinghead.generation import Control, Generator, num_frames_for
+from talkinghead.generation import Control, Generator, loader_crop, num_frames_for, paste_loader_crop
 from talkinghead.methods.pdfgc.networks import BLINK_DIMS, GAZE_DIMS, PDFGC, PDFGCConfig, smooth_lip, smooth_pose
 
 __all__ = ["CONTROLS", "POSE_MODES", "PDFGCGenerator", "generate", "load_model", "num_frames_for"]
@@ -75,7 +82,7 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tu
         from talkinghead.methods.pdfgc.official import load_official
 
         model = load_official(path)
-        return model.to(device).eval(), {"kind": "official", "path": str(path)}
+        return model.to(device).eval(), {"kind": "official", "crop": "loader", "path": str(path)}
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no PD-FGC checkpoint (train one with `make train METHOD=pdfgc`)")
     try:
@@ -95,7 +102,7 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tu
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
         raise ValueError(f"{path}: weights do not fit the checkpoint's own model config: {error}") from error
-    info = {"kind": "lightning", "path": str(path), "stage": hp.get("stage"), "name": hp.get("name"),
+    info = {"kind": "lightning", "crop": None, "path": str(path), "stage": hp.get("stage"), "name": hp.get("name"),
             "global_step": int(data.get("global_step", 0))}
     return model.to(device).eval(), info
 
@@ -111,14 +118,18 @@ class PDFGCGenerator(Generator):
     smooth:     the official lip / pose smoothing over time.
     batch_size: frames per network call.
     noise_mode: the generator's noise ("const": its fixed buffers).
+    crop:       None, or "loader" for the official loader crop (official checkpoints).
     """
 
     name = "pdfgc"
     controls = CONTROLS
+    loop_sources = True
 
     def __init__(self, model: PDFGC, *, device: str | torch.device = "cpu", checkpoint: str | Path | None = None,
                  description: str = "", pose_mode: str = "source", smooth: bool = True, batch_size: int = 16,
-                 noise_mode: str = "const"):
+                 noise_mode: str = "const", crop: str | None = None):
+        if crop not in (None, "loader"):
+            raise ValueError(f"crop must be None or 'loader', got {crop!r}")
         if pose_mode not in POSE_MODES:
             raise ValueError(f"pose_mode must be one of {POSE_MODES}, got {pose_mode!r}")
         if int(batch_size) < 1:
@@ -129,6 +140,7 @@ class PDFGCGenerator(Generator):
         self.smooth = bool(smooth)
         self.batch_size = int(batch_size)
         self.noise_mode = noise_mode
+        self.crop = crop
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, device: str | torch.device = "cpu", **kwargs) -> "PDFGCGenerator":
@@ -140,6 +152,7 @@ class PDFGCGenerator(Generator):
         else:
             description = (f"PD-FGC ({info.get('name')}, {info.get('stage')} stage, step {info.get('global_step')}, "
                            f"{model.config.image_size} px)")
+        kwargs.setdefault("crop", info["crop"])
         return cls(model, device=device, checkpoint=checkpoint, description=description, **kwargs)
 
     # ----------------------------------------------------------------------------- images
@@ -148,15 +161,21 @@ class PDFGCGenerator(Generator):
         return self.model.config.image_size
 
     def prepare(self, images: torch.Tensor, size: int) -> torch.Tensor:
-        """Aligned frames (N, 3, H, W) in [0, 1] -> the model's input (N, 3, size, size) in [-1, 1]."""
+        """Aligned frames (N, 3, H, W) in [0, 1] -> the model's input (N, 3, size, size) in [-1, 1]
+        (the official loader crop first, for official checkpoints)."""
         x = images.to(self.device, torch.float32)
+        if self.crop == "loader":
+            x = loader_crop(x)
         if x.shape[-2:] != (size, size):
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=x.shape[-1] > size)
         return x * 2.0 - 1.0
 
-    def restore(self, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Model outputs (N, 3, S, S) in (-1, 1) -> frames (N, 3, H, W) in [0, 1] (bicubic resize)."""
+    def restore(self, images: torch.Tensor, size: tuple[int, int], background: torch.Tensor) -> torch.Tensor:
+        """Model outputs (N, 3, S, S) in (-1, 1) -> frames (N, 3, H, W) in [0, 1] (pasted back onto
+        `background` (3, H, W) for the loader crop; bicubic resize)."""
         x = ((images.float() + 1.0) * 0.5).clamp(0.0, 1.0)
+        if self.crop == "loader":
+            x = paste_loader_crop(x, background)
         if tuple(x.shape[-2:]) != tuple(size):
             x = F.interpolate(x, size=tuple(size), mode="bicubic", align_corners=False,
                               antialias=x.shape[-1] > size[-1])
@@ -164,12 +183,13 @@ class PDFGCGenerator(Generator):
 
     # ----------------------------------------------------------------------------- codes
     def _codes(self, frames: torch.Tensor, t_total: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(pose, eye, emo) codes (T, *) of driving frames (T', 3, H, W): frame min(t, T'-1) drives frame t."""
+        """(pose, eye, emo) codes (T, *) of driving frames (T', 3, H, W): frame t % T' drives frame t
+        (a short source loops, the official convention)."""
         m = self.model
         size = m.config.motion_input_size
         poses, eyes, emos = [], [], []
         for start in range(0, t_total, self.batch_size):
-            idx = torch.clamp(torch.arange(start, min(t_total, start + self.batch_size)), max=len(frames) - 1)
+            idx = torch.arange(start, min(t_total, start + self.batch_size)) % len(frames)
             codes = m.motion_codes(self.prepare(frames[idx], size))
             poses.append(codes.pose)
             eyes.append(codes.eye)
@@ -186,7 +206,7 @@ class PDFGCGenerator(Generator):
 
         reference: (3, H, W) aligned face in [0, 1]; audio: (N,) 16 kHz in [-1, 1];
         num_frames: T (None: `num_frames_for(N)`); pose_source / eye_source / emotion_source:
-        (T', 3, H, W) aligned frames (frame min(t, T'-1) drives frame t), None = the reference's
+        (T', 3, H, W) aligned frames (frame t % T' drives frame t), None = the reference's
         code; frontal / neutral: zero pose / emotion code; no_blink / no_gaze: zero those eye
         dimensions; pose: "source" | "fixed" | "frontal" overrides the pose choice (None: from
         `frontal` and `pose_source`).
@@ -255,7 +275,7 @@ class PDFGCGenerator(Generator):
             out = m.generate(app.feature.expand(n, -1), app.feature_map.expand(n, -1, -1, -1), lip[start:stop],
                              emo_codes[start:stop], eye_codes[start:stop], pose_codes[start:stop],
                              noise_mode=self.noise_mode)
-            yield self.restore(out, size).cpu()
+            yield self.restore(out, size, reference).cpu()
 
     def request_sources(self, request) -> dict:
         """`generate(request)`'s controls: the request's pose / eye / emotion sources (the pose by
