@@ -18,7 +18,7 @@
   CUDA is available, else on the CPU; seconds per step.
 
 The VGG19 perceptual loss of the motion and expression stages runs only when its torchvision file is
-in $TALKINGHEAD_HOME (see `PDFGCModule._vgg`); the report says whether it ran. The numbers depend on
+in $TALKINGHEAD_HOME (see `StagedModule.perceptual_loss`); the report says whether it ran. The numbers depend on
 the CPU and on what else runs on it; the report prints the thread count.
 """
 from __future__ import annotations

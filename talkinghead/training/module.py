@@ -385,6 +385,39 @@ class StagedModule(LightningModule, abc.ABC):
         self._last_sample = self.batches
         return self._write_grid(self._samples, self.batches)
 
+    # ------------------------------------------------------------------------------- VGG loss
+    def perceptual_loss(self, enabled: bool = True, **options: Any):
+        """The VGG19 perceptual loss (`talkinghead.nn.vgg.VGGPerceptualLoss` with ImageNet weights,
+        `options` passed on), built on first use and kept out of the module tree (never
+        checkpointed); None when not `enabled` or when the VGG19 file is missing (the run then says
+        so once, with where to put it)."""
+        if not enabled:
+            return None
+        if getattr(self, "_vgg_state", "unset") == "unset":
+            from talkinghead import weights
+            from talkinghead.nn.vgg import VGGPerceptualLoss
+
+            try:
+                # its random init (overwritten by the weights) must not draw from the training RNG:
+                # a resumed run builds it at another step than an uninterrupted one
+                with torch.random.fork_rng(devices=[]):
+                    self._vgg_holder = [VGGPerceptualLoss(pretrained=True, **options).to(self.device)]
+                self._vgg_state = "on"
+            except weights.MissingWeightsError as error:
+                self._vgg_state = "off"
+                self._warn(f"{type(self).__name__}: the VGG19 perceptual loss is OFF (its weight ignored): "
+                           f"{str(error).splitlines()[0]} - put it at "
+                           f"{weights.home() / weights.asset('vgg19').file} to enable it")
+        if self._vgg_state != "on":
+            return None
+        if self._vgg_holder[0].mean.device != self.device:
+            self._vgg_holder = [self._vgg_holder[0].to(self.device)]
+        return self._vgg_holder[0]
+
+    @rank_zero_only
+    def _warn(self, message: str) -> None:
+        log.warning(message)
+
     @rank_zero_only
     def _write_grid(self, columns: dict[str, torch.Tensor], step: int) -> Path:
         import cv2

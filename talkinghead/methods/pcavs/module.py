@@ -39,13 +39,11 @@ enters a checkpoint.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_only
 
 from talkinghead.methods.pcavs.config import PCAVSLoss, PCAVSOptim
 from talkinghead.methods.pcavs.networks import PCAVS, PCAVSConfig, build_discriminator
@@ -58,8 +56,6 @@ from talkinghead.nn.losses import (
 )
 
 __all__ = ["LOSS_DEFAULTS", "OPTIM_DEFAULTS", "PCAVSModule", "STAGES", "STAGE_OUTPUTS", "mouth_mask", "resize_images"]
-
-log = logging.getLogger(__name__)
 
 STAGES = ("identity", "sync", "full")
 #: The submodules each stage trains (and hands on to the later stages).
@@ -121,8 +117,6 @@ class PCAVSModule(StagedModule):
         if stage == "full":
             self.netD = build_discriminator(self.config)
         self.setup_ema()
-        self._vgg_holder: list = []       # the VGG loss, kept out of the module tree (never checkpointed)
-        self._vgg_state = "unset"          # "unset" | "on" | "off"
         self.freeze_for_stage()
 
     # ------------------------------------------------------------------------------- params
@@ -175,38 +169,6 @@ class PCAVSModule(StagedModule):
 
         model = self.model_ema if self.ema_decay > 0 else self.model
         return PCAVSGenerator(model, device=self.device, description="PC-AVS (training validation)")
-
-    # ------------------------------------------------------------------------------- VGG
-    def _vgg(self):
-        """The VGG19 perceptual loss, or None when off (weight 0 or no VGG19 file)."""
-        if self.loss_cfg["vgg"] <= 0 or self.stage != "full":
-            return None
-        if self._vgg_state == "unset":
-            from talkinghead.nn.vgg import VGGPerceptualLoss
-            from talkinghead.weights import MissingWeightsError
-
-            try:
-                # its random init (overwritten by the weights) must not draw from the training RNG:
-                # a resumed run builds it at another step than an uninterrupted one
-                with torch.random.fork_rng(devices=[]):
-                    vgg = VGGPerceptualLoss(pretrained=True,
-                                            imagenet_normalize=bool(self.loss_cfg["vgg_imagenet_normalize"]))
-                self._vgg_holder = [vgg.to(self.device)]
-                self._vgg_state = "on"
-            except MissingWeightsError as error:
-                self._vgg_state = "off"
-                self._warn_once("PC-AVS: the VGG19 perceptual loss is OFF (lambda_v ignored): "
-                                + str(error).splitlines()[0] + f" - put it at {_vgg_path()} to enable it")
-        if self._vgg_state != "on":
-            return None
-        vgg = self._vgg_holder[0]
-        if vgg.mean.device != self.device:
-            self._vgg_holder = [vgg.to(self.device)]
-        return self._vgg_holder[0]
-
-    @rank_zero_only
-    def _warn_once(self, message: str) -> None:
-        log.warning(message)
 
     # ------------------------------------------------------------------------------- losses
     def sync_losses(self, visual: torch.Tensor, audio: torch.Tensor, negatives: torch.Tensor | None = None,
@@ -376,7 +338,8 @@ class PCAVSModule(StagedModule):
         losses["gan"] = generator_hinge_loss(pred_fake) * cfg["gan"]
         if cfg["feat"] > 0:
             losses["feat"] = feature_matching_loss(pred_fake, pred_real_rep, first_weight=cfg["image"]) * cfg["feat"]
-        vgg = self._vgg()
+        vgg = self.perceptual_loss(self.loss_cfg["vgg"] > 0 and self.stage == "full",
+                                   imagenet_normalize=bool(self.loss_cfg["vgg_imagenet_normalize"]))
         if vgg is not None:
             losses["vgg"] = vgg(fake, reals) * cfg["vgg"]
         if cfg["l1"] > 0:
@@ -420,9 +383,3 @@ class PCAVSModule(StagedModule):
                                "target": frames[:, 0],
                                "pose_source": frames[:, 0] if cfg["pose_from"] == "frames"
                                else resize_images(batch["augmented"][:, 0], size)})
-
-
-def _vgg_path() -> str:
-    from talkinghead import weights
-
-    return str(weights.home() / weights.asset("vgg19").file)

@@ -71,13 +71,11 @@ BatchNorm statistics and dropout do not move). Every optimiser has a StepLR step
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_only
 
 from talkinghead.methods.pdfgc.config import PDFGCLoss, PDFGCOptim
 from talkinghead.methods.pdfgc.networks import PDFGC, PDFGCConfig, build_discriminator
@@ -93,8 +91,6 @@ from talkinghead.nn.stylegan2 import ModulatedGenerator
 from talkinghead.training.module import StagedModule, config_section, resize_images
 
 __all__ = ["PDFGCModule", "STAGES", "STAGE_OUTPUTS", "lip_info_nce", "resize_images"]
-
-log = logging.getLogger(__name__)
 
 STAGES = ("motion", "fine", "expression")
 #: What each stage trains and hands on (G_0 and the discriminators are not handed on).
@@ -195,8 +191,6 @@ class PDFGCModule(StagedModule):
         if stage == "expression":
             self.emo_bank = FeatureMemoryBank(bank_size, cfg.emo_dim)
             self.audio_bank = FeatureMemoryBank(bank_size, cfg.lip_dim)
-        self._vgg_holder: list = []
-        self._vgg_state = "unset"
         self.freeze_for_stage()
         self.train()  # frozen parts to eval mode (Lightning keeps the modes it finds)
 
@@ -300,33 +294,6 @@ class PDFGCModule(StagedModule):
 
         return PDFGCGenerator(self.model, device=self.device, description="PD-FGC (training validation)")
 
-    # ------------------------------------------------------------------------------- VGG
-    def _vgg(self):
-        """The VGG19 perceptual loss, or None when off (weight 0 or no VGG19 file)."""
-        if self.loss_cfg["vgg"] <= 0:
-            return None
-        if self._vgg_state == "unset":
-            from talkinghead.nn.vgg import VGGPerceptualLoss
-            from talkinghead.weights import MissingWeightsError
-
-            try:
-                with torch.random.fork_rng(devices=[]):
-                    self._vgg_holder = [VGGPerceptualLoss(pretrained=True).to(self.device)]
-                self._vgg_state = "on"
-            except MissingWeightsError as error:
-                self._vgg_state = "off"
-                self._warn_once("PD-FGC: the VGG19 perceptual loss is OFF (loss.vgg ignored): "
-                                + str(error).splitlines()[0])
-        if self._vgg_state != "on":
-            return None
-        if self._vgg_holder[0].mean.device != self.device:
-            self._vgg_holder = [self._vgg_holder[0].to(self.device)]
-        return self._vgg_holder[0]
-
-    @rank_zero_only
-    def _warn_once(self, message: str) -> None:
-        log.warning(message)
-
     # ------------------------------------------------------------------------------- helpers
     def _motion_in(self, x: torch.Tensor) -> torch.Tensor:
         return resize_images(x, self.config.motion_input_size)
@@ -351,7 +318,7 @@ class PDFGCModule(StagedModule):
         losses["gan"] = generator_hinge_loss(pred_fake) * cfg["gan"]
         if cfg["feat"] > 0:
             losses["feat"] = feature_matching_loss(pred_fake, pred_real, first_weight=cfg["image"]) * cfg["feat"]
-        vgg = self._vgg()
+        vgg = self.perceptual_loss(self.loss_cfg["vgg"] > 0)
         if vgg is not None:
             losses["vgg"] = vgg(fake, real) * cfg["vgg"]
         if cfg["l1"] > 0:
