@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["BenchRow", "Method", "ROOT"]
+__all__ = ["BenchRow", "Method", "ROOT", "preset_model_config", "stage_data"]
 
 #: The repository root (experiments/ lives there).
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,3 +117,39 @@ class Method:
 
     def generator_class(self) -> type | None:
         return self.generator() if self.generator is not None else None
+
+
+def preset_model_config(config_class, model: dict | None, tiny: Callable[[dict], Any],
+                        identity_sections: tuple[str, ...], num_identities: int | None = None):
+    """A method's network config from a config's ``model`` section: ``preset`` 'paper'
+    (`config_class.paper()`) or 'tiny' (`tiny(section)`, sized from the section's keys), the section's
+    other fields merged over it, and each null ``num_identities`` of `identity_sections` set to
+    `num_identities` (the store's train speakers; ValueError when there is none)."""
+    import copy
+
+    from omegaconf import OmegaConf
+
+    from talkinghead.config import merge_into, to_dict
+
+    spec = copy.deepcopy(model or {})
+    preset = spec.pop("preset", "paper")
+    if preset not in ("paper", "tiny"):
+        raise ValueError(f"model.preset must be 'paper' or 'tiny', got {preset!r}")
+    base = config_class.paper() if preset == "paper" else tiny(spec)
+    values = to_dict(merge_into(OmegaConf.create(base.to_dict()), spec, "the model section"))
+    for section in identity_sections:
+        if values[section].get("num_identities", 0) is None:
+            if num_identities is None:
+                raise ValueError(f"model.{section}.num_identities is null and no store gives the speaker count")
+            values[section]["num_identities"] = int(num_identities)
+    return config_class.from_dict(values)
+
+
+def stage_data(cfg, stage: str) -> dict[str, Any]:
+    """The data-module arguments of `stage`: a run config's shared ``data`` section, updated by the
+    stage's own non-null ``data`` keys."""
+    from talkinghead.config import to_dict
+
+    data = to_dict(cfg.data)
+    data.update({k: v for k, v in to_dict(cfg[stage].data).items() if v is not None})
+    return data

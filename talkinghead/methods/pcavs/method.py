@@ -8,13 +8,12 @@ Configs: ``experiments/pcavs/`` (``base.yaml`` the paper settings; ``synth.yaml`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from talkinghead.config import merge_into, to_dict
+from talkinghead.config import to_dict
 from talkinghead.methods.pcavs.config import PCAVSRunConfig
-from talkinghead.training.method import BenchRow, Method
+from talkinghead.training.method import BenchRow, Method, preset_model_config, stage_data
 
-__all__ = ["METHOD", "model_config", "stage_data", "stage_data_size"]
+__all__ = ["METHOD", "model_config", "stage_data_size"]
 
 STAGES = ("identity", "sync", "full")
 
@@ -22,37 +21,14 @@ STAGES = ("identity", "sync", "full")
 def model_config(model: dict, num_identities: int | None = None):
     """The `PCAVSConfig` of a config's ``model`` section (preset paper|tiny plus field overrides);
     null ``num_identities`` fields take `num_identities` (the store's train speakers)."""
-    import copy
-
     from talkinghead.methods.pcavs.networks import PCAVSConfig
 
-    spec = copy.deepcopy(model or {})
-    preset = spec.pop("preset", "paper")
-    if preset not in ("paper", "tiny"):
-        raise ValueError(f"model.preset must be 'paper' or 'tiny', got {preset!r}")
-    if preset == "paper":
-        base = PCAVSConfig.paper()
-    else:  # the tiny preset is sized by the frame / map sizes given; explicit fields still override it
-        base = PCAVSConfig.tiny(image_size=int(spec.get("image_size", 56)), identity_size=spec.get("identity_size"),
+    def tiny(spec: dict) -> PCAVSConfig:  # sized by the frame / map sizes given
+        return PCAVSConfig.tiny(image_size=int(spec.get("image_size", 56)), identity_size=spec.get("identity_size"),
                                 map_size=(spec.get("identity") or {}).get("map_size"),
                                 content_size=spec.get("content_size"))
-    from omegaconf import OmegaConf
 
-    values = to_dict(merge_into(OmegaConf.create(base.to_dict()), spec, "the model section"))
-    for section in ("identity", "nonidentity", "audio"):
-        if values[section].get("num_identities", 0) is None:
-            if num_identities is None:
-                raise ValueError(f"model.{section}.num_identities is null and no store gives the speaker count")
-            values[section]["num_identities"] = int(num_identities)
-    return PCAVSConfig.from_dict(values)
-
-
-def stage_data(cfg, stage: str) -> dict[str, Any]:
-    """The data-module arguments of `stage`: the shared ``data`` section, updated by the stage's
-    own non-null ``data`` keys."""
-    data = to_dict(cfg.data)
-    data.update({k: v for k, v in to_dict(cfg[stage].data).items() if v is not None})
-    return data
+    return preset_model_config(PCAVSConfig, model, tiny, ("identity", "nonidentity", "audio"), num_identities)
 
 
 def stage_data_size(model_cfg, stage: str) -> int:

@@ -9,13 +9,12 @@ Configs: ``experiments/pdfgc/`` (``base.yaml`` the paper settings; ``synth.yaml`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from talkinghead.config import merge_into, to_dict
+from talkinghead.config import to_dict
 from talkinghead.methods.pdfgc.config import PDFGCRunConfig
-from talkinghead.training.method import BenchRow, Method
+from talkinghead.training.method import BenchRow, Method, preset_model_config, stage_data
 
-__all__ = ["AUGMENTS", "METHOD", "build_augment", "model_config", "stage_data", "stage_data_size"]
+__all__ = ["AUGMENTS", "METHOD", "build_augment", "model_config", "stage_data_size"]
 
 STAGES = ("motion", "fine", "expression")
 #: the ``augment`` names a PD-FGC config may give
@@ -28,38 +27,14 @@ def model_config(model: dict, num_identities: int | None = None):
     """The `PDFGCConfig` of a config's ``model`` section (preset paper|tiny plus field overrides);
     null ``num_identities`` of ``appearance`` / ``motion`` take `num_identities` (the store's train
     speakers)."""
-    import copy
-
-    from omegaconf import OmegaConf
-
     from talkinghead.methods.pdfgc.networks import PDFGCConfig
 
-    spec = copy.deepcopy(model or {})
-    preset = spec.pop("preset", "paper")
-    if preset not in ("paper", "tiny"):
-        raise ValueError(f"model.preset must be 'paper' or 'tiny', got {preset!r}")
-    if preset == "paper":
-        base = PDFGCConfig.paper()
-    else:  # the tiny preset is sized by the frame / map sizes given; explicit fields still override it
-        base = PDFGCConfig.tiny(image_size=int(spec.get("image_size", 56)),
-                                appearance_size=spec.get("appearance_size"),
+    def tiny(spec: dict) -> PDFGCConfig:  # sized by the frame / map sizes given
+        return PDFGCConfig.tiny(image_size=int(spec.get("image_size", 56)), appearance_size=spec.get("appearance_size"),
                                 map_size=(spec.get("appearance") or {}).get("map_size"),
                                 motion_size=spec.get("motion_size"))
-    values = to_dict(merge_into(OmegaConf.create(base.to_dict()), spec, "the model section"))
-    for section in IDENTITY_SECTIONS:
-        if values[section].get("num_identities", 0) is None:
-            if num_identities is None:
-                raise ValueError(f"model.{section}.num_identities is null and no store gives the speaker count")
-            values[section]["num_identities"] = int(num_identities)
-    return PDFGCConfig.from_dict(values)
 
-
-def stage_data(cfg, stage: str) -> dict[str, Any]:
-    """The data-module arguments of `stage`: the shared ``data`` section, updated by the stage's
-    own non-null ``data`` keys."""
-    data = to_dict(cfg.data)
-    data.update({k: v for k, v in to_dict(cfg[stage].data).items() if v is not None})
-    return data
+    return preset_model_config(PDFGCConfig, model, tiny, IDENTITY_SECTIONS, num_identities)
 
 
 def stage_data_size(model_cfg, stage: str) -> int:
