@@ -58,6 +58,7 @@ __all__ = [
     "main",
     "num_frames_for",
     "read_audio",
+    "load_lightning_weights",
     "loader_crop",
     "paste_loader_crop",
     "read_driving_video",
@@ -275,6 +276,39 @@ def _require_source(path: str | Path) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
     return path if path.is_dir() else _require_file(path)
+
+
+def load_lightning_weights(path: str | Path, method: str, title: str, build: Callable[[dict], torch.nn.Module],
+                           prefixes: tuple[str, ...] = ("model.",)) -> tuple[torch.nn.Module, dict]:
+    """A model from the Lightning checkpoint of registered method `method` (`title`: its name in
+    messages, e.g. "PC-AVS"): `build(hyper_parameters["model"])` filled, strictly,
+    with the ``state_dict`` entries under the first of `prefixes` the checkpoint has. Returns (model,
+    info: kind, crop (None), path, stage, name, global_step, weights (the prefix used)).
+    FileNotFoundError / ValueError naming the file and saying what is wrong."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no {title} checkpoint (train one with `make train METHOD={method}`)")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path}: cannot load as a {title} checkpoint: {error}") from error
+    if not isinstance(data, dict) or "state_dict" not in data or "hyper_parameters" not in data:
+        raise ValueError(f"{path}: not a {title} Lightning checkpoint (no state_dict / hyper_parameters)")
+    hp = data["hyper_parameters"]
+    if "model" not in hp:
+        raise ValueError(f"{path}: not a {title} Lightning checkpoint (no model hyper-parameter)")
+    model = build(hp["model"])
+    prefix = next((p for p in prefixes if any(k.startswith(p) for k in data["state_dict"])), prefixes[-1])
+    state = {k[len(prefix):]: v for k, v in data["state_dict"].items() if k.startswith(prefix)}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise ValueError(f"{path}: weights do not fit the checkpoint's own model config: {error}") from error
+    info = {"kind": "lightning", "crop": None, "path": str(path), "stage": hp.get("stage"), "name": hp.get("name"),
+            "global_step": int(data.get("global_step", 0)), "weights": prefix.rstrip(".")}
+    return model, info
 
 
 # The official loader's crop of aligned 224 px faces (PC-AVS, PD-FGC): rows 0:192, cols 16:208.

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_only
 
-__all__ = ["StagedModule", "config_section", "resize_images", "sample_grid"]
+__all__ = ["StagedModule", "config_section", "resize_images", "sample_grid", "unique_parameters"]
 
 log = logging.getLogger(__name__)
 
@@ -474,3 +474,17 @@ def resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
     y = F.interpolate(x.reshape(-1, *shape[-3:]), size=(size, size), mode="bilinear", align_corners=False,
                       antialias=size < shape[-1])
     return y.reshape(*shape[:-2], size, size)
+
+
+def unique_parameters(groups: dict[str, list[torch.nn.Module]]) -> dict[str, list[torch.nn.Parameter]]:
+    """{group: the parameters of its modules}, each parameter in the first group that names it only."""
+    out: dict[str, list[torch.nn.Parameter]] = {}
+    seen: set[int] = set()
+    for name, modules in groups.items():
+        out[name] = []
+        for module in modules:
+            for p in module.parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    out[name].append(p)
+    return out

@@ -35,7 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from talkinghead.generation import Control, Generator, loader_crop, num_frames_for, paste_loader_crop
+from talkinghead.generation import (Control, Generator, load_lightning_weights, loader_crop, num_frames_for,
+                                    paste_loader_crop)
 from talkinghead.methods.pcavs.networks import PCAVS, PCAVSConfig
 
 __all__ = ["CONTROLS", "POSE_MODES", "PCAVSGenerator", "generate", "load_model", "num_frames_for"]
@@ -62,25 +63,8 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tu
 
         model = load_official(path)
         return model.to(device).eval(), {"kind": "official", "crop": "loader", "path": str(path)}
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no PC-AVS checkpoint (train one with `make train METHOD=pcavs`)")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(f"{path}: cannot load as a PC-AVS checkpoint: {error}") from error
-    if not isinstance(data, dict) or "state_dict" not in data or "hyper_parameters" not in data:
-        raise ValueError(f"{path}: not a PC-AVS Lightning checkpoint (no state_dict / hyper_parameters)")
-    hp = data["hyper_parameters"]
-    config = PCAVSConfig.from_dict(hp["model"])
-    model = PCAVS(config)
-    prefix = "model_ema." if any(k.startswith("model_ema.") for k in data["state_dict"]) else "model."
-    state = {k[len(prefix):]: v for k, v in data["state_dict"].items() if k.startswith(prefix)}
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise ValueError(f"{path}: weights do not fit the checkpoint's own model config: {error}") from error
-    info = {"kind": "lightning", "crop": None, "path": str(path), "stage": hp.get("stage"), "name": hp.get("name"),
-            "global_step": int(data.get("global_step", 0)), "weights": prefix.rstrip(".")}
+    model, info = load_lightning_weights(path, "pcavs", "PC-AVS", lambda values: PCAVS(PCAVSConfig.from_dict(values)),
+                                         ("model_ema.", "model."))
     return model.to(device).eval(), info
 
 

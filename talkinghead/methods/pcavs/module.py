@@ -47,7 +47,7 @@ import torch.nn.functional as F
 
 from talkinghead.methods.pcavs.config import PCAVSLoss, PCAVSOptim
 from talkinghead.methods.pcavs.networks import PCAVS, PCAVSConfig, build_discriminator
-from talkinghead.training.module import StagedModule, config_section, resize_images
+from talkinghead.training.module import StagedModule, config_section, resize_images, unique_parameters
 from talkinghead.nn.losses import (
     discriminator_hinge_loss,
     feature_matching_loss,
@@ -135,16 +135,7 @@ class PCAVSModule(StagedModule):
                                m.netE.headpose_embed],
                       "netA_sync": [m.netA_sync.model],
                       "netG": [m.netG.conv1, m.netG.to_rgb1, m.netG.convs, m.netG.to_rgbs]}
-        out: dict[str, list[torch.nn.Parameter]] = {}
-        seen: set[int] = set()
-        for name, modules in groups.items():
-            out[name] = []
-            for module in modules:
-                for p in module.parameters():
-                    if id(p) not in seen:
-                        seen.add(id(p))
-                        out[name].append(p)
-        return out
+        return unique_parameters(groups)
 
     def stage_parameters(self, stage: str) -> dict[str, dict[str, list[torch.nn.Parameter]]]:
         """generator: E_i / E_n / E_c^a / G groups of `stage`; discriminator (full stage): netD."""

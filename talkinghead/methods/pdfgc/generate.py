@@ -50,7 +50,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from talkinghead.generation import Control, Generator, loader_crop, num_frames_for, paste_loader_crop
+from talkinghead.generation import (Control, Generator, load_lightning_weights, loader_crop, num_frames_for,
+                                    paste_loader_crop)
 from talkinghead.methods.pdfgc.networks import BLINK_DIMS, GAZE_DIMS, PDFGC, PDFGCConfig, smooth_lip, smooth_pose
 
 __all__ = ["CONTROLS", "POSE_MODES", "PDFGCGenerator", "generate", "load_model", "num_frames_for"]
@@ -83,27 +84,8 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tu
 
         model = load_official(path)
         return model.to(device).eval(), {"kind": "official", "crop": "loader", "path": str(path)}
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no PD-FGC checkpoint (train one with `make train METHOD=pdfgc`)")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(f"{path}: cannot load as a PD-FGC checkpoint: {error}") from error
-    if not isinstance(data, dict) or "state_dict" not in data or "hyper_parameters" not in data:
-        raise ValueError(f"{path}: not a PD-FGC Lightning checkpoint (no state_dict / hyper_parameters)")
-    hp = data["hyper_parameters"]
-    if "model" not in hp:
-        raise ValueError(f"{path}: not a PD-FGC Lightning checkpoint (no model hyper-parameter)")
-    config = PDFGCConfig.from_dict(hp["model"])
-    model = PDFGC(config)
-    prefix = "model."
-    state = {k[len(prefix):]: v for k, v in data["state_dict"].items() if k.startswith(prefix)}
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise ValueError(f"{path}: weights do not fit the checkpoint's own model config: {error}") from error
-    info = {"kind": "lightning", "crop": None, "path": str(path), "stage": hp.get("stage"), "name": hp.get("name"),
-            "global_step": int(data.get("global_step", 0))}
+    model, info = load_lightning_weights(path, "pdfgc", "PD-FGC", lambda values: PDFGC(PDFGCConfig.from_dict(values)),
+                                         ("model.",))
     return model.to(device).eval(), info
 
 

@@ -88,7 +88,7 @@ from talkinghead.nn.losses import (
     info_nce,
 )
 from talkinghead.nn.stylegan2 import ModulatedGenerator
-from talkinghead.training.module import StagedModule, config_section, resize_images
+from talkinghead.training.module import StagedModule, config_section, resize_images, unique_parameters
 
 __all__ = ["PDFGCModule", "STAGES", "STAGE_OUTPUTS", "lip_info_nce", "resize_images"]
 
@@ -196,19 +196,6 @@ class PDFGCModule(StagedModule):
 
     # ------------------------------------------------------------------------------- params
     @staticmethod
-    def _params(groups: dict[str, list[torch.nn.Module]]) -> dict[str, list[torch.nn.Parameter]]:
-        out: dict[str, list[torch.nn.Parameter]] = {}
-        seen: set[int] = set()
-        for name, modules in groups.items():
-            out[name] = []
-            for module in modules:
-                for p in module.parameters():
-                    if id(p) not in seen:
-                        seen.add(id(p))
-                        out[name].append(p)
-        return out
-
-    @staticmethod
     def _generator_parts(g: ModulatedGenerator) -> list[torch.nn.Module]:
         """What a generator driven by an appearance map trains (not the constant input / mapping MLP)."""
         return [g.conv1, g.to_rgb1, g.convs, g.to_rgbs]
@@ -231,7 +218,7 @@ class PDFGCModule(StagedModule):
         else:
             groups = {"generator": {"expression": [mot.to_emo, mot.emo_embed],
                                     "generator": self._generator_parts(m.net_generator)}}
-        out = {opt: self._params(g) for opt, g in groups.items()}
+        out = {opt: unique_parameters(g) for opt, g in groups.items()}
         if stage in self.GAN_STAGES and stage == self.stage:
             out["discriminator"] = {"netD": list(self.netD.parameters())}
         return out
