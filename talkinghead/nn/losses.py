@@ -1,6 +1,7 @@
 """Losses of PC-AVS: hinge GAN, discriminator feature matching, audio-visual contrastive (InfoNCE);
 and PD-FGC's feature-level decorrelation (`cross_correlation`, `decorrelation_loss`) with its
-memory bank (`FeatureMemoryBank`).
+memory bank (`FeatureMemoryBank`); the mouth-box pixel L1 of the CPU configs (`mouth_mask`,
+`mouth_l1_loss`).
 
 (The VGG perceptual loss lives in `talkinghead.nn.vgg`.)
 
@@ -38,6 +39,8 @@ __all__ = [
     "cross_correlation",
     "decorrelation_loss",
     "FeatureMemoryBank",
+    "mouth_mask",
+    "mouth_l1_loss",
 ]
 
 DPred = Union[torch.Tensor, Sequence[Union[torch.Tensor, Sequence[torch.Tensor]]]]
@@ -296,3 +299,24 @@ class FeatureMemoryBank(nn.Module):
         k = max(0, min(int(k), int(self.filled)))
         rows = (int(self.position) - 1 - torch.arange(k, device=self.features.device)) % self.size
         return self.features[rows].detach().clone()
+
+
+def mouth_mask(landmarks: torch.Tensor, size: int, margin: float = 0.35) -> torch.Tensor:
+    """(N, 68, 2) landmarks in `size`-px coordinates -> (N, 1, size, size) 0/1 mask of the mouth box
+    (points 48-67, grown by `margin` x its width on every side)."""
+    pts = landmarks[:, 48:68]
+    lo, hi = pts.amin(1), pts.amax(1)
+    pad = margin * (hi[:, 0] - lo[:, 0]).clamp_min(1.0)
+    lo, hi = lo - pad[:, None], hi + pad[:, None]
+    coords = torch.arange(size, device=landmarks.device, dtype=landmarks.dtype)
+    inside_x = (coords[None] >= lo[:, 0:1]) & (coords[None] <= hi[:, 0:1])  # (N, S)
+    inside_y = (coords[None] >= lo[:, 1:2]) & (coords[None] <= hi[:, 1:2])
+    return (inside_y[:, :, None] & inside_x[:, None, :]).unsqueeze(1).to(landmarks.dtype)
+
+
+def mouth_l1_loss(fake: torch.Tensor, real: torch.Tensor, landmarks: torch.Tensor, margin: float = 0.35) -> torch.Tensor:
+    """Mean absolute pixel error inside the mouth box (`mouth_mask`) of (N, 3, S, S) images, with
+    (N, 68, 2) landmarks in S-px coordinates. A training aid of the CPU configs (in neither paper):
+    it makes a small generator spend capacity on the mouth, a few percent of the frame."""
+    mask = mouth_mask(landmarks.to(fake.dtype), fake.shape[-1], margin)
+    return ((fake - real).abs() * mask).sum() / (mask.sum() * fake.shape[1]).clamp_min(1.0)

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from talkinghead.methods.pcavs.module import PCAVSModule, mouth_mask
+from talkinghead.methods.pcavs.module import PCAVSModule
+from talkinghead.nn.losses import mouth_mask
 from talkinghead.methods.pcavs.networks import PCAVSConfig
 from talkinghead.methods.registry import get_method
 from talkinghead.training.runner import final_checkpoint, train

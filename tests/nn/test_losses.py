@@ -160,3 +160,20 @@ def test_pcavs_sync_losses_detach_pattern_and_weights():
     out["a2v"].backward()
     assert a.grad is None and v.grad.abs().sum() > 0  # a2v trains the visual side only
     assert "cross_modal" not in pcavs_sync_losses(v, a, cross_modal_weight=0)
+
+
+def test_mouth_l1_loss_reads_only_the_mouth_box():
+    from talkinghead.nn.losses import mouth_l1_loss
+
+    lm = torch.zeros(1, 68, 2)
+    lm[0, 48:68] = torch.tensor([[12.0, 20.0], [20.0, 24.0]]).repeat(10, 1)  # box x 12..20, y 20..24
+    real = torch.zeros(1, 3, 32, 32)
+    outside = real.clone()
+    outside[..., 0:5, :] = 1.0  # rows 0-4: above the grown box (y >= 20 - 0.35 * 8)
+    assert mouth_l1_loss(outside, real, lm) == 0
+    inside = real.clone()
+    inside[..., 21:24, 14:18] = 2.0
+    loss = mouth_l1_loss(inside, real, lm)
+    box = ((torch.arange(32) >= 20 - 2.8) & (torch.arange(32) <= 24 + 2.8)).sum() * (
+        (torch.arange(32) >= 12 - 2.8) & (torch.arange(32) <= 20 + 2.8)).sum()
+    assert torch.isclose(loss, torch.tensor(2.0 * 12 / box.item()))

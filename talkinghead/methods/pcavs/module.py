@@ -52,10 +52,11 @@ from talkinghead.nn.losses import (
     discriminator_hinge_loss,
     feature_matching_loss,
     generator_hinge_loss,
+    mouth_l1_loss,
     pcavs_sync_losses,
 )
 
-__all__ = ["LOSS_DEFAULTS", "OPTIM_DEFAULTS", "PCAVSModule", "STAGES", "STAGE_OUTPUTS", "mouth_mask", "resize_images"]
+__all__ = ["LOSS_DEFAULTS", "OPTIM_DEFAULTS", "PCAVSModule", "STAGES", "STAGE_OUTPUTS", "resize_images"]
 
 STAGES = ("identity", "sync", "full")
 #: The submodules each stage trains (and hands on to the later stages).
@@ -64,19 +65,6 @@ STAGE_OUTPUTS = {"identity": ("netV",), "sync": ("netE", "netA_sync"), "full": (
 #: Default loss weights and optimiser settings (`config.PCAVSLoss` / `config.PCAVSOptim` as dicts).
 LOSS_DEFAULTS: dict[str, Any] = asdict(PCAVSLoss())
 OPTIM_DEFAULTS: dict[str, Any] = asdict(PCAVSOptim())
-
-
-def mouth_mask(landmarks: torch.Tensor, size: int, margin: float = 0.35) -> torch.Tensor:
-    """(N, 68, 2) landmarks in `size`-px coordinates -> (N, 1, size, size) 0/1 mask of the mouth box
-    (points 48-67, grown by `margin` x its width on every side)."""
-    pts = landmarks[:, 48:68]
-    lo, hi = pts.amin(1), pts.amax(1)
-    pad = margin * (hi[:, 0] - lo[:, 0]).clamp_min(1.0)
-    lo, hi = lo - pad[:, None], hi + pad[:, None]
-    coords = torch.arange(size, device=landmarks.device, dtype=landmarks.dtype)
-    inside_x = (coords[None] >= lo[:, 0:1]) & (coords[None] <= hi[:, 0:1])  # (N, S)
-    inside_y = (coords[None] >= lo[:, 1:2]) & (coords[None] <= hi[:, 1:2])
-    return (inside_y[:, :, None] & inside_x[:, None, :]).unsqueeze(1).to(landmarks.dtype)
 
 
 class PCAVSModule(StagedModule):
@@ -337,8 +325,7 @@ class PCAVSModule(StagedModule):
             losses["l1"] = F.l1_loss(fake, reals) * cfg["l1"]
         if cfg["mouth_l1"] > 0:
             lm = (batch["landmarks"].reshape(b * t, 68, 2).to(fake.dtype) + 0.5) * scale - 0.5
-            mask = mouth_mask(lm, size, cfg["mouth_margin"]).repeat(len(fakes), 1, 1, 1)
-            losses["mouth_l1"] = ((fake - reals).abs() * mask).sum() / (mask.sum() * 3).clamp_min(1.0) * cfg["mouth_l1"]
+            losses["mouth_l1"] = mouth_l1_loss(fake, reals, lm.repeat(len(fakes), 1, 1), cfg["mouth_margin"]) * cfg["mouth_l1"]
         sync = None
         if cfg["sync"] > 0:
             sync = self.sync_losses(visual, audio, negatives, batch["clip_index"], batch["frame_index"])

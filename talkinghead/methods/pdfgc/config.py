@@ -30,6 +30,9 @@ class PDFGCLoss:
     image: float = 1.0             # weight of FM's first term (the image itself)
     vgg: float = 10.0              # VGG19 perceptual (official x10; paper eq. 7); off without the VGG19 file
     l1: float = 1.0                # pixel L1 (official x1)
+    mouth_l1: float = 0.0          # pixel L1 inside the mouth box (in neither paper nor official code;
+                                   # the CPU config's aid, as PC-AVS's: see `talkinghead.nn.losses.mouth_l1_loss`)
+    mouth_margin: float = 0.35     # mouth box = landmarks 48-67 box grown by this fraction of its width
     identity: float = 1.0          # motion stage: cross-entropy of E_app's ``fc`` over the train speakers
     # -- fine stage
     lip: float = 100.0             # audio-visual InfoNCE, both directions (official contrastive x100)

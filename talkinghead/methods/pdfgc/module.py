@@ -57,8 +57,9 @@ Differences from the paper (all documented substitutes for networks we do not ha
   distance of the unified motion codes E_mot(fake) vs E_mot(real) (in place of L_mot); no emotion
   network anywhere;
 * VGG19 perceptual loss only (the official x5 VGGFace term needs VGGFace weights, absent); the VGG19
-  is off, and the run says so, when its torchvision file is missing; no mouth-masked L1 (an official
-  joint-stage hint only);
+  is off, and the run says so, when its torchvision file is missing; the optional mouth-box L1
+  (``loss.mouth_l1``, 0 in the paper configs; the official code hints at a mouth-masked L1 in a
+  joint stage) is the CPU config's aid in the motion and expression stages;
 * the fine stage learns the three branches in one stage with one batch (paper: three runs with
   batch 32 / 128 / 128); lip InfoNCE on the 500-d lip codes (after ``mouth_embed``), so the whole lip
   branch, audio included, is fixed in the expression stage as the paper says;
@@ -86,6 +87,7 @@ from talkinghead.nn.losses import (
     feature_matching_loss,
     generator_hinge_loss,
     info_nce,
+    mouth_l1_loss,
 )
 from talkinghead.nn.stylegan2 import ModulatedGenerator
 from talkinghead.training.module import StagedModule, config_section, resize_images, unique_parameters
@@ -295,8 +297,11 @@ class PDFGCModule(StagedModule):
             raise ValueError(f"speaker labels {int(labels.min())}..{int(labels.max())} do not fit the identity "
                              f"classifier's {classes} classes (model.appearance.num_identities)")
 
-    def _synthesis_losses(self, fake: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Generator-side hinge GAN, feature matching, VGG19 and L1 (weighted)."""
+    def _synthesis_losses(self, fake: torch.Tensor, real: torch.Tensor, landmarks: torch.Tensor | None,
+                          source_size: int) -> dict[str, torch.Tensor]:
+        """Generator-side hinge GAN, feature matching, VGG19, L1 and mouth-box L1 (weighted);
+        landmarks (N, 68, 2) of `real` in the pixels of the `source_size`-px data frames (needed only
+        with ``loss.mouth_l1``)."""
         cfg = self.loss_cfg
         losses: dict[str, torch.Tensor] = {}
         pred_fake = self.netD(fake)
@@ -310,6 +315,12 @@ class PDFGCModule(StagedModule):
             losses["vgg"] = vgg(fake, real) * cfg["vgg"]
         if cfg["l1"] > 0:
             losses["l1"] = F.l1_loss(fake, real) * cfg["l1"]
+        if cfg["mouth_l1"] > 0:
+            if landmarks is None:
+                raise ValueError("loss.mouth_l1 needs the batch's landmarks (the data module's 'landmarks')")
+            scale = fake.shape[-1] / source_size
+            lm = (landmarks.reshape(-1, 68, 2).to(fake.dtype) + 0.5) * scale - 0.5
+            losses["mouth_l1"] = mouth_l1_loss(fake, real, lm, cfg["mouth_margin"]) * cfg["mouth_l1"]
         return losses
 
     def _gan_step(self, losses: dict[str, torch.Tensor], fake: torch.Tensor, real: torch.Tensor, b: int) -> None:
@@ -339,6 +350,7 @@ class PDFGCModule(StagedModule):
 
     def _motion_step(self, batch: dict) -> None:
         m, cfg = self.model, self.config
+        source_size = batch["frames"].shape[-1]
         frames = resize_images(batch["frames"], cfg.image_size)
         b, t = frames.shape[:2]
         target = frames.reshape(b * t, *frames.shape[2:])
@@ -349,7 +361,7 @@ class PDFGCModule(StagedModule):
         unified = m.net_motion.unified(m.net_motion.forward_feature(driving))
         style = torch.cat([app.feature.repeat_interleave(t, 0), unified], dim=1)
         fake = self.net_generator0(style, identity_map=app.feature_map.repeat_interleave(t, 0))
-        losses = self._synthesis_losses(fake, target)
+        losses = self._synthesis_losses(fake, target, batch.get("landmarks"), source_size)
         if self.loss_cfg["identity"] > 0:
             labels = batch["speaker"].reshape(b)
             self._check_labels(labels, app.logits.shape[1])
@@ -466,7 +478,8 @@ class PDFGCModule(StagedModule):
             unified_real = mot.unified(feat)
         emo = self.window_emotion(batch["window_frames"])
         fake = m.generate(app.feature, app.feature_map, audio, emo, eye, pose)
-        losses = self._synthesis_losses(fake, target)
+        landmarks = batch["landmarks"][:, c] if "landmarks" in batch else None
+        losses = self._synthesis_losses(fake, target, landmarks, driving.shape[-1])
         if lc["decorrelation"] > 0 and self.expression_trains:
             losses["decorrelation"] = self.lip_decorrelation(emo, audio) * lc["decorrelation"]
         if lc["motion"] > 0:
