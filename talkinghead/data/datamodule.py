@@ -8,15 +8,23 @@ the frames a sample uses are read and decoded.
 
 Sample dict (one item; the default collate adds a leading batch dimension B)
 ---------------------------------------------------------------------------
-T = window, R = num_references, N = num_negatives + num_shifted, S = image_size.
+T = window, R = num_references, N = num_negatives + num_shifted, S = image_size,
+A = audio_samples.
 
 =====================  ========================  ===================================================
 key                    shape, dtype              content
 =====================  ========================  ===================================================
-frames                 (T, 3, S, S) float32      target frames, RGB in [-1, 1]
+frames                 (T, 3, S, S) float32      target frames, RGB in [-1, 1] (absent with
+                                                 decode_frames=False, as every image key below)
 reference              (R, 3, S, S) float32      random frames of the same clip, outside the window
-                                                 when the clip allows, [-1, 1]
+                                                 when the clip allows (with reference_span=P: among
+                                                 its first P frames, the window after them), [-1, 1]
 reference_index        (R,) int64                their frame numbers
+reference_landmarks    (R, 68, 2) float32        their landmarks (output pixels)
+reference_pose         (R, 6) float32            their poses (as `pose`)
+audio                  (T, A) float32            audio_samples=A > 0: the 16 kHz waveform, A samples
+                                                 centred on each target frame's 40 ms (zeros beyond
+                                                 the clip's audio)
 mel                    (T, 1, 80, 20) float32    `audio.mel_windows` of the target frames
 negative_mel           (N, T, 1, 80, 20)         [:num_negatives] windows of OTHER clips (random
                                                  position), [num_negatives:] time-shifted windows of
@@ -75,6 +83,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from talkinghead.data.audio import FRAMES_PER_VIDEO_FRAME, mel_windows
+from talkinghead.data.corpora.base import FPS, SAMPLE_RATE
 from talkinghead.data.store import ClipStore, ShardSource
 from talkinghead.data.transforms import InWindowAugment, composite_eye_region, eye_region_mask
 
@@ -104,15 +113,21 @@ class SampleConfig:
     augment: Augment | None = None
     eye_pairs: bool = False
     in_window: int = 0
+    reference_span: int = 0
+    decode_frames: bool = True
+    audio_samples: int = 0
 
     def __post_init__(self) -> None:
         if self.window < 1:
             raise ValueError(f"window must be >= 1, got {self.window}")
-        for name in ("num_references", "num_negatives", "num_shifted", "min_shift", "in_window"):
+        for name in ("num_references", "num_negatives", "num_shifted", "min_shift", "in_window", "reference_span",
+                     "audio_samples"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.image_size < 8:
             raise ValueError(f"image_size must be >= 8, got {self.image_size}")
+        if not self.decode_frames and (self.augment is not None or self.eye_pairs or self.in_window):
+            raise ValueError("decode_frames=False reads no images, so augment, eye_pairs and in_window must be off")
         if self.augment is not None and (isinstance(self.augment, str) or not callable(self.augment)):
             raise ValueError(f"augment must be a callable frames -> frames (an augmentation object) or None, got "
                              f"{self.augment!r}; a method maps its config's name to an object itself")
@@ -162,6 +177,7 @@ class WindowDataset(Dataset):
             truth_keys = tuple(sorted(k for k in source.keys(first) if k.startswith("truth_")))
         self.truth_keys = tuple(truth_keys)
         self._augment = config.augment
+        self._sizes: dict[int, tuple[int, int]] = {}
         self._in_window = InWindowAugment(window_size=config.in_window) if config.in_window > 0 else None
 
     def __len__(self) -> int:
@@ -169,11 +185,15 @@ class WindowDataset(Dataset):
 
     # -- random choices (numpy Generator) -------------------------------------------------
     def _start_range(self, num_frames: int) -> tuple[int, int]:
-        """Inclusive range of window starts (audio margins when the clip is long enough)."""
+        """Inclusive range of window starts (audio margins when the clip is long enough; after the
+        first `reference_span` frames when it is long enough for that too)."""
         w = self.config.window
         lo, hi = AUDIO_MARGIN[0], num_frames - w - AUDIO_MARGIN[1]
         if hi < lo:
             lo, hi = 0, max(0, num_frames - w)
+        span = self.config.reference_span
+        if span and hi >= span:
+            lo = max(lo, span)
         return lo, hi
 
     def _indices(self, start: int, num_frames: int) -> np.ndarray:
@@ -205,8 +225,9 @@ class WindowDataset(Dataset):
         r = self.config.num_references
         if r == 0:
             return np.zeros(0, np.int64)
-        outside = np.setdiff1d(np.arange(num_frames), window)
-        pool = outside if outside.size else np.arange(num_frames)
+        candidates = np.arange(min(self.config.reference_span, num_frames) or num_frames)
+        outside = np.setdiff1d(candidates, window)
+        pool = outside if outside.size else candidates
         return rng.choice(pool, size=r, replace=pool.size < r).astype(np.int64)
 
     # -- reading --------------------------------------------------------------------------
@@ -233,6 +254,21 @@ class WindowDataset(Dataset):
             pts[..., 0] = (pts[..., 0] + 0.5) * sx - 0.5
             pts[..., 1] = (pts[..., 1] + 0.5) * sy - 0.5
         return pts
+
+    def _stored_size(self, pos: int) -> tuple[int, int]:
+        """(height, width) of clip `pos`'s stored frames (one frame decoded, then cached)."""
+        if pos not in self._sizes:
+            self._sizes[pos] = tuple(self.source.load_frames(pos, [0]).shape[1:3])
+        return self._sizes[pos]
+
+    def _audio_windows(self, pos: int, indices: np.ndarray) -> torch.Tensor:
+        """(T, audio_samples) waveform windows centred on the target frames (zero beyond the audio)."""
+        n = self.config.audio_samples
+        wav = np.asarray(self.source.load(pos, ["audio"])["audio"], dtype=np.float32)
+        hop = SAMPLE_RATE // FPS
+        starts = indices * hop + hop // 2 - n // 2
+        padded = np.pad(wav, (n, n + hop * (int(indices.max()) + 1)))
+        return torch.from_numpy(np.stack([padded[s + n: s + 2 * n] for s in starts]))
 
     def _mel(self, cache: dict, pos: int) -> torch.Tensor:
         if pos not in cache:
@@ -279,15 +315,23 @@ class WindowDataset(Dataset):
             if self._in_window is not None else np.zeros(0, np.int64)
         )
 
-        decoded, sx, sy = self._frames(pos, np.concatenate([frame_idx, ref_idx, win_idx]))
-        frames01 = self._gather(decoded, frame_idx)
         size = cfg.image_size
-        sample: dict[str, Any] = {
-            "frames": _signed(frames01),
-            "reference": _signed(self._gather(decoded, ref_idx)) if ref_idx.size
-            else torch.zeros(0, 3, size, size),
-            "reference_index": torch.from_numpy(ref_idx),
-        }
+        sample: dict[str, Any] = {"reference_index": torch.from_numpy(ref_idx)}
+        if cfg.decode_frames:
+            decoded, sx, sy = self._frames(pos, np.concatenate([frame_idx, ref_idx, win_idx]))
+            frames01 = self._gather(decoded, frame_idx)
+            sample["frames"] = _signed(frames01)
+            sample["reference"] = (_signed(self._gather(decoded, ref_idx)) if ref_idx.size
+                                   else torch.zeros(0, 3, size, size))
+        else:  # landmarks still in output pixels: the stored frame size from one decoded frame per clip
+            h, w = self._stored_size(pos)
+            sx, sy = size / w, size / h
+        sample["reference_landmarks"] = self._scale_points(
+            self.source.take_rows(pos, "landmarks", ref_idx).reshape(len(ref_idx), 68, 2), sx, sy)
+        sample["reference_pose"] = torch.from_numpy(
+            np.asarray(self.source.take_rows(pos, "pose", ref_idx), dtype=np.float32).reshape(len(ref_idx), 6).copy())
+        if cfg.audio_samples:
+            sample["audio"] = self._audio_windows(pos, frame_idx)
 
         mels: dict[int, torch.Tensor] = {}
         sample["mel"] = self._mel_windows(self._mel(mels, pos), frame_idx)
@@ -417,6 +461,11 @@ class TalkingHeadDataModule(LightningDataModule):
             augmentation). Seeded per sample; the method maps its config's choice to the object.
         eye_pairs: eye-contrastive anchors (`eye_donor`, `eye_anchor`; PD-FGC uses them).
         in_window: in-window decorrelation frames (`window_frames`, `transforms.InWindowAugment`), 0 = off.
+        reference_span: > 0: references come from the clip's first `reference_span` frames and the
+            window from after them when the clip is long enough (Rhythmic Head's reference video
+            y_1:tau); 0: anywhere outside the window.
+        decode_frames: False reads no images (sequence models on landmarks, poses and audio).
+        audio_samples: > 0: key `audio`, that many waveform samples around each target frame.
         batch_size, num_workers, pin_memory, persistent_workers, drop_last: DataLoader settings.
         worker_start: how worker processes start ("forkserver", "spawn" or "fork"). The default,
             "forkserver", forks workers from a clean single-threaded server: a worker forked from
@@ -442,6 +491,9 @@ class TalkingHeadDataModule(LightningDataModule):
         augment: Augment | None = None,
         eye_pairs: bool = False,
         in_window: int = 0,
+        reference_span: int = 0,
+        decode_frames: bool = True,
+        audio_samples: int = 0,
         batch_size: int = 8,
         num_workers: int = 0,
         seed: int = 0,
@@ -466,7 +518,8 @@ class TalkingHeadDataModule(LightningDataModule):
         self.sample_config = SampleConfig(
             window=window, num_references=num_references, num_negatives=num_negatives,
             num_shifted=num_shifted, min_shift=min_shift, image_size=image_size, augment=augment,
-            eye_pairs=eye_pairs, in_window=in_window,
+            eye_pairs=eye_pairs, in_window=in_window, reference_span=reference_span,
+            decode_frames=decode_frames, audio_samples=audio_samples,
         )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")

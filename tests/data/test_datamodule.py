@@ -113,6 +113,7 @@ def test_pcavs_batch(tiny):
         "negative_clip_index": ((b, 4), torch.int64), "negative_frame_index": ((b, 4, t), torch.int64),
         "reference_index": ((b, 1), torch.int64), "truth_landmarks": ((b, t, 68, 2), torch.float32),
         "truth_blink": ((b, t), torch.float32), "truth_viseme": ((b, t), torch.int64),
+        "reference_landmarks": ((b, 1, 68, 2), torch.float32), "reference_pose": ((b, 1, 6), torch.float32),
     }
     assert set(batch) == set(expect)
     for k, (shape, dtype) in expect.items():
@@ -315,3 +316,36 @@ def test_epoch_follows_trainer(tiny):
         alone.set_epoch(epoch)
         assert torch.equal(torch.cat(model.seen[epoch]), torch.cat([b["frame_index"] for b in batches(alone)]))
     assert not torch.equal(torch.cat(model.seen[0]), torch.cat(model.seen[1]))
+
+
+def test_reference_span_audio_and_sequences_without_images(tiny):
+    """Rhythmic Head's needs: references among the first P frames with their landmarks and poses,
+    the window after them, raw audio around each target frame, and samples with no image read."""
+    root, made = tiny
+    cs = store.ClipStore(root)
+    dm = TalkingHeadDataModule(store=str(root), batch_size=2, window=6, num_references=3, reference_span=12,
+                               audio_samples=4480, image_size=32)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["audio"].shape == (2, 6, 4480) and batch["reference_pose"].shape == (2, 3, 6)
+    for i in range(2):
+        entry = cs.clips()[int(batch["clip_index"][i])]
+        arrays = made[entry["clip_id"]]
+        refs, frames = batch["reference_index"][i].numpy(), batch["frame_index"][i].numpy()
+        assert refs.max() < 12 and frames.min() >= 12
+        np.testing.assert_allclose(batch["reference_landmarks"][i].numpy(),
+                                   (arrays["landmarks"][refs] + 0.5) * 0.5 - 0.5, atol=1e-4)
+        np.testing.assert_array_equal(batch["reference_pose"][i].numpy(), arrays["pose"][refs])
+        wav, f = arrays["audio"], int(frames[0])
+        start = f * 640 + 320 - 2240
+        expected = np.zeros(4480, np.float32)
+        lo, hi = max(start, 0), min(start + 4480, len(wav))
+        expected[lo - start: hi - start] = wav[lo:hi]
+        np.testing.assert_array_equal(batch["audio"][i, 0].numpy(), expected)
+    lean = TalkingHeadDataModule(store=str(root), batch_size=2, window=6, num_references=3, reference_span=12,
+                                 audio_samples=4480, image_size=32, decode_frames=False)
+    lean_batch = next(iter(lean.train_dataloader()))
+    assert "frames" not in lean_batch and "reference" not in lean_batch
+    for key in ("landmarks", "reference_landmarks", "pose", "audio", "mel"):
+        assert torch.equal(lean_batch[key], batch[key]), key
+    with pytest.raises(ValueError, match="decode_frames=False"):
+        TalkingHeadDataModule(store=str(root), decode_frames=False, in_window=3)
