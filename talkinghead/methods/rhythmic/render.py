@@ -35,7 +35,9 @@ What differs from the paper / the official code
 * Texture comes from the reference frame only (no texture completion: parts hidden in the
   reference -- the far cheek of a slightly turned reference, the inside of a closed mouth -- are
   stretched from what the reference shows). PRNet's renderer has the same limitation; its texture
-  is sampled from the same single frame.
+  is sampled from the same single frame. A triangle folded over in the reference (e.g. the far
+  border of a turned reference) is drawn only while it stays folded, i.e. it is hidden once the
+  target turns it towards the camera: there is no texture for it. Use the most frontal reference.
 * Visibility. A z-buffer (z towards the camera, the nearest triangle wins, ties go to the higher
   triangle index) plus back-face culling: a triangle is drawn only where its projected orientation
   equals its orientation in the reference (so a triangle turned away from the camera disappears),
@@ -97,10 +99,9 @@ _INSIDE_EPS = 1e-5  # barycentric slack so that neighbouring triangles share the
 
 
 @lru_cache(maxsize=1)
-def _canonical_mesh() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(vertices (N, 3) canonical, triangles (F, 3), upper-face source jaw index per extra point,
-    contour index of each border point). N = 68 + 15 + 32; triangles oriented with positive signed
-    area in the frontal layout (x right, y down)."""
+def _canonical_mesh() -> tuple[np.ndarray, np.ndarray]:
+    """(vertices (N, 3) canonical, triangles (F, 3)): N = 68 landmarks + 15 upper-face + 32 border
+    points; triangles oriented with positive signed area in the frontal layout (x right, y down)."""
     template = faces.face_template().astype(np.float64)
     jaw = template[:17]
     baseline = 0.5 * (jaw[0, 1] + jaw[16, 1])
@@ -124,7 +125,7 @@ def _canonical_mesh() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     area2 = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (b[:, 1] - a[:, 1])
     tri[area2 < 0] = tri[area2 < 0][:, [0, 2, 1]]
     tri = tri[np.lexsort(tri.T[::-1])]  # a fixed order, independent of qhull's
-    return vertices.astype(np.float64), tri.astype(np.int64), src, np.arange(len(contour))
+    return vertices.astype(np.float64), tri.astype(np.int64)
 
 
 def mesh_triangles() -> torch.Tensor:
@@ -184,7 +185,7 @@ class FaceMesh:
         self.texture = _as_texture(image)
         self.reference_pose = pose
         self.reference_scale = float(reference_scale)
-        vertices, triangles, _, _ = _canonical_mesh()
+        vertices, triangles = _canonical_mesh()
         rot = faces.rotation_matrix(pose[:3])
         scale = reference_scale * np.exp(pose[5])
         posed = scale * vertices @ rot.T  # template points in the reference camera frame, minus t
