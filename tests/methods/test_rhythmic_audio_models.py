@@ -34,15 +34,17 @@ from talkinghead.methods.rhythmic.motion import (
     load_official_motion,
     lr_factor,
     motion_audio_frames,
+    motion_clip_inputs,
     motion_discriminator_losses,
+    motion_keymap,
     motion_losses,
     motion_normaliser,
     official_motion_shapes,
     official_motion_state_dict,
     sample_window_lengths,
     smooth_sequence,
+    training_window,
 )
-from talkinghead.methods.rhythmic.motion import _keymap
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,6 +195,35 @@ def test_normaliser_from_store_and_window_lengths():
     assert lr_factor(cfg, 4) == 1.0 and lr_factor(cfg, 9) == pytest.approx(0.5)
 
 
+def test_training_window_and_store_clip_inputs():
+    cfg = HeadMotionConfig.tiny()
+    motion, audio = torch.randn(3, 40, 6), torch.randn(3, 40, 7, 640)
+    ref, ref_audio, drive, target = training_window(motion, audio, [40, 30, 35], cfg, random.Random(0))
+    past, future = ref.shape[1], target.shape[1]
+    assert 16 <= past <= 24 and 8 <= future <= 16 and past + future <= 30
+    assert ref_audio.shape[1] == past and drive.shape[1] == future
+    start = int((motion[0, :, 0] == ref[0, 0, 0]).nonzero()[0])
+    assert torch.equal(target, motion[:, start + past:start + past + future])
+    rng = np.random.default_rng(0)
+    store = FakeStore({"c": {"pose": rng.normal(size=(30, 6)).astype(np.float32),
+                             "audio": rng.normal(0, 0.1, 30 * 640).astype(np.float32)}})
+    pose, frames = motion_clip_inputs(store, "c", cfg)
+    assert pose.shape == (30, 6) and frames.shape == (30, 7, 640)
+    assert pose.std() < torch.as_tensor(store.load("c", ["pose"])["pose"]).std()  # smoothed
+
+
+def test_paper_sizes_build_and_run_one_step():
+    torch.manual_seed(0)
+    motion = HeadMotionLearner(HeadMotionConfig.paper())
+    pred = motion(torch.randn(2, 13, 6), torch.randn(2, 13, 7, 640), torch.randn(2, 3, 7, 640))
+    motion_losses(pred, torch.randn(2, 3, 6))["total"].backward()
+    assert pred.shape == (2, 3, 6) and motion.decode.l.weight.grad is not None
+    expression = ExpressionLearner(ExpressionConfig.paper())
+    out = expression(torch.rand(2, 3, 1, 80, 28), torch.randn(2, 6))
+    expression_losses(out, torch.zeros_like(out))["total"].backward()
+    assert out.shape == (2, 3, 6) and expression.lstm_fc.weight.grad is not None
+
+
 def test_motion_discriminator_and_losses():
     cfg = HeadMotionConfig.tiny()
     disc = MotionDiscriminator(cfg)
@@ -258,9 +289,8 @@ def test_official_key_map_covers_the_paper_layout():
     assert shapes["encode"]["l.0.weight"] == (128, 6) and shapes["encode"]["l.3.weight"] == (256, 128)
     assert shapes["encode"]["backend_conv1.4.weight"] == (512, 512, 5)
     assert shapes["decode"]["l.weight"] == (256 * 6 + 6, 512)
-    report = _keymap("official").check(HeadMotionLearner(HeadMotionConfig.paper()), shapes)
-    assert report["unmapped"] == [] and report["missing"] == [] and report["mismatched"] == []
-    assert report["uncovered"] == ["normaliser.mean", "normaliser.std"]
+    report = motion_keymap().check(HeadMotionLearner(HeadMotionConfig.paper()), shapes)
+    assert report == {"unmapped": [], "missing": [], "mismatched": [], "uncovered": []}
 
 
 def test_bad_official_files_name_themselves(tmp_path):

@@ -20,8 +20,9 @@ paper's [7], lelechen63/ATVGnet ``code/models.py``): a landmark encoder of the e
 PCA coefficients (Linear 6->256->512, ReLU), an audio encoder of 0.28 s MFCC windows (28 x 12: 2-D
 conv blocks with BatchNorm + ReLU and max pooling, fc 12288->2048->256), the two features
 concatenated per time step into a 3-layer LSTM (256) and a Linear to 6 PCA coefficients; trained
-with MSE on the PCA coefficients (Adam 2e-4, betas (0.5, 0.999)); at test time the decoded
-displacement is added to the example landmarks (``demo.py``). We build the same layout
+with MSE on the PCA coefficients (Adam 2e-4, betas (0.5, 0.999)); its outputs are absolute
+coefficients, decoded as coef @ U^T + mean, the example landmarks being an input only (``demo.py``,
+which also multiplies coefficients 1..5 by ad-hoc gains). We build the same layout
 (`ExpressionLearner`: ``lmark_encoder``, ``audio_encoder`` + ``audio_fc``, ``lstm``, ``lstm_fc``)
 with these differences:
 
@@ -33,10 +34,11 @@ with these differences:
   (`LandmarkPCA`, 6 components as ATVGnet's ``U_lrw1[:, :6]``) is fitted on the training store's
   frontalised landmarks and kept as buffers, so it travels with the checkpoint.
 * target: the expression relative to the identity, p_t - p_tM (coefficients of the frontal
-  landmarks minus those of the most frontal reference frame); at inference the identity is added
-  back in landmark space, frontal_tM + PCA^-1(p_t - p_tM) (`ExpressionLearner.predict_landmarks`),
-  so no identity detail is lost to the truncated basis (ATVGnet's ``demo.py`` adds the example
-  landmarks the same way). ATVGnet's ad-hoc test-time gains on coefficients 1..5 are not applied.
+  landmarks minus those of the most frontal reference frame), as the paper's "we add the identity
+  feature p_tM back" implies (ATVGnet predicts absolute coefficients instead); at inference the
+  identity is added back in landmark space, frontal_tM + PCA^-1(p_t - p_tM)
+  (`ExpressionLearner.predict_landmarks`): the same as adding p_tM in PCA space except that the
+  identity keeps the detail outside the truncated basis. ATVGnet's test-time gains are not applied.
 * the decoder can be the ATVGnet LSTM (paper preset) or a per-frame MLP (``lstm_layers`` 0, the
   paper's text "at time step t ... decode" read literally).
 * noise: the paper mixes noise *files*; none ships with the project, so `NoiseMixer` takes any
@@ -489,7 +491,8 @@ class ExpressionLearner(nn.Module):
     buffers; fit it with `fit_landmark_pca` and copy it in with `set_pca`).
 
     ``audio_encoder`` (conv blocks) + ``audio_fc`` -> (B, T, audio_dim); ``lmark_encoder`` -> (B,
-    lmark_dim), repeated over T; concatenated -> ``lstm`` (or an MLP) -> ``lstm_fc`` -> K.
+    lmark_dim), repeated over T; concatenated -> ``lstm`` (or ``mlp`` when ``lstm_layers`` is 0) ->
+    ``lstm_fc`` -> K.
     """
 
     def __init__(self, config: ExpressionConfig | dict | None = None):
@@ -519,7 +522,7 @@ class ExpressionLearner(nn.Module):
         if config.lstm_layers:
             self.lstm = nn.LSTM(fused, config.lstm_hidden, config.lstm_layers, batch_first=True)
         else:
-            self.lstm = nn.Sequential(nn.Linear(fused, config.lstm_hidden), nn.ReLU(inplace=True))
+            self.mlp = nn.Sequential(nn.Linear(fused, config.lstm_hidden), nn.ReLU(inplace=True))
         self.lstm_fc = nn.Linear(config.lstm_hidden, k)
 
     def set_pca(self, pca: LandmarkPCA) -> "ExpressionLearner":
@@ -544,7 +547,7 @@ class ExpressionLearner(nn.Module):
         audio = self.encode_audio(mel)
         ident = self.lmark_encoder(identity).unsqueeze(1).expand(-1, audio.shape[1], -1)
         fused = torch.cat([audio, ident], dim=-1)
-        out = self.lstm(fused)[0] if self.config.lstm_layers else self.lstm(fused)
+        out = self.lstm(fused)[0] if self.config.lstm_layers else self.mlp(fused)
         return self.lstm_fc(out)
 
     def predict_landmarks(self, mel: torch.Tensor, identity_landmarks: torch.Tensor) -> torch.Tensor:

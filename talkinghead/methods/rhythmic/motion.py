@@ -105,6 +105,8 @@ __all__ = [
     "load_official_motion",
     "lr_factor",
     "motion_audio_frames",
+    "motion_clip_inputs",
+    "motion_keymap",
     "motion_discriminator_losses",
     "motion_losses",
     "motion_normaliser",
@@ -112,6 +114,7 @@ __all__ = [
     "official_motion_shapes",
     "official_motion_state_dict",
     "sample_window_lengths",
+    "training_window",
     "smooth_sequence",
 ]
 
@@ -442,7 +445,9 @@ class HeadMotionLearner(nn.Module):
 
         Chunks of `chunk` frames (default ``config.infer_chunk``), each predicted from the last
         `context` frames (default ``config.infer_context``, at most what exists) of reference and
-        already predicted motion with their audio. Call in eval mode (BatchNorm statistics, no
+        already predicted motion with their audio. Give inputs prepared as in training (poses
+        smoothed, audio windows of `motion_audio_frames` over one continuous waveform; see
+        `motion_clip_inputs`). Call in eval mode (BatchNorm statistics, no
         dropout) and under ``torch.no_grad()`` unless gradients are wanted.
         """
         cfg = self.config
@@ -611,6 +616,39 @@ def sample_window_lengths(config: HeadMotionConfig, rng: random.Random | None = 
     return past, future
 
 
+def training_window(motion: torch.Tensor, audio: torch.Tensor, lengths: Sequence[int] | torch.Tensor | None,
+                    config: HeadMotionConfig, rng: random.Random | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One official training crop of a padded batch: motion (B, T, 6) normalised, audio (B, T, 7, 640),
+    lengths (B,) valid frames per row (None: all T) -> (ref_motion (B, past, 6), ref_audio (B, past,
+    7, 640), drive_audio (B, future, 7, 640), target (B, future, 6)).
+
+    Lengths from `sample_window_lengths` (one draw per batch, shrunk to the shortest row); one
+    random start for the whole batch in [0, min(lengths) - past - future) (0 when it does not fit,
+    as the official loop).
+    """
+    rng = rng or random
+    available = int(min(lengths)) if lengths is not None else motion.shape[1]
+    past, future = sample_window_lengths(config, rng, available=available)
+    span = available - past - future
+    start = rng.randrange(span) if span > 0 else 0
+    mid, end = start + past, start + past + future
+    return motion[:, start:mid], audio[:, start:mid], audio[:, mid:end], motion[:, mid:end]
+
+
+def motion_clip_inputs(source, entry, config: HeadMotionConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One store clip as the learner's training data: (poses (T, 6) float32 in pose units, smoothed
+    over time with a Hanning window of ``pose_smoothing``; audio windows (T, 7, 640) of
+    `motion_audio_frames`, smoothed with ``audio_smoothing``). Normalise the poses with the model's
+    ``normaliser`` (smoothing and normalising commute). `source`: `ClipStore` / `ShardSource`."""
+    cfg = config or HeadMotionConfig.paper()
+    arrays = source.load(entry, ["pose", "audio"])
+    pose = torch.as_tensor(np.asarray(arrays["pose"], dtype=np.float32))
+    if cfg.pose_smoothing >= 3:
+        pose = smooth_sequence(pose, cfg.pose_smoothing, dim=0)
+    return pose, motion_audio_frames(arrays["audio"], len(pose), cfg)
+
+
 def _iter_poses(source, split: str | None, max_clips: int | None) -> Iterable[np.ndarray]:
     if hasattr(source, "clips") and hasattr(source, "load"):
         entries = source.clips(split)
@@ -686,8 +724,12 @@ def official_motion_shapes(config: HeadMotionConfig | None = None) -> dict[str, 
     return {"encode": encode, "mid_net": mid, "decode": decode}
 
 
-def _keymap(name: str) -> KeyMap:
-    return KeyMap("Rhythmic Head RotateAudio", {c: f"{name} [{c!r}]" for c in MOTION_COMPONENTS}, MOTION_KEY_MAP)
+def motion_keymap(name: str = "RotateAudio checkpoint") -> KeyMap:
+    """`MOTION_KEY_MAP` as a `talkinghead.nn.official.KeyMap` whose messages name `name` (the file)
+    and the entry; our ``normaliser`` buffers are filled by no official tensor (the official code
+    keeps the statistics in its dataset)."""
+    return KeyMap("Rhythmic Head RotateAudio", {c: f"{name} [{c!r}]" for c in MOTION_COMPONENTS}, MOTION_KEY_MAP,
+                  unfilled=("normaliser.",))
 
 
 def official_motion_state_dict(model: HeadMotionLearner) -> dict[str, dict[str, torch.Tensor]]:
@@ -732,7 +774,7 @@ def load_official_motion(path: str | Path, config: HeadMotionConfig | None = Non
                          f"{sorted(map(str, ckpt))[:8]})")
     states = {c: check_state_dict(ckpt[c], f"{path} [{c!r}]") for c in MOTION_COMPONENTS}
     model = HeadMotionLearner(config or HeadMotionConfig.paper())
-    _keymap(str(path)).load_into(model, states, hint=" (the recommended tc_no_lstm / se / l2l options at "
+    motion_keymap(str(path)).load_into(model, states, hint=" (the recommended tc_no_lstm / se / l2l options at "
                                                      "the config's sizes)")
     if official_normaliser:
         model.normaliser.set(OFFICIAL_RT_MEAN, OFFICIAL_RT_STD)
