@@ -18,13 +18,20 @@ frames                 (T, 3, S, S) float32      target frames, RGB in [-1, 1] (
                                                  decode_frames=False, as every image key below)
 reference              (R, 3, S, S) float32      random frames of the same clip, outside the window
                                                  when the clip allows (with reference_span=P: among
-                                                 its first P frames, the window after them), [-1, 1]
+                                                 the context frames), [-1, 1]
 reference_index        (R,) int64                their frame numbers
 reference_landmarks    (R, 68, 2) float32        their landmarks (output pixels)
 reference_pose         (R, 6) float32            their poses (as `pose`)
 audio                  (T, A) float32            audio_samples=A > 0: the 16 kHz waveform, A samples
                                                  centred on each target frame's 40 ms (zeros beyond
                                                  the clip's audio)
+context_index          (P,) int64                reference_span=P > 0: the P frames right before the
+                                                 window (the window starts at frame >= P when the
+                                                 clip is long enough; else clamped to frame 0); a
+                                                 reference video followed by its continuation
+context_landmarks      (P, 68, 2) float32        their landmarks (output pixels)
+context_pose           (P, 6) float32            their poses
+context_audio          (P, A) float32            their audio windows (with audio_samples)
 mel                    (T, 1, 80, 20) float32    `audio.mel_windows` of the target frames
 negative_mel           (N, T, 1, 80, 20)         [:num_negatives] windows of OTHER clips (random
                                                  position), [num_negatives:] time-shifted windows of
@@ -185,8 +192,8 @@ class WindowDataset(Dataset):
 
     # -- random choices (numpy Generator) -------------------------------------------------
     def _start_range(self, num_frames: int) -> tuple[int, int]:
-        """Inclusive range of window starts (audio margins when the clip is long enough; after the
-        first `reference_span` frames when it is long enough for that too)."""
+        """Inclusive range of window starts (audio margins when the clip is long enough; after
+        `reference_span` context frames when it is long enough for that too)."""
         w = self.config.window
         lo, hi = AUDIO_MARGIN[0], num_frames - w - AUDIO_MARGIN[1]
         if hi < lo:
@@ -221,11 +228,17 @@ class WindowDataset(Dataset):
             far = starts[dist == dist.max()]
         return int(far[rng.integers(far.size)])
 
-    def _references(self, rng: np.random.Generator, num_frames: int, window: np.ndarray) -> np.ndarray:
+    def _context(self, start: int, num_frames: int) -> np.ndarray:
+        """The `reference_span` frames before the window (clamped to the clip)."""
+        span = self.config.reference_span
+        return np.clip(np.arange(start - span, start), 0, num_frames - 1).astype(np.int64)
+
+    def _references(self, rng: np.random.Generator, num_frames: int, window: np.ndarray,
+                    context: np.ndarray) -> np.ndarray:
         r = self.config.num_references
         if r == 0:
             return np.zeros(0, np.int64)
-        candidates = np.arange(min(self.config.reference_span, num_frames) or num_frames)
+        candidates = np.unique(context) if context.size else np.arange(num_frames)
         outside = np.setdiff1d(candidates, window)
         pool = outside if outside.size else candidates
         return rng.choice(pool, size=r, replace=pool.size < r).astype(np.int64)
@@ -308,7 +321,8 @@ class WindowDataset(Dataset):
         num_frames = int(entry["num_frames"])
         start = self._random_start(rng, num_frames)
         frame_idx = self._indices(start, num_frames)
-        ref_idx = self._references(rng, num_frames, frame_idx)
+        context_idx = self._context(start, num_frames)
+        ref_idx = self._references(rng, num_frames, frame_idx, context_idx)
         centre = int(frame_idx[len(frame_idx) // 2])
         win_idx = (
             self._in_window.window_indices(centre, num_frames).numpy().astype(np.int64)
@@ -332,6 +346,13 @@ class WindowDataset(Dataset):
             np.asarray(self.source.take_rows(pos, "pose", ref_idx), dtype=np.float32).reshape(len(ref_idx), 6).copy())
         if cfg.audio_samples:
             sample["audio"] = self._audio_windows(pos, frame_idx)
+        if cfg.reference_span:
+            sample["context_index"] = torch.from_numpy(context_idx)
+            sample["context_landmarks"] = self._scale_points(self.source.take_rows(pos, "landmarks", context_idx), sx, sy)
+            sample["context_pose"] = torch.from_numpy(
+                np.asarray(self.source.take_rows(pos, "pose", context_idx), dtype=np.float32).copy())
+            if cfg.audio_samples:
+                sample["context_audio"] = self._audio_windows(pos, context_idx)
 
         mels: dict[int, torch.Tensor] = {}
         sample["mel"] = self._mel_windows(self._mel(mels, pos), frame_idx)
@@ -461,9 +482,10 @@ class TalkingHeadDataModule(LightningDataModule):
             augmentation). Seeded per sample; the method maps its config's choice to the object.
         eye_pairs: eye-contrastive anchors (`eye_donor`, `eye_anchor`; PD-FGC uses them).
         in_window: in-window decorrelation frames (`window_frames`, `transforms.InWindowAugment`), 0 = off.
-        reference_span: > 0: references come from the clip's first `reference_span` frames and the
-            window from after them when the clip is long enough (Rhythmic Head's reference video
-            y_1:tau); 0: anywhere outside the window.
+        reference_span: > 0: the `reference_span` frames right before the window are its context
+            (``context_*`` keys: landmarks, poses, audio; no images) and the references come from
+            them (Rhythmic Head's reference video y_1:tau and its continuation); 0: references
+            anywhere outside the window.
         decode_frames: False reads no images (sequence models on landmarks, poses and audio).
         audio_samples: > 0: key `audio`, that many waveform samples around each target frame.
         batch_size, num_workers, pin_memory, persistent_workers, drop_last: DataLoader settings.

@@ -319,33 +319,43 @@ def test_epoch_follows_trainer(tiny):
 
 
 def test_reference_span_audio_and_sequences_without_images(tiny):
-    """Rhythmic Head's needs: references among the first P frames with their landmarks and poses,
-    the window after them, raw audio around each target frame, and samples with no image read."""
+    """Rhythmic Head's needs: a context of P frames right before the window (landmarks, poses, audio)
+    with the references among them, raw audio around each target frame, and samples with no image
+    read."""
     root, made = tiny
     cs = store.ClipStore(root)
     dm = TalkingHeadDataModule(store=str(root), batch_size=2, window=6, num_references=3, reference_span=12,
                                audio_samples=4480, image_size=32)
     batch = next(iter(dm.train_dataloader()))
     assert batch["audio"].shape == (2, 6, 4480) and batch["reference_pose"].shape == (2, 3, 6)
+    assert batch["context_audio"].shape == (2, 12, 4480) and batch["context_pose"].shape == (2, 12, 6)
     for i in range(2):
         entry = cs.clips()[int(batch["clip_index"][i])]
         arrays = made[entry["clip_id"]]
         refs, frames = batch["reference_index"][i].numpy(), batch["frame_index"][i].numpy()
-        assert refs.max() < 12 and frames.min() >= 12
+        context = batch["context_index"][i].numpy()
+        assert frames.min() >= 12 and np.array_equal(context, np.arange(frames[0] - 12, frames[0]))
+        assert set(refs) <= set(context)
         np.testing.assert_allclose(batch["reference_landmarks"][i].numpy(),
                                    (arrays["landmarks"][refs] + 0.5) * 0.5 - 0.5, atol=1e-4)
+        np.testing.assert_allclose(batch["context_landmarks"][i].numpy(),
+                                   (arrays["landmarks"][context] + 0.5) * 0.5 - 0.5, atol=1e-4)
         np.testing.assert_array_equal(batch["reference_pose"][i].numpy(), arrays["pose"][refs])
+        np.testing.assert_array_equal(batch["context_pose"][i].numpy(), arrays["pose"][context])
         wav, f = arrays["audio"], int(frames[0])
         start = f * 640 + 320 - 2240
         expected = np.zeros(4480, np.float32)
         lo, hi = max(start, 0), min(start + 4480, len(wav))
         expected[lo - start: hi - start] = wav[lo:hi]
         np.testing.assert_array_equal(batch["audio"][i, 0].numpy(), expected)
+        # consecutive frames' windows overlap by 6 of 7 chunks: the last context window is the
+        # first target window shifted by one chunk
+        np.testing.assert_array_equal(batch["context_audio"][i, -1, 640:].numpy(), batch["audio"][i, 0, :-640].numpy())
     lean = TalkingHeadDataModule(store=str(root), batch_size=2, window=6, num_references=3, reference_span=12,
                                  audio_samples=4480, image_size=32, decode_frames=False)
     lean_batch = next(iter(lean.train_dataloader()))
     assert "frames" not in lean_batch and "reference" not in lean_batch
-    for key in ("landmarks", "reference_landmarks", "pose", "audio", "mel"):
+    for key in ("landmarks", "reference_landmarks", "pose", "audio", "mel", "context_pose", "context_audio"):
         assert torch.equal(lean_batch[key], batch[key]), key
     with pytest.raises(ValueError, match="decode_frames=False"):
         TalkingHeadDataModule(store=str(root), decode_frames=False, in_window=3)
