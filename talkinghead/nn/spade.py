@@ -9,7 +9,9 @@ state dict has the keys the NVIDIA few-shot-vid2vid code (and the methods built 
   training forward, updating ``weight_u`` / ``weight_v`` in place; none in eval mode; eps 1e-12;
   dim 0), written as a plain forward so the module stays copyable (``copy.deepcopy`` fails on a
   module under the hook once it has run a forward with autograd on: its ``weight`` attribute is
-  then a non-leaf tensor).
+  then a non-leaf tensor). One difference at construction: ``weight_u`` / ``weight_v`` start from
+  three power iterations instead of staying random until the first training forward
+  (`_SpectralNorm.reset_spectral_vectors`), so an untrained network also works in eval mode.
 * `SNConvBlock`: the official ``SPADEConv2d`` = spectral-norm 3x3 conv -> BatchNorm2d (affine) ->
   LeakyReLU(0.2); attributes ``conv``, ``bn``.
 * `SPADE`: parameter-free normalisation (BatchNorm2d or InstanceNorm2d, affine=False, attribute
@@ -101,6 +103,24 @@ class _SpectralNorm(nn.Module):
         if self.bias is not None:
             bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
             nn.init.uniform_(self.bias, -bound, bound)
+        self.reset_spectral_vectors()
+
+    @torch.no_grad()
+    def reset_spectral_vectors(self, n_power_iterations: int = 3, eps: float = 1e-12) -> None:
+        """Power iterations from fresh Gaussian vectors on the current ``weight_orig``.
+
+        ``torch.nn.utils.spectral_norm`` leaves ``weight_u`` / ``weight_v`` random until the first
+        training forward, so an untrained network used in eval mode divides by u . W v of random
+        vectors (near zero or negative; deep networks overflow); a few iterations at construction
+        (and after re-initialising ``weight_orig``) avoid that. Loaded weights bring their own."""
+        mat = self.weight_orig.flatten(1)
+        u = F.normalize(torch.randn(mat.shape[0], device=mat.device, dtype=mat.dtype), dim=0, eps=eps)
+        for _ in range(n_power_iterations):
+            v = F.normalize(torch.mv(mat.t(), u), dim=0, eps=eps)
+            u = F.normalize(torch.mv(mat, v), dim=0, eps=eps)
+        if n_power_iterations:
+            self.weight_u.copy_(u)
+            self.weight_v.copy_(v)
 
 
 class SNConv2d(_SpectralNorm):
