@@ -89,7 +89,8 @@ def tiny_model():
 # ---------------------------------------------------------------------------------------------
 def test_paper_config_is_the_official_default():
     cfg = ComposerConfig.paper()
-    assert (cfg.image_size, cfg.ngf, cfg.n_downsample_G, cfg.n_downsample_A, cfg.n_adaptive_layers) == (256, 32, 5, 2, 4)
+    assert (cfg.image_size, cfg.ngf, cfg.n_downsample_G, cfg.n_downsample_A) == (256, 32, 5, 2)
+    assert cfg.n_adaptive_layers == 4
     assert (cfg.n_fc_layers, cfg.embed_ks, cfg.spade_ks, cfg.n_sc_layers, cfg.n_shot) == (2, 1, 1, 2, 8)
     assert (cfg.nff, cfg.n_downsample_F, cfg.n_blocks_F, cfg.flow_multiplier) == (32, 3, 6, 20.0)
     assert cfg.hybrid and cfg.warp_ref and cfg.warp_ani and cfg.raw_output and cfg.label_nc == 1
@@ -166,6 +167,16 @@ def test_tiny_forward_shapes(hybrid, k):
     assert out.ref_idx.shape == (2,) and out.ref_idx.max() < k
 
 
+def test_map_order_is_a_config_choice(tiny_model):
+    swapped = Composer(replace(tiny_model.cfg, ani_first=True)).eval()
+    swapped.load_state_dict(tiny_model.state_dict())
+    x = inputs(tiny_model.cfg)
+    with torch.no_grad():
+        a, b = tiny_model.eval()(**x), swapped(**x)
+    assert torch.equal(a.raw, b.raw) and torch.equal(a.warped_ref, b.warped_ref)  # label-only / flow paths
+    assert not torch.equal(a.image, b.image)
+
+
 def test_missing_warp_inputs_skip_their_branch(tiny_model):
     x = inputs(tiny_model.cfg)
     del x["ani_label"], x["ani_image"]
@@ -183,7 +194,8 @@ def test_hybrid_embedding_needs_its_k(tiny_model):
         tiny_model(x["label"], x["ref_labels"][:, 0], x["ref_images"][:, 0])
 
 
-@pytest.mark.parametrize("overrides", [{}, {"hybrid": False}, {"warp_ani": False}])
+@pytest.mark.parametrize("overrides", [{}, {"hybrid": False}, {"warp_ani": False},
+                                       {"warp_ref": False, "ani_first": True, "hybrid": False}])
 def test_gradients_reach_every_trainable_parameter(overrides):
     torch.manual_seed(0)
     cfg = ComposerConfig.tiny(**overrides)
@@ -195,9 +207,10 @@ def test_gradients_reach_every_trainable_parameter(overrides):
     for p in model.parameters():
         p.requires_grad_(True)
     out = model(**inputs(cfg, n=2, k=cfg.n_shot))
-    loss = out.image.mean() + out.raw.mean() + out.warped_ref.mean()
-    if out.warped_ani is not None:
-        loss = loss + out.warped_ani.mean()
+    loss = out.image.mean() + out.raw.mean()
+    for warped in (out.warped_ref, out.warped_ani):
+        if warped is not None:
+            loss = loss + warped.mean()
     loss.backward()
     no_grad = {n for n, p in model.named_parameters() if p.grad is None}
     assert no_grad == unused

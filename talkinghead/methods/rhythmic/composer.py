@@ -17,18 +17,18 @@ ours (official class)                  paper                                  ro
                                        and ConvGate, Eq. 4 and 6              ConvGate, alpha-weighted sum
 ``netG.comb_encoder``                  fusion E_F: softmax(E_FL(e_l)) .       per level l a (C_l x C_l)
 `CombinationEncoder` (``CombEncoder``) E_FI(e_y), Eq. 7                       image x softmax-label product
-``netG.weight_gen`` `WeightGenerator`  E_FP of Eq. 7: theta_gamma, theta_beta  SPADE weights of decoder
-(``WeightGen``)                        (SPADE), theta_S (label embedding)     layers and label-embedding
-                                                                              up-convolutions
+``netG.weight_gen`` `WeightGenerator`  E_FP of Eq. 7: theta_gamma and         SPADE weights of decoder
+(``WeightGen``)                        theta_beta (SPADE), theta_S (label     layers and label-embedding
+                                       embedding)                             up-convolutions
 ``netG.label_embedding``               phi_{l_t}: label features with the     target-landmark features at
 `LabelEmbedder`                        generated weights theta_S              every decoder resolution
 ``netG.up_{i}``, ``netG.conv_img``     decoder G: SPADE residual blocks;      frame from the aggregated
 (``SPADEResnetBlock[Concat]``)         the first n_sc layers denormalise in   appearance e_y
                                        parallel with phi_{l_t}, phi_{y_ts},
                                        phi_{y~_t} (Fig. 6), tanh output
-``warp.flow_network_ref`` /            "FlowNet" of Sec. 4.3: flow + attention  warp the matched reference
-``warp.flow_network_ani``              map for y_ts and for the projected y~_t  y_ts and the rendered y~_t
-`FlowGenerator` (``FlowGenerator``)                                           to the target landmarks
+``warp.flow_network_ref`` /            "FlowNet" of Sec. 4.3: flow and        warp the matched reference
+``warp.flow_network_ani``              attention map for y_ts and for the     y_ts and the rendered y~_t
+`FlowGenerator` (``FlowGenerator``)    projected y~_t                         to the target landmarks
 ``img_ref_embedding`` /                phi_{y_ts}, phi_{y~_t}: fixed-weight    features of [warped image,
 ``img_ani_embedding`` `LabelEmbedder`  encoders of the warped images          flow attention map]
 ====================================  =====================================  ===========================
@@ -75,7 +75,12 @@ Deviations from the official module (none changes the function of the released w
 * Synchronized BatchNorm -> ``nn.BatchNorm2d`` (same tensors; convert with
   ``nn.SyncBatchNorm.convert_sync_batchnorm`` for multi-GPU statistics).
 * Spectral norm through `talkinghead.nn.spade.SNConv2d` / `SNLinear`: the tensors and arithmetic of
-  ``torch.nn.utils.spectral_norm`` (bit-identical outputs), but copyable after a forward.
+  ``torch.nn.utils.spectral_norm`` (bit-identical outputs), but copyable after a forward; a new
+  layer's ``weight_u`` / ``weight_v`` start from three power iterations (the hook leaves them random
+  until the first training forward, which makes an untrained paper-size network overflow in eval).
+* The paper sums the denormalised features of a composition layer and upsamples with a transposed
+  convolution (Sec. 4.3); the official code (what we build) averages them and upsamples by nearest
+  neighbour between the SPADE residual blocks.
 * The per-sample (generated-weight) convolutions run as one grouped convolution instead of a Python
   loop, and the fusion product of `CombinationEncoder` as a batched matrix product instead of a
   broadcast sum (same arithmetic up to summation order).
@@ -133,7 +138,8 @@ __all__ = [
     "flow_warp",
 ]
 
-#: The conditioning maps of the composition layers, in the official order (``SPADE_combine``).
+#: The conditioning maps of the composition layers, in the order of the newest official
+#: ``SPADE_combine`` (commit 265eaf6); ``ComposerConfig.ani_first`` swaps ref and ani (earlier commit).
 MAP_SLOTS = ("label", "ref", "ani", "prev")
 
 
@@ -165,6 +171,10 @@ class ComposerConfig(ConfigDict):
                        models were trained with K = 8; the paper reports K = 1, 8, 32.
     warp_ref, warp_ani: build the flow network of the matched reference / of the rendered frame.
     raw_output:        also decode the "raw" frame (official ``add_raw_loss``; no parameters).
+    ani_first:         order of the warped-image maps in the composition layers: False = [label, ref,
+                       ani, prev] (newest official ``SPADE_combine``, commit 265eaf6), True = [label,
+                       ani, ref, prev] (an earlier commit, 190e66b). The slots have identical shapes,
+                       so a released file does not tell which order it was trained with.
     nff, n_downsample_F, n_blocks_F: flow networks' base width, downsamplings, residual blocks
                        (official 32, 3, 6).
     flow_multiplier:   scale of the flow output (official 20).
@@ -188,6 +198,7 @@ class ComposerConfig(ConfigDict):
     warp_ref: bool = True
     warp_ani: bool = True
     raw_output: bool = True
+    ani_first: bool = False
     nff: int = 32
     n_downsample_F: int = 3
     n_blocks_F: int = 6
@@ -226,6 +237,12 @@ class ComposerConfig(ConfigDict):
         return [[ch[i]] * (len(MAP_SLOTS) if i < self.n_sc_layers else 1) for i in range(self.n_downsample_G + 1)]
 
     @property
+    def map_slots(self) -> tuple[str, ...]:
+        """The conditioning maps of a composition layer, in order (`MAP_SLOTS`, or with ref and ani
+        swapped under ``ani_first``)."""
+        return ("label", "ani", "ref", "prev") if self.ani_first else MAP_SLOTS
+
+    @property
     def flow_channels(self) -> list[int]:
         return [min(self.max_channels, self.nff * 2 ** i) for i in range(self.n_downsample_F + 1)]
 
@@ -242,7 +259,8 @@ class ComposerConfig(ConfigDict):
                                                "nff", "n_downsample_F")}
         bad = {k: v for k, v in sizes.items() if int(v) < 1}
         if bad or self.n_blocks_F < 0:
-            raise ValueError(f"{name}: sizes must be >= 1 (n_blocks_F >= 0), got {bad or {'n_blocks_F': self.n_blocks_F}}")
+            got = bad or {"n_blocks_F": self.n_blocks_F}
+            raise ValueError(f"{name}: sizes must be >= 1 (n_blocks_F >= 0), got {got}")
         if self.embed_ks % 2 == 0 or self.spade_ks % 2 == 0:
             raise ValueError(f"{name}: embed_ks and spade_ks must be odd, got {self.embed_ks}, {self.spade_ks}")
         if self.n_downsample_A > self.n_downsample_G:
@@ -470,7 +488,7 @@ class WeightGenerator(nn.Module):
         return v[:, :size].reshape(n, *shape), v[:, size:]
 
     def forward(self, encoded_ref: Sequence[torch.Tensor | None]
-                ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[tuple[tuple[torch.Tensor, torch.Tensor], ...]]]:
+                ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[tuple[tuple[torch.Tensor, ...], ...]]]:
         """encoded_ref: `CombinationEncoder` levels -> (label-embedding weights [(W, b)] per adaptive
         level, SPADE weights [((Wg, Wb) of bn_0, of bn_1, of bn_s)] per adaptive layer)."""
         embedding, norms = [], []
@@ -733,8 +751,9 @@ class Composer(nn.Module):
             if not on:
                 prefixes.append(f"img_{branch}_embedding.")
             else:
-                prefixes += [f"img_{branch}_embedding.down_{k}." for k in range(cfg.n_sc_layers - 1, cfg.n_downsample_G)]
-        dead_slots = [j for j, slot in enumerate(MAP_SLOTS)
+                unused_levels = range(cfg.n_sc_layers - 1, cfg.n_downsample_G)
+                prefixes += [f"img_{branch}_embedding.down_{k}." for k in unused_levels]
+        dead_slots = [j for j, slot in enumerate(cfg.map_slots)
                       if slot == "prev" or (slot == "ref" and not cfg.warp_ref) or (slot == "ani" and not cfg.warp_ani)]
         for i in range(cfg.n_sc_layers):
             block = f"netG.up_{i}."
@@ -775,7 +794,8 @@ class Composer(nn.Module):
                 embedded[name] = embedding(torch.cat([image, weight], dim=1), levels=cfg.n_sc_layers)
         maps: list = list(encoded_label)
         for i in range(cfg.n_sc_layers):
-            maps[i] = [encoded_label[i]] + [embedded[name][i] if name in embedded else None for name in ("ref", "ani")]
+            maps[i] = [encoded_label[i]] + [embedded[name][i] if name in embedded else None
+                                            for name in cfg.map_slots[1:3]]
         raw_maps = encoded_label[: cfg.n_sc_layers] if cfg.raw_output else None
         image, raw = self.netG.img_generation(x, norm_weights, maps, raw_maps)
 

@@ -23,8 +23,10 @@ Two official layouts exist (``--use_new`` or not, see `talkinghead.methods.rhyth
 README's command line and the paper's hybrid embedding use ``--use_new`` (``netG.encoder.*``); the
 demo script ``scripts/test_demo.sh`` runs a model without it (``netG.image_encoder.*`` /
 ``netG.lmark_encoder.*``). The K the hybrid layers were built for is in the shape of
-``netG.encoder.atten1``. `config_from_state_dict` reads both from a file, and `load_official` builds
-the matching `Composer` (or checks the one it is given).
+``netG.encoder.atten1``. `config_from_state_dict` reads both (and every size) from a file, and
+`load_official` builds the matching `Composer` (or checks the one it is given). What no file records
+is the order of the reference / animation maps in the composition layers, which changed between
+official commits (``ComposerConfig.ani_first``; default: the newest code).
 
 `official_shapes` writes out every tensor the official ``SpadeCombineModule`` registers, from the
 official module definitions (``generator_split.py``, ``spade_combine.py``, ``warp_module.py``,
@@ -49,7 +51,6 @@ from talkinghead.nn.official import (
     Shapes,
     bn_shapes,
     conv_shapes,
-    linear_shapes,
     read_state_dict,
 )
 
@@ -306,8 +307,9 @@ def config_from_state_dict(state: Mapping[str, torch.Tensor], name: str = FILE,
     (decoder layers, E_A downsamplings, adaptive layers, MLP depth, composition layers, flow
     downsamplings and residual blocks), kernels (``spade_ks``, ``embed_ks``), channels and which
     flow networks exist. What a state dict cannot tell (``image_size``: the networks are fully
-    convolutional; ``raw_output``, ``flow_multiplier``, ``init_gain``; the flow sizes when no flow
-    network is present) comes from `base` (default: paper). A state dict that is not an official
+    convolutional; ``raw_output``, ``flow_multiplier``, ``init_gain``; ``ani_first``: the order of the
+    warped-image maps, whose slots have identical shapes; the flow sizes when no flow network is
+    present) comes from `base` (default: paper). A state dict that is not an official
     generator is a ValueError naming the file."""
     state = {k.removeprefix("module."): v for k, v in state.items()}
     base = base or ComposerConfig.paper()
@@ -339,7 +341,8 @@ def config_from_state_dict(state: Mapping[str, torch.Tensor], name: str = FILE,
         if hybrid:
             level = min(1024, ngf * 2 ** n_down, ngf * 2 ** values["n_downsample_A"])  # official ch[n_downsample_A]
             values["n_shot"] = int(atten.shape[1]) // level if atten is not None else 1
-        flows = sorted({k.split(".")[1] for k in state if k.startswith(("warp.flow_network_ref.", "warp.flow_network_ani."))})
+        flow_prefixes = ("warp.flow_network_ref.", "warp.flow_network_ani.")
+        flows = sorted({k.split(".")[1] for k in state if k.startswith(flow_prefixes)})
         if flows:
             f = f"warp.{flows[0]}."
             values["nff"] = int(state[f"{f}down_flow.0.0.weight_orig"].shape[0])
