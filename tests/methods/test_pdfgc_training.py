@@ -299,3 +299,26 @@ def test_lip_decorrelation_uses_batch_plus_latest_bank_rows():
     loss.backward()
     assert emo.grad is not None and emo.grad.abs().sum() > 0
     assert torch.equal(module.emo_bank.latest(3), emo.detach().flip(0))
+
+
+def test_expression_generator_can_start_from_stage1_g0(tmp_path):
+    """generator_init stage1: G takes G_0's synthesis tensors (same name and shape) from the motion
+    checkpoint, not the style affines; scratch (the paper) leaves G as initialised."""
+    torch.manual_seed(0)
+    motion = PDFGCModule("motion", model=tiny_model())
+    ckpt = tmp_path / "motion.ckpt"
+    torch.save({"hyper_parameters": {"stage": "motion"}, "state_dict": motion.state_dict()}, ckpt)
+    g0 = motion.net_generator0.state_dict()
+    started = PDFGCModule("expression", model=tiny_model(), generator_init="stage1")
+    loaded = started.load_stage_weights(ckpt)
+    assert any("net_generator0" in item for item in loaded)
+    g = started.model.net_generator.state_dict()
+    same = [k for k in g if k in g0 and g[k].shape == g0[k].shape]
+    assert same and all(torch.equal(g[k], g0[k]) for k in same)
+    assert any(k in g0 and g[k].shape != g0[k].shape for k in g)  # the style affines stay G's own
+    scratch = PDFGCModule("expression", model=tiny_model())
+    scratch.load_stage_weights(ckpt)
+    convs = [k for k in same if k.startswith("convs.") and k.endswith("weight")]
+    assert not all(torch.equal(scratch.model.net_generator.state_dict()[k], g0[k]) for k in convs)
+    with pytest.raises(ValueError, match="generator_init"):
+        PDFGCModule("expression", model=tiny_model(), generator_init="g0")

@@ -101,7 +101,8 @@ def build_module(cfg, stage: str):
     return PDFGCModule(stage=stage, model=_model_config(cfg, stage).to_dict(), loss=to_dict(scfg.loss),
                        optim=to_dict(scfg.optim), bank_size=int(cfg.bank_size),
                        sample_every_n_steps=int(scfg.sample_every_n_steps), name=str(cfg.name),
-                       gradient_clip=scfg.gradient_clip, max_nonfinite_in_a_row=int(cfg.trainer.max_nonfinite_in_a_row))
+                       gradient_clip=scfg.gradient_clip, max_nonfinite_in_a_row=int(cfg.trainer.max_nonfinite_in_a_row),
+                       generator_init=str(scfg.generator_init))
 
 
 def _generator():

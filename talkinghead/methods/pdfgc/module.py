@@ -170,7 +170,11 @@ class PDFGCModule(StagedModule):
 
     def __init__(self, stage: str = "expression", model: dict | None = None, loss: dict | None = None,
                  optim: dict | None = None, bank_size: int = 512, sample_every_n_steps: int = 200,
-                 name: str = "pdfgc", gradient_clip: float | None = None, max_nonfinite_in_a_row: int = 20):
+                 name: str = "pdfgc", gradient_clip: float | None = None, max_nonfinite_in_a_row: int = 20,
+                 generator_init: str = "scratch"):
+        if generator_init not in ("scratch", "stage1"):
+            raise ValueError(f"generator_init must be 'scratch' or 'stage1', got {generator_init!r}")
+        self.generator_init = generator_init
         optim_cfg = config_section(PDFGCOptim, optim, "optim")
         super().__init__(stage, freeze=optim_cfg["freeze"], lr_mult=optim_cfg["lr_mult"], ema=0.0,
                          gradient_clip=gradient_clip, sample_every_n_steps=sample_every_n_steps,
@@ -180,7 +184,8 @@ class PDFGCModule(StagedModule):
             raise ValueError("PD-FGC training needs the motion encoder's training heads (model.motion.training_heads)")
         self.save_hyperparameters({"stage": stage, "model": self.config.to_dict(), "loss": dict(loss or {}),
                                    "optim": dict(optim or {}), "bank_size": int(bank_size),
-                                   "sample_every_n_steps": int(sample_every_n_steps), "name": name})
+                                   "sample_every_n_steps": int(sample_every_n_steps), "name": name,
+                                   "generator_init": generator_init})
         self.loss_cfg = config_section(PDFGCLoss, loss, "loss")
         self.optim_cfg = optim_cfg
         self.model = PDFGC(self.config)
@@ -195,6 +200,27 @@ class PDFGCModule(StagedModule):
             self.audio_bank = FeatureMemoryBank(bank_size, cfg.lip_dim)
         self.freeze_for_stage()
         self.train()  # frozen parts to eval mode (Lightning keeps the modes it finds)
+
+    def load_stage_weights(self, checkpoint) -> list[str]:
+        """The base's loading, plus with ``generator_init: stage1`` in the expression stage: G starts
+        from the motion stage's G_0 wherever the two hold tensors of one name and shape (the
+        synthesis convolutions, to-RGB layers and noise strengths; not the style affines, whose inputs
+        differ: [appearance, unified motion] vs. the 2590-d style), so G need not learn to draw a face
+        again (a CPU-budget aid; the paper trains G in its own stage)."""
+        loaded = super().load_stage_weights(checkpoint)
+        if self.stage != "expression" or self.generator_init != "stage1":
+            return loaded
+        data = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if data.get("hyper_parameters", {}).get("stage") != "motion":
+            return loaded
+        ours = self.model.net_generator.state_dict()
+        prefix = "net_generator0."
+        g0 = {k[len(prefix):]: v for k, v in data["state_dict"].items() if k.startswith(prefix)}
+        shared = {k: v for k, v in g0.items() if k in ours and tuple(v.shape) == tuple(ours[k].shape)}
+        if not shared:
+            raise ValueError(f"{checkpoint}: generator_init stage1, but no G_0 tensor fits G")
+        self.model.net_generator.load_state_dict(shared, strict=False)
+        return [*loaded, f"model.net_generator <- net_generator0 ({len(shared)} of {len(ours)} tensors)"]
 
     # ------------------------------------------------------------------------------- params
     @staticmethod
