@@ -322,3 +322,19 @@ def test_expression_generator_can_start_from_stage1_g0(tmp_path):
     assert not all(torch.equal(scratch.model.net_generator.state_dict()[k], g0[k]) for k in convs)
     with pytest.raises(ValueError, match="generator_init"):
         PDFGCModule("expression", model=tiny_model(), generator_init="g0")
+
+
+def test_fine_stage_lip_trunk_trains_the_trunk_through_the_lip_loss_only():
+    torch.manual_seed(0)
+    module = PDFGCModule("fine", model=tiny_model(), optim={"lr": 1e-3}, loss={"lip_other_clips": True},
+                         lip_trunk=True)
+    assert "trunk" in module.stage_parameters("fine")["lip"]
+    before = snapshot(module)
+    fit(module, steps=2, window=4)
+    assert changed(before, module, "model.net_motion.model.")
+    # eye and pose read the trunk detached: their gradients never reach it
+    module.zero_grad()
+    batch = torch.utils.data.default_collate([synthetic_sample(i, window=4) for i in range(3)])
+    losses = module.fine_losses(batch)
+    (losses["eye"]["loss"] + losses["pose"]["loss"]).backward()
+    assert all(p.grad is None or not p.grad.any() for p in module.model.net_motion.model.parameters())

@@ -15,8 +15,9 @@ loss weights (reference-facts "PD-FGC official inference, details").
                 ``to_embed``), G_0 and D. Losses: hinge GAN, feature matching, VGG19 perceptual, L1,
                 identity cross-entropy of E_app's ``fc`` on the appearance code.
 ``fine``        fine-grained motion (paper 3.2). E_mot's trunk (the unified motion feature F_n) is
-                frozen; three branches read F_n, each with its own optimiser (the paper trains them
-                separately; their losses touch disjoint parameters):
+                frozen (``lip_trunk``, a CPU-config aid: the lip InfoNCE trains it too); three
+                branches read F_n, each with its own optimiser (the paper trains them separately;
+                their losses touch disjoint parameters):
                 * lip: E_lip (``to_mouth`` -> ``mouth_embed``) of the frames and E_aud
                   (``net_audio``, -> ``mouth_embed``) of their mel windows, InfoNCE (paper eq. 2-3,
                   cosine / temperature) in both directions over the lip codes; candidates of frame
@@ -171,10 +172,11 @@ class PDFGCModule(StagedModule):
     def __init__(self, stage: str = "expression", model: dict | None = None, loss: dict | None = None,
                  optim: dict | None = None, bank_size: int = 512, sample_every_n_steps: int = 200,
                  name: str = "pdfgc", gradient_clip: float | None = None, max_nonfinite_in_a_row: int = 20,
-                 generator_init: str = "scratch"):
+                 generator_init: str = "scratch", lip_trunk: bool = False):
         if generator_init not in ("scratch", "stage1"):
             raise ValueError(f"generator_init must be 'scratch' or 'stage1', got {generator_init!r}")
         self.generator_init = generator_init
+        self.lip_trunk = bool(lip_trunk)
         optim_cfg = config_section(PDFGCOptim, optim, "optim")
         super().__init__(stage, freeze=optim_cfg["freeze"], lr_mult=optim_cfg["lr_mult"], ema=0.0,
                          gradient_clip=gradient_clip, sample_every_n_steps=sample_every_n_steps,
@@ -185,7 +187,7 @@ class PDFGCModule(StagedModule):
         self.save_hyperparameters({"stage": stage, "model": self.config.to_dict(), "loss": dict(loss or {}),
                                    "optim": dict(optim or {}), "bank_size": int(bank_size),
                                    "sample_every_n_steps": int(sample_every_n_steps), "name": name,
-                                   "generator_init": generator_init})
+                                   "generator_init": generator_init, "lip_trunk": bool(lip_trunk)})
         self.loss_cfg = config_section(PDFGCLoss, loss, "loss")
         self.optim_cfg = optim_cfg
         self.model = PDFGC(self.config)
@@ -240,7 +242,8 @@ class PDFGCModule(StagedModule):
             if hasattr(self, "net_generator0"):
                 groups["generator"]["generator0"] = self._generator_parts(self.net_generator0)
         elif stage == "fine":
-            groups = {"lip": {"lip": [mot.to_mouth, mot.mouth_embed], "audio": [m.net_audio.model, m.net_audio.mouth_embed]},
+            groups = {"lip": {"lip": [mot.to_mouth, mot.mouth_embed], "audio": [m.net_audio.model, m.net_audio.mouth_embed],
+                              **({"trunk": [mot.model]} if self.lip_trunk and self.stage == "fine" else {})},
                       "eye": {"eye": [mot.to_eye, mot.eye_embed]},
                       "pose": {"pose": [mot.to_headpose, mot.headpose_embed]}}
         else:
@@ -405,10 +408,13 @@ class PDFGCModule(StagedModule):
         mot = m.net_motion
         frames = batch["frames"]
         b, t = frames.shape[:2]
-        feat = self._features(frames.reshape(b * t, *frames.shape[2:]))
+        flat = frames.reshape(b * t, *frames.shape[2:])
+        # with lip_trunk the lip InfoNCE trains the trunk too; the eye and pose branches read it fixed
+        lip_feat = mot.forward_feature(self._motion_in(flat)) if self.lip_trunk else self._features(flat)
+        feat = lip_feat.detach()
         out: dict[str, dict[str, torch.Tensor]] = {}
         # lip: visual lip code vs audio lip code
-        visual = mot.mouth_embed(mot.to_mouth(feat)).view(b, t, -1)
+        visual = mot.mouth_embed(mot.to_mouth(lip_feat)).view(b, t, -1)
         audio = m.net_audio(batch["mel"]).mouth_embed.view(b, t, -1)
         negatives = None
         neg = batch.get("negative_mel")
