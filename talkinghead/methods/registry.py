@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from talkinghead.methods.pcavs.method import METHOD as PCAVS
 from talkinghead.methods.pdfgc.method import METHOD as PDFGC
+from talkinghead.methods.rhythmic.method import METHOD as RHYTHMIC
 from talkinghead.methods.syncnet.method import METHOD as SYNCNET
 from talkinghead.training.method import BenchRow, Method
 
 __all__ = ["METHODS", "UnknownMethodError", "bench_rows", "get_method"]
 
-METHODS: dict[str, Method] = {m.name: m for m in (SYNCNET, PCAVS, PDFGC)}
+METHODS: dict[str, Method] = {m.name: m for m in (SYNCNET, PCAVS, PDFGC, RHYTHMIC)}
 
 
 class UnknownMethodError(KeyError):

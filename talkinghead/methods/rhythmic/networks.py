@@ -339,21 +339,36 @@ class Rhythmic(nn.Module):
         return self.normaliser
 
     # -- inference pieces ---------------------------------------------------------------------
-    def predict_frontal(self, mel: torch.Tensor, identity_frontal: torch.Tensor) -> torch.Tensor:
+    def predict_frontal(self, mel: torch.Tensor, identity_frontal: torch.Tensor, clamp_std: float | None = 5.0
+                        ) -> torch.Tensor:
         """Psi: mel windows (B, T, 1, 80, 28) and the identity frame's frontal landmarks (B, 68, 2) ->
-        frontal landmarks (B, T, 68, 2) with the identity added back."""
+        frontal landmarks (B, T, 68, 2) with the identity added back (as
+        `ExpressionLearner.predict_landmarks`). With `clamp_std` the predicted expression coefficients
+        are clamped to +-clamp_std standard deviations of the fitted PCA (a guard for the renderer
+        against out-of-distribution predictions, e.g. of an untrained Psi; a trained one stays inside)."""
         if not bool(self.pca.fitted):
             raise RuntimeError("Psi's landmark PCA is not fitted (train the expression stage or call fit_pca)")
-        return self.expression.predict_landmarks(mel, identity_frontal.to(self.pca.mean))
+        identity = identity_frontal.to(self.pca.mean)
+        coef = self.expression(mel, self.pca.transform(identity))
+        if clamp_std is not None:
+            bound = clamp_std * self.pca.variance.clamp_min(1e-12).sqrt().to(coef)
+            coef = torch.maximum(torch.minimum(coef, bound), -bound)
+        return identity.unsqueeze(1) + self.pca.delta(coef)
 
-    def extrapolate_poses(self, ref_pose: torch.Tensor, ref_audio: torch.Tensor, drive_audio: torch.Tensor
-                          ) -> torch.Tensor:
+    def extrapolate_poses(self, ref_pose: torch.Tensor, ref_audio: torch.Tensor, drive_audio: torch.Tensor,
+                          clamp_std: float | None = 5.0) -> torch.Tensor:
         """Phi: reference poses (B, tau, 6) (store poses, smoothed as in training), audio windows of
-        the reference and the targets (B, tau | T, 7, 640) -> target poses (B, T, 6) (store poses)."""
+        the reference and the targets (B, tau | T, 7, 640) -> target poses (B, T, 6) (store poses). With
+        `clamp_std` every dimension is clamped to the normaliser's mean +- clamp_std std (a guard for
+        the renderer, as in `predict_frontal`)."""
         if not normaliser_fitted(self.normaliser):
             raise RuntimeError("Phi's motion normaliser is not fitted (train the head_motion stage or call "
                                "fit_normaliser)")
-        return self.head_motion.extrapolate(ref_pose, ref_audio, drive_audio)
+        poses = self.head_motion.extrapolate(ref_pose, ref_audio, drive_audio)
+        if clamp_std is None:
+            return poses
+        norm = self.normaliser
+        return norm.denormalise(norm.normalise(poses).clamp(-clamp_std, clamp_std))
 
     def composer_inputs(self, target_landmarks, target_poses, ref_images, ref_landmarks, ref_poses,
                         worst_match_prob: float = 0.0, generator: torch.Generator | None = None) -> ComposerInputs:
