@@ -25,6 +25,16 @@ inputs -> frames, in chunks). The base gives it
 Ground truth is never given to a method: `GenerationRequest.ground_truth` is filled by the
 benchmark harness only for generators whose ``needs_ground_truth`` attribute is True — the
 ``ground_truth`` baseline, which exists to score the real video itself.
+
+Reference videos. A generator whose class sets ``reference_video = True`` (Rhythmic Head) takes a
+short VIDEO as its reference: `generate_file` reads the first ``max_reference_frames`` frames of
+``--reference`` as a clip is read into the store (`read_reference_video`: 25 fps, landmarks
+detected, aligned as a whole, head poses estimated, the audio under those frames) and hands it to
+`Generator.synthesize` as the keyword ``reference_video`` (a `ReferenceVideo`), with ``reference``
+its first frame; an image given as the reference is a 1-frame `ReferenceVideo` without audio. In
+the benchmark the protocol's ``reference_frames`` (`talkinghead.bench.protocol`) fill
+`GenerationRequest.reference_video` with the clip's first frames (the store's landmarks, poses and
+audio), and the generated clip is the rest. Every other generator is unchanged: one reference image.
 """
 from __future__ import annotations
 
@@ -51,6 +61,7 @@ __all__ = [
     "Control",
     "GenerationRequest",
     "Generator",
+    "ReferenceVideo",
     "TalkingHeadGenerator",
     "build_parser",
     "default_checkpoint",
@@ -63,6 +74,7 @@ __all__ = [
     "paste_loader_crop",
     "read_driving_video",
     "read_reference",
+    "read_reference_video",
     "runs_root",
     "write_talking_head",
 ]
@@ -74,12 +86,53 @@ SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 #: the `GenerationRequest` driving sources a video `Control` of the same name receives
 REQUEST_SOURCES = ("pose_source", "eye_source", "emotion_source")
-CONTROL_KINDS = ("video", "image", "flag", "choice", "float")
+CONTROL_KINDS = ("video", "image", "flag", "choice", "float", "int")
 
 
 # ---------------------------------------------------------------------------------------------
 # requests
 # ---------------------------------------------------------------------------------------------
+@dataclass
+class ReferenceVideo:
+    """A reference video processed like a clip of the store (P frames, 25 fps).
+
+    frames:    (P, 3, H, W) float32 aligned faces in [0, 1] (the clip store's alignment).
+    landmarks: (P, 68, 2) float32 dlib-68 landmarks in the pixels of `frames`, no NaN (frames
+               without a face interpolated, as the store does).
+    poses:     (P, 6) float32 head poses in the store's convention
+               (`talkinghead.data.faces.estimate_head_pose` of the aligned 224 px landmarks:
+               rotation vector (rad), tx, ty (px at 224), log scale).
+    audio:     (P * 640,) float32 16 kHz audio under the frames (frame t: samples [640 t,
+               640 (t + 1))), or None (an image, or a video without an audio track).
+    """
+
+    frames: torch.Tensor
+    landmarks: torch.Tensor
+    poses: torch.Tensor
+    audio: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        p = len(self.frames)
+        if self.frames.ndim != 4 or self.frames.shape[1] != 3 or p < 1:
+            raise ValueError(f"reference video frames must be (P >= 1, 3, H, W), got {tuple(self.frames.shape)}")
+        if tuple(self.landmarks.shape) != (p, 68, 2):
+            raise ValueError(f"reference video landmarks must be ({p}, 68, 2), got {tuple(self.landmarks.shape)}")
+        if tuple(self.poses.shape) != (p, 6):
+            raise ValueError(f"reference video poses must be ({p}, 6), got {tuple(self.poses.shape)}")
+        if self.audio is not None and tuple(self.audio.shape) != (p * SAMPLES_PER_FRAME,):
+            raise ValueError(f"reference video audio must be ({p * SAMPLES_PER_FRAME},), got "
+                             f"{tuple(self.audio.shape)}")
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def first(self, count: int) -> "ReferenceVideo":
+        """The first `count` frames (all when there are fewer)."""
+        count = max(1, min(int(count), len(self)))
+        audio = None if self.audio is None else self.audio[: count * SAMPLES_PER_FRAME]
+        return ReferenceVideo(self.frames[:count], self.landmarks[:count], self.poses[:count], audio)
+
+
 @dataclass
 class GenerationRequest:
     """Everything a method may use to generate one clip (see the module docstring for conventions).
@@ -102,6 +155,10 @@ class GenerationRequest:
     ground_truth:   (T, 3, H, W) the clip's real frames. Reserved to the ``ground_truth`` baseline:
                     the harness fills it only for generators with ``needs_ground_truth = True`` and
                     leaves it None for every other method, so no method can read it by mistake.
+    reference_video: a `ReferenceVideo` of P frames that come right BEFORE the T frames to generate
+                    (the protocol's ``reference_frames``: the clip's first P frames, whose first
+                    frame is `reference`; `audio` and the sources then cover the T frames after
+                    them), or None (protocols with a reference image only).
     """
 
     clip_id: str
@@ -117,6 +174,7 @@ class GenerationRequest:
     fps: float = FPS
     sample_rate: int = SAMPLE_RATE
     ground_truth: torch.Tensor | None = field(default=None, repr=False)
+    reference_video: ReferenceVideo | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.reference.ndim != 3 or self.reference.shape[0] != 3:
@@ -130,6 +188,10 @@ class GenerationRequest:
             if value is not None and (value.ndim != 4 or value.shape[1] != 3 or len(value) != self.num_frames):
                 raise ValueError(f"{self.clip_id}: {name} must be ({self.num_frames}, 3, H, W), "
                                  f"got {tuple(value.shape)}")
+        video = self.reference_video
+        if video is not None and tuple(video.frames.shape[-2:]) != tuple(self.reference.shape[-2:]):
+            raise ValueError(f"{self.clip_id}: reference_video frames are {tuple(video.frames.shape[-2:])}, "
+                             f"the reference {tuple(self.reference.shape[-2:])}")
 
     @property
     def size(self) -> tuple[int, int]:
@@ -226,6 +288,63 @@ def read_reference(path: str | Path) -> torch.Tensor:
     path = _require_file(path)
     image = _read_image(path)
     return frames_tensor(align_frames(image[None], str(path)))[0]
+
+
+def read_reference_video(path: str | Path, max_frames: int) -> ReferenceVideo:
+    """A reference video: its first `max_frames` frames read as a clip is read into the store ->
+    `ReferenceVideo` (frames (P, 3, 224, 224) in [0, 1], landmarks, poses, audio), P <= max_frames.
+
+    A video (`VIDEO_SUFFIXES`, or any file PyAV reads) is converted to 25 fps
+    (`data.video.convert_fps`) and cut to `max_frames`; landmarks are detected on those frames
+    (`data.preprocess.detect_clip_landmarks`), frames without a face interpolated
+    (`data.faces.fill_missing`), the frames aligned as a whole (`data.faces.align_clip`) and their head
+    poses estimated from the aligned landmarks (`data.faces.estimate_head_pose`), exactly as
+    `data.preprocess.process_clip` does for the store; the audio is the file's 16 kHz track under
+    those frames (zero-padded at the end when shorter), None without an audio track. An image file
+    is a 1-frame reference video without audio. FileNotFoundError / ValueError naming the file (not
+    readable, or no face in any frame)."""
+    import cv2
+
+    from talkinghead.data import faces
+    from talkinghead.data.audio import load_audio
+    from talkinghead.data.preprocess import detect_clip_landmarks
+    from talkinghead.data.video import convert_fps, read_video
+    from talkinghead.errors import InputError
+
+    if int(max_frames) < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    path = _require_file(path)
+    raw = None
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is not None:
+            raw = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)[None]
+    is_video = raw is None
+    if is_video:
+        try:
+            raw, fps = read_video(path)
+        except InputError:
+            raise ValueError(f"{path}: not a readable image or video") from None
+        raw = convert_fps(raw, fps, FPS)[: int(max_frames)]
+    landmarks, found, tracked = detect_clip_landmarks(np.ascontiguousarray(raw))
+    if not found.any():
+        raise ValueError(f"{path}: no face found")
+    aligned, aligned_landmarks, _ = faces.align_clip(raw, faces.fill_missing(landmarks, found | tracked))
+    poses = faces.estimate_head_pose(aligned_landmarks)
+    import torch
+
+    audio = None
+    if is_video:
+        try:
+            wav = load_audio(path, SAMPLE_RATE)
+        except InputError:
+            wav = None  # a video without an audio track
+        if wav is not None:
+            track = np.zeros(len(aligned) * SAMPLES_PER_FRAME, np.float32)
+            track[: min(len(wav), len(track))] = wav[: len(track)]
+            audio = torch.from_numpy(track)
+    return ReferenceVideo(frames_tensor(aligned), torch.from_numpy(np.asarray(aligned_landmarks, np.float32)),
+                          torch.from_numpy(np.asarray(poses, np.float32)), audio)
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -402,7 +521,7 @@ class Control:
              (`REQUEST_SOURCES`) receives that source in `Generator.generate`.
     kind:    "video" (a driving video: aligned (T, 3, 224, 224), `read_driving_video`), "image"
              (an aligned (3, 224, 224) image, `read_reference`), "flag" (bool), "choice" (one of
-             `choices`) or "float".
+             `choices`), "float" or "int".
     help:    one line for ``--help``.
     choices: the values of a "choice".
     default: the value when not given (None for files, False for flags).
@@ -438,13 +557,19 @@ class Generator(abc.ABC):
     """A method ready to generate: subclasses set `name`, `controls` and implement `synthesize`.
 
     Class attributes:  name (registry name), controls (the `Control`s it accepts), loop_sources
-                       (how `generate_file` fits a short driving source: repeat it, or hold its end).
-    Instance attributes: device (torch.device), checkpoint (Path | None), description (str).
+                       (how `generate_file` fits a short driving source: repeat it, or hold its end),
+                       reference_video (True: the reference is a video of up to
+                       ``max_reference_frames`` frames, given to `synthesize` as the keyword
+                       ``reference_video``; see the module docstring).
+    Instance attributes: device (torch.device), checkpoint (Path | None), description (str),
+                       max_reference_frames (int: the reference frames read when reference_video).
     """
 
     name: str = ""
     controls: ClassVar[tuple[Control, ...]] = ()
     loop_sources: ClassVar[bool] = False  # a driving source shorter than the audio repeats (else holds its last frame)
+    reference_video: ClassVar[bool] = False  # the reference is a video (`ReferenceVideo`), not one image
+    max_reference_frames: int = 1
 
     def __init__(self, *, device: str | torch.device = "cpu", checkpoint: str | Path | None = None,
                  description: str = ""):
@@ -467,7 +592,9 @@ class Generator(abc.ABC):
 
         reference: (3, H, W) aligned face in [0, 1]; audio: (N,) 16 kHz in [-1, 1];
         sources: one keyword per declared control (videos (num_frames, 3, H, W) aligned, images
-        (3, H, W), flags bool, ...; None / False when not given).
+        (3, H, W), flags bool, ...; None / False when not given); for a class with
+        ``reference_video``, also ``reference_video`` (a `ReferenceVideo` whose first frame is
+        `reference`, or None when the caller had only an image).
         """
 
     # ------------------------------------------------------------------ given by the base
@@ -518,6 +645,9 @@ class Generator(abc.ABC):
         for c in self.controls:
             if c.kind == "video" and c.name in REQUEST_SOURCES:
                 sources[c.name] = getattr(request, c.name)
+        if self.reference_video:
+            video = request.reference_video
+            sources["reference_video"] = None if video is None else video.first(self.max_reference_frames)
         return sources
 
     def generate(self, request: GenerationRequest) -> torch.Tensor:
@@ -533,14 +663,20 @@ class Generator(abc.ABC):
 
     def generate_file(self, reference_path: str | Path, audio_path: str | Path, out: str | Path,
                       **control_values: Any) -> Path:
-        """Files in, mp4 out: read and align the reference (`read_reference`), read the audio
+        """Files in, mp4 out: read and align the reference (`read_reference`; with ``reference_video``
+        its first ``max_reference_frames`` frames, `read_reference_video`), read the audio
         (`read_audio`; T = `num_frames_for(N)`), read each given control by its kind (video:
         `read_driving_video(path, T, loop_sources)`, image: `read_reference`), `synthesize`, and write `out`
         (`write_talking_head`: 25 fps, 224 px, the driving audio muxed). Returns `out`."""
         import torch
 
         values = self.check_inputs(reference_path, audio_path, **control_values)
-        reference = read_reference(reference_path)
+        extra: dict[str, Any] = {}
+        if self.reference_video:
+            video = read_reference_video(reference_path, self.max_reference_frames)
+            reference, extra["reference_video"] = video.frames[0], video
+        else:
+            reference = read_reference(reference_path)
         wav = read_audio(audio_path)
         num_frames = num_frames_for(len(wav))
         sources: dict[str, Any] = {}
@@ -554,8 +690,10 @@ class Generator(abc.ABC):
                 value = bool(value)
             elif c.kind == "float":
                 value = float(value) if value is not None else None
+            elif c.kind == "int":
+                value = int(value) if value is not None else None
             sources[c.name] = value
-        chunks = self.synthesize(reference, torch.from_numpy(wav), num_frames, **sources)
+        chunks = self.synthesize(reference, torch.from_numpy(wav), num_frames, **sources, **extra)
         return write_talking_head(out, chunks, wav, num_frames)
 
 
@@ -574,7 +712,11 @@ def build_parser(generator_class: type[Generator], prog: str | None = None, defa
     parser = argparse.ArgumentParser(prog=prog, description=description)
     hint = f" (default: {default_checkpoint_hint})" if default_checkpoint_hint else ""
     parser.add_argument("--checkpoint", default=None, help=f"checkpoint file or weights folder{hint}")
-    parser.add_argument("--reference", required=True, help="image or video (first frame) of the identity")
+    if generator_class.reference_video:
+        parser.add_argument("--reference", required=True,
+                            help="reference video (its first frames: appearance and head-motion style) or an image")
+    else:
+        parser.add_argument("--reference", required=True, help="image or video (first frame) of the identity")
     parser.add_argument("--audio", required=True, help="driving audio (any file ffmpeg reads)")
     parser.add_argument("--out", required=True, help="output mp4")
     groups: dict[str, Any] = {}
@@ -590,6 +732,8 @@ def build_parser(generator_class: type[Generator], prog: str | None = None, defa
             target.add_argument(c.option, dest=c.name, choices=c.choices, default=c.default, help=c.help)
         elif c.kind == "float":
             target.add_argument(c.option, dest=c.name, type=float, default=c.default, help=c.help)
+        elif c.kind == "int":
+            target.add_argument(c.option, dest=c.name, type=int, default=c.default, metavar="N", help=c.help)
         else:
             target.add_argument(c.option, dest=c.name, default=None, metavar=c.kind.upper(), help=c.help)
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")

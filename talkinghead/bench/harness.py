@@ -595,7 +595,7 @@ class _Runner:
                             reference = self.nlse_reference(protocol, store, choice)
                         kwargs["real_confidence"] = reference.get("mean")
                 if "real_stats" in params and "real_stats" not in kwargs and selections:
-                    stats = self.real_statistics(cls, kwargs, store, selections)
+                    stats = self.real_statistics(cls, kwargs, store, selections, protocol.reference_frames)
                     if stats is not None:
                         kwargs["real_stats"] = stats
                         item.description = "real statistics of the selected clips, computed once (cached)"
@@ -612,12 +612,14 @@ class _Runner:
                 self.log(f"metric {item.name} n/a: {item.reason}")
         return metrics, syncnet, reference
 
-    def real_statistics(self, cls: type, kwargs: dict, store: Any, selections: list[Selection]) -> Any:
+    def real_statistics(self, cls: type, kwargs: dict, store: Any, selections: list[Selection],
+                        first_frame: int = 0) -> Any:
         """Real-side statistics of a pooled metric (FID), computed once for every method.
 
         For a metric whose constructor takes ``real_stats`` and whose module offers
         ``store_real_statistics`` (`talkinghead.metrics.fid`): the statistics of the real frames of
-        all selected clips, sampled as the metric samples them (its ``frames_per_clip``), cached in
+        all selected clips (from `first_frame` on: a protocol's ``reference_frames`` are not scored),
+        sampled as the metric samples them (its ``frames_per_clip``), cached in
         ``<bench_root>/cache/<metric>/`` by a hash of the clips and the feature extractor. None
         (each method then feeds the real frames again) when that is not possible.
         """
@@ -628,6 +630,8 @@ class _Runner:
             default = inspect.signature(cls.__init__).parameters.get("frames_per_clip")
             frames_per_clip = kwargs.get("frames_per_clip", None if default is None else default.default)
             options = {k: kwargs[k] for k in ("feature", "batch_size") if k in kwargs}
+            if first_frame:
+                options["first_frame"] = int(first_frame)
             return compute(store, [s.clip_id for s in selections], frames_per_clip=frames_per_clip,
                            folder=Path(self.config.bench_root) / "cache" / cls.metric_name,
                            device=self.config.device, **options)

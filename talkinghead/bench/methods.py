@@ -13,8 +13,8 @@ Conventions
 
 A method is anything with a ``name`` and ``generate(request) -> frames`` (`TalkingHeadGenerator`).
 It is made by a *factory* ``factory(checkpoint: Path | None, device: str) -> generator``. The
-rows the benchmark can score are the three built-in baselines below (``ground_truth``,
-``static``, ``mouth_only``) plus every registered method's
+rows the benchmark can score are the four built-in baselines below (``ground_truth``,
+``static``, ``mouth_only``, ``reference_replay``) plus every registered method's
 bench rows (`talkinghead.methods.registry.bench_rows`, declared in each method's ``method.py``):
 adding a method adds its rows here with no change to this file. `register_method` adds an ad-hoc
 row (a generator in a notebook or a test). `build_method(name, checkpoint, device)` builds one.
@@ -228,6 +228,44 @@ class MouthOnly:
         return request.reference.to(real) * (1 - weight) + real * weight
 
 
+class ReferenceReplay:
+    """Copied reference motion: the request's reference video replayed, a head-motion baseline.
+
+    For protocols with reference frames (`talkinghead.bench.protocol.Protocol.reference_frames`,
+    e.g. ``synth-rhythmic``): the P reference frames played back and forth in a "ping-pong" loop
+    that starts where the reference video ends, so the head never jumps: reference frames P-1,
+    P-2, .., 0, 1, .., P-1, P-2, .. (`replay_index`). The head moves with the real
+    motion statistics of the same person, and of nothing the driving audio says: a method whose
+    motion follows the audio should beat it on the audio-correlation score, and on pose error only
+    by chance. Lips are those of the reference video (not in sync). Without a reference video in
+    the request (protocols with a reference image) it cannot run: ValueError.
+    """
+
+    name = "reference_replay"
+    description = "the reference video replayed back and forth (copied reference head motion)"
+    checkpoint = None
+
+    @staticmethod
+    def replay_index(count: int, length: int):
+        """(count,) int64 frame indices into a P = `length` frame reference video: the ping-pong
+        loop starting at its last frame, going back (P - 1, P - 2, .., 0, 1, ..)."""
+        import torch
+
+        if length == 1:
+            return torch.zeros(count, dtype=torch.long)
+        period = 2 * (length - 1)
+        phase = (torch.arange(count) + (length - 1)) % period  # phase P-1 = the last frame
+        return (length - 1) - (phase - (length - 1)).abs()
+
+    def generate(self, request: GenerationRequest) -> torch.Tensor:
+        video = request.reference_video
+        if video is None:
+            raise ValueError(f"{request.clip_id}: reference_replay needs a reference video (a protocol with "
+                             "reference_frames, e.g. synth-rhythmic)")
+        index = self.replay_index(request.num_frames, len(video))
+        return video.frames[index].to(request.reference)
+
+
 @register_method("ground_truth", description=GroundTruth.description)
 def _ground_truth(checkpoint: Path | None, device: str) -> TalkingHeadGenerator:
     return GroundTruth()
@@ -241,6 +279,11 @@ def _static(checkpoint: Path | None, device: str) -> TalkingHeadGenerator:
 @register_method("mouth_only", description=MouthOnly.description)
 def _mouth_only(checkpoint: Path | None, device: str) -> TalkingHeadGenerator:
     return MouthOnly()
+
+
+@register_method("reference_replay", description=ReferenceReplay.description)
+def _reference_replay(checkpoint: Path | None, device: str) -> TalkingHeadGenerator:
+    return ReferenceReplay()
 
 
 def _add_registered_methods() -> None:

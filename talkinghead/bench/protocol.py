@@ -60,6 +60,24 @@ and ``synth-large-pose`` for pose on the large-motion store. Their factor-contro
 (`talkinghead.metrics.factors`: ``ctl-*``, the correlation of each factor estimated on the output
 with its driver's ground truth) say whether a method follows the driver it was given.
 
+Reference videos (`Protocol.reference_frames` = P > 0; Rhythmic Head's setting, "the first 64
+frames as the reference video, scored on the rest"): the clip's first P frames are the request's
+``reference_video`` (`talkinghead.generation.ReferenceVideo`: the store's aligned frames, landmarks,
+poses and the audio under them; its first frame is the request's ``reference``, as in every
+protocol) and everything a method gets or is scored on covers the frames P .. N-1 only: the driving
+audio from sample 640 P, the pose / eye / emotion sources, the real frames and landmarks, the
+pose-source landmarks and the driver truth (cross sources: the other clip's frames at the same
+times, min(t, len - 1) with ``"all"``). A clip needs P + ``min_frames`` frames to be selected.
+With P = 0 (every protocol but the two below) nothing changes. Registered:
+
+================  ===========================  ====  ===========================================
+synth-rhythmic    data/store/synth-vox2        24    75-frame SynthTalk clips: tau 24 (the CPU
+                                                     config's, experiments/rhythmic/synth.yaml),
+                                                     51 frames scored
+synth-large-      data/store/synth-vox2-large  64    the paper's tau = 64 on the 6 s (150-frame)
+rhythmic                                             large-motion clips, 86 frames scored
+================  ===========================  ====  ===========================================
+
 Clip counts default to the papers' where stated: 500 VoxCeleb2 and 460 MEAD test clips
 (PD-FGC, appendix A.1); LRW 500 (PC-AVS does not say how many); synthetic stores 50.
 The methods are trained on VoxCeleb2, so NLSE-C's reference LSE-C for the MEAD protocols is
@@ -98,6 +116,7 @@ __all__ = [
     "rank_clips",
     "register_protocol",
     "select_clips",
+    "split_reference",
     "train_clips",
 ]
 
@@ -126,6 +145,8 @@ class Protocol:
     cross_frames:    "first": that clip's first frame repeated (PD-FGC); "all": its frames.
     published:       key of `benchmarks/published.yaml` whose rows the report adds, or None.
     description:     one line for listings and the report.
+    reference_frames: P > 0: the clip's first P frames are the request's reference video and only
+                     the frames after them are generated and scored (module docstring); 0: none.
     """
 
     name: str
@@ -143,6 +164,7 @@ class Protocol:
     cross_frames: str = "first"
     published: str | None = None
     description: str = ""
+    reference_frames: int = 0
 
     def __post_init__(self) -> None:
         if self.setting not in SETTINGS:
@@ -155,6 +177,8 @@ class Protocol:
             raise ValueError(f"protocol {self.name!r}: cross_frames must be 'first' or 'all', got {self.cross_frames!r}")
         if self.num_clips < 1:
             raise ValueError(f"protocol {self.name!r}: num_clips must be >= 1, got {self.num_clips}")
+        if self.reference_frames < 0:
+            raise ValueError(f"protocol {self.name!r}: reference_frames must be >= 0, got {self.reference_frames}")
 
     def replace(self, **changes: Any) -> "Protocol":
         """A copy with some fields changed (None values are ignored)."""
@@ -217,6 +241,12 @@ for _p in (
              cross_frames="all",
              description="SynthTalk with large head motion, pose transfer: the pose source is another test clip "
                          "played frame by frame (LMD-pose, ctl-pose, err-pose)"),
+    Protocol("synth-rhythmic", "vox2", "data/store/synth-vox2", reference_frames=24,
+             description="SynthTalk in the VoxCeleb2 layout, test identities, self-driven; the first 24 frames "
+                         "are the reference video (Rhythmic Head's tau of the CPU config), the rest is scored"),
+    Protocol("synth-large-rhythmic", "vox2", "data/store/synth-vox2-large", reference_frames=64,
+             description="SynthTalk with large head motion, self-driven; the first 64 frames are the reference "
+                         "video (the paper's tau), the rest is scored"),
     Protocol("vox2", "vox2", "data/store/vox2", num_clips=500, published="vox2",
              description="VoxCeleb2 test identities, self-driven (PC-AVS / PD-FGC / Rhythmic Head Table 1)"),
     Protocol("lrw", "lrw", "data/store/lrw", num_clips=500, published="lrw",
@@ -243,6 +273,8 @@ class Selection:
     source:         index entry of the clip driving the cross sources (the clip itself when self-driven).
     cross_sources:  which request sources `source` drives (empty when self-driven).
     cross_frames:   "first" (source's first frame repeated) or "all" (its frames).
+    reference_frames: P > 0: the clip's first P frames are the reference video, frames P.. are
+                    generated and scored (`Protocol.reference_frames`).
     """
 
     entry: dict
@@ -250,6 +282,7 @@ class Selection:
     source: dict
     cross_sources: tuple[str, ...] = ()
     cross_frames: str = "first"
+    reference_frames: int = 0
 
     @property
     def clip_id(self) -> str:
@@ -259,7 +292,8 @@ class Selection:
         return {"clip_id": self.clip_id, "split": self.entry.get("split"), "speaker": self.entry.get("speaker"),
                 "num_frames": self.entry.get("num_frames"), "labels": self.entry.get("labels") or {},
                 "setting": self.setting, "source": self.source["clip_id"], "cross_sources": list(self.cross_sources),
-                "cross_frames": self.cross_frames}
+                "cross_frames": self.cross_frames,
+                **({"reference_frames": self.reference_frames} if self.reference_frames else {})}
 
 
 def _rank(seed: int, clip_id: str) -> str:
@@ -298,13 +332,14 @@ def select_clips(store: Any, protocol: Protocol) -> tuple[list[Selection], str]:
     Raises ValueError (naming the splits the store has) when no split has a usable clip.
     """
     tried = (protocol.split, *protocol.fallback_splits)
+    min_frames = protocol.min_frames + protocol.reference_frames
     for split in tried:
-        pool = _usable(store, split, protocol.min_frames)
+        pool = _usable(store, split, min_frames)
         if pool:
             break
     else:
         have = sorted({str(e.get("split")) for e in store.clips()})
-        raise ValueError(f"{getattr(store, 'root', store)}: no clip with >= {protocol.min_frames} frames in split(s) "
+        raise ValueError(f"{getattr(store, 'root', store)}: no clip with >= {min_frames} frames in split(s) "
                          f"{', '.join(tried)} (the store has splits: {', '.join(have) or 'none'})")
     if split != protocol.split:
         warnings.warn(f"protocol {protocol.name!r}: no usable clip in split {protocol.split!r}; "
@@ -314,9 +349,10 @@ def select_clips(store: Any, protocol: Protocol) -> tuple[list[Selection], str]:
     for entry in chosen:
         if protocol.setting == "cross":
             selections.append(Selection(entry, "cross", _cross_source(entry, pool, protocol.seed),
-                                        tuple(protocol.cross_sources), protocol.cross_frames))
+                                        tuple(protocol.cross_sources), protocol.cross_frames,
+                                        protocol.reference_frames))
         else:
-            selections.append(Selection(entry, "self", entry))
+            selections.append(Selection(entry, "self", entry, reference_frames=protocol.reference_frames))
     return selections, split
 
 
@@ -518,12 +554,48 @@ def load_clip(store: Any, selection: Selection) -> ClipData:
     # the metrics' copy of the real frames is separate from the request's sources, so a method
     # that writes into its inputs cannot change the ground truth it is scored against
     targets = emotion_targets(store, entry, selection.source) if "emotion" in selection.cross_sources else None
-    return ClipData(selection, request, frames, frames.clone() if self_driven else None,
+    data = ClipData(selection, request, frames, frames.clone() if self_driven else None,
                     landmarks if self_driven else None, str(path), pose_landmarks=pose_landmarks,
                     pose_clip_id=pose_clip["clip_id"], pose_frame_index=pose_index,
                     driver_truth=torch.from_numpy(driver_truth(store, drivers)),
                     emotion_targets=None if targets is None else torch.from_numpy(targets[0].astype(np.float32)),
                     emotion_target=None if targets is None else torch.tensor(targets[1]))
+    return split_reference(store, data, selection.reference_frames) if selection.reference_frames else data
+
+
+def split_reference(store: Any, data: ClipData, count: int) -> ClipData:
+    """`data` with its first `count` frames made the request's ``reference_video`` and everything
+    else (request audio and sources, real frames and landmarks, pose-source landmarks and frame
+    indices, driver truth) cut to the frames after them (`Protocol.reference_frames`). The
+    reference video carries the store's landmarks (frames without a face interpolated, as stored),
+    poses and the audio under its frames; its first frame is the request's reference."""
+    import torch
+
+    from talkinghead.generation import SAMPLES_PER_FRAME, ReferenceVideo
+
+    entry, request, p = data.selection.entry, data.request, int(count)
+    total = request.num_frames
+    if not 0 < p < total:
+        raise ValueError(f"{entry['clip_id']}: {total} frames cannot give {p} reference frames and frames to score")
+    arrays = store.load(entry, ["landmarks", "pose"])
+    hop = SAMPLES_PER_FRAME
+    audio = request.audio[: p * hop]
+    audio = torch.cat([audio, audio.new_zeros(p * hop - len(audio))])
+    video = ReferenceVideo(data.real_frames[:p].clone(),
+                           torch.from_numpy(np.asarray(arrays["landmarks"][:p], np.float32).copy()),
+                           torch.from_numpy(np.asarray(arrays["pose"][:p], np.float32).copy()), audio)
+
+    def cut(x):
+        return None if x is None else x[p:]
+
+    new_request = GenerationRequest(
+        clip_id=request.clip_id, reference=request.reference, audio=request.audio[p * hop:].clone(),
+        num_frames=total - p, pose_source=cut(request.pose_source), eye_source=cut(request.eye_source),
+        emotion_source=cut(request.emotion_source), labels=request.labels, setting=request.setting,
+        source_clip_id=request.source_clip_id, reference_video=video)
+    return dataclasses.replace(data, request=new_request, real_frames=data.real_frames[p:], real=cut(data.real),
+                               real_landmarks=cut(data.real_landmarks), pose_landmarks=cut(data.pose_landmarks),
+                               pose_frame_index=cut(data.pose_frame_index), driver_truth=cut(data.driver_truth))
 
 
 def ground_truth_available(setting: str) -> bool:

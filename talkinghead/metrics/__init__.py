@@ -11,6 +11,6 @@ must be added to this list. (`syncnet_expert` registers no metric: it loads Sync
 from talkinghead.metrics.base import METRICS, ClipMetric, build_metric, metric_names, register_metric
 
 # the built-in metrics (imported for their registration)
-from talkinghead.metrics import cpbd, csim, factors, fid, image, lmd, lse, pose_lmd  # noqa: F401
+from talkinghead.metrics import cpbd, csim, factors, fid, head_motion, image, lmd, lse, pose_lmd  # noqa: F401
 
 __all__ = ["METRICS", "ClipMetric", "build_metric", "metric_names", "register_metric"]

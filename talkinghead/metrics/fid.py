@@ -245,13 +245,16 @@ def store_real_statistics(
     batch_size: int = 32,
     device: str | torch.device = "cpu",
     recompute: bool = False,
+    first_frame: int = 0,
 ) -> FIDStatistics:
     """FID statistics of the real (aligned 224 px) frames of clips in a clip store, cached.
 
     `store`: a `talkinghead.data.store.ClipStore` or its folder; `clip_ids`: which clips (default
-    all, in index order); `frames_per_clip`: evenly spaced frames per clip (None: all). The cache
-    key is the sha256 of: the store's ``index.json`` content hash, the clip ids in order with
-    each clip file's size and modification time, `frames_per_clip`, and the feature extractor.
+    all, in index order); `frames_per_clip`: evenly spaced frames per clip (None: all), taken among
+    the frames from `first_frame` on (a protocol's ``reference_frames``: the frames before it are
+    the reference video, not scored). The cache key is the sha256 of: the store's ``index.json``
+    content hash, the clip ids in order with each clip file's size and modification time,
+    `frames_per_clip`, `first_frame` when not 0, and the feature extractor.
     """
     from talkinghead.data.store import INDEX_FILE, ClipStore
 
@@ -267,11 +270,15 @@ def store_real_statistics(
         "clips": files,
         "frames_per_clip": frames_per_clip,
     }
+    first_frame = int(first_frame)
+    if first_frame:
+        parts["first_frame"] = first_frame  # absent at 0: the keys of earlier caches stay valid
 
     def batches() -> Iterable[np.ndarray]:
         pending: list[np.ndarray] = []
         for e in entries:
-            frames = store.load_frames(e, sample_frame_indices(int(e["num_frames"]), frames_per_clip))
+            count = max(0, int(e["num_frames"]) - first_frame)
+            frames = store.load_frames(e, first_frame + sample_frame_indices(count, frames_per_clip))
             pending.extend(frames)
             while len(pending) >= batch_size:
                 yield np.stack(pending[:batch_size])
