@@ -206,6 +206,8 @@ def _control_values(generator, clip: Path) -> list[dict]:
             runs += [{c.name: choice} for choice in c.choices if choice != c.default]
         elif c.kind == "float":
             runs.append({c.name: 0.5 * float(c.default or 1.0)})
+        elif c.kind == "int":
+            runs.append({c.name: 1})
         else:
             raise AssertionError(f"{generator.name}: control kind {c.kind!r} has no contract value")
     return runs

@@ -13,9 +13,10 @@ of 640 around each frame: Phi's input, and Psi's waveform rebuilt from them); ``
 window frames and K = ``model.num_references`` reference frames drawn among the context frames;
 ``joint`` reads both. Frames, landmarks and references come at ``model.image_size``.
 
-No generator class yet (generation / bench rows are a later step). The official image generator
-``latest_net_G.pth`` imports into the `Composer` (``model.generator``) through
-`talkinghead.methods.rhythmic.official.load_official`.
+Generation: `generate.RhythmicGenerator` (reference video + audio, ``--pose-source``,
+``--references``, ``--finetune-steps``); bench rows ``rhythmic`` / ``rhythmic_gt_pose`` (`bench.py`).
+The official image generator ``latest_net_G.pth`` imports into the `Composer` (``model.generator``)
+through `talkinghead.methods.rhythmic.official.load_official`.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from talkinghead.config import to_dict
 from talkinghead.methods.rhythmic.config import RhythmicRunConfig
-from talkinghead.training.method import Method, preset_model_config, stage_data
+from talkinghead.training.method import BenchRow, Method, preset_model_config, stage_data
 
 __all__ = ["METHOD", "build_data", "build_module", "model_config"]
 
@@ -109,9 +110,32 @@ def _official_fixture(folder: Path, seed: int = 0):
     return path, state, {}
 
 
+def _generator():
+    from talkinghead.methods.rhythmic.generate import RhythmicGenerator
+
+    return RhythmicGenerator
+
+
+def _bench_row(builder: str, description: str, needs_checkpoint: bool = True) -> BenchRow:
+    """A bench row built by `talkinghead.methods.rhythmic.bench.<builder>` (imported when built)."""
+    def factory(checkpoint, device):
+        from talkinghead.methods.rhythmic import bench
+
+        return getattr(bench, builder)(checkpoint, device)
+
+    return BenchRow(factory, description, needs_checkpoint)
+
+
+BENCH = {
+    "rhythmic": _bench_row("build", "Rhythmic Head (ours, Lightning; expression and head motion from the audio)"),
+    "rhythmic_gt_pose": _bench_row("build_gt_pose", "Rhythmic Head (ours), head poses of the request's pose source "
+                                                    "(ground truth when self-driven)"),
+}
+
+
 METHOD = Method(
     name="rhythmic", description="Rhythmic Head (Chen et al., ECCV 2020): audio-driven expression and rhythmic "
                                  "head motion from a short reference video, 3D-aware few-shot generator",
     stages=STAGES, schema=RhythmicRunConfig, build_module=build_module, build_data=build_data,
-    generator=None, official_import=_official_import, official_state=_official_fixture,
+    generator=_generator, official_import=_official_import, official_state=_official_fixture, bench=BENCH,
 )
