@@ -310,8 +310,8 @@ def flow_warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
 def _weighted_sum(x: torch.Tensor, attention: torch.Tensor, k: int) -> torch.Tensor:
     """x (N K, C, h, w), attention (N, K, h w) -> sum_k alpha_k x_k, (N, C, h, w)."""
     b, c, h, w = x.shape
-    x = x.view(b // k, k, c, h * w)
-    return (x * attention.unsqueeze(2)).sum(dim=1).view(b // k, c, h, w)
+    x = x.reshape(b // k, k, c, h * w)
+    return (x * attention.unsqueeze(2)).sum(dim=1).reshape(b // k, c, h, w)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,8 +338,8 @@ class ActivationEncoder(nn.Module):
             key = getattr(self, f"atn_key_{i}")(key)
             query = getattr(self, f"atn_query_{i}")(query)
         b, c, h, w = key.shape
-        key = key.view(b // k, k, c, h * w)
-        energy = (key * query.view(b // k, 1, c, h * w)).sum(dim=2)
+        key = key.reshape(b // k, k, c, h * w)
+        energy = (key * query.reshape(b // k, 1, c, h * w)).sum(dim=2)
         attention = torch.softmax(energy, dim=1)
         return attention, attention.sum(dim=2).argmax(dim=1)
 
@@ -410,8 +410,8 @@ class HybridEncoder(nn.Module):
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         b, c, h, w = x.shape
         exchanged = self.fusion(torch.cat([x, x_label], dim=1))
-        gate = self.atten1(x.view(b // k, k * c, h, w))
-        gate_label = self.atten2(x_label.view(b // k, k * c, h, w))
+        gate = self.atten1(x.reshape(b // k, k * c, h, w))
+        gate_label = self.atten2(x_label.reshape(b // k, k * c, h, w))
         x = self.fusion1(torch.cat([x, exchanged], dim=1))
         x_label = self.fusion2(torch.cat([x_label, exchanged], dim=1))
         return _weighted_sum(x, attention, k) + gate, _weighted_sum(x_label, attention, k) + gate_label

@@ -294,9 +294,6 @@ def finetune_composer(model: Rhythmic, ref_images: torch.Tensor, ref_landmarks: 
         inputs = composer_inputs(ref_landmarks[idx:idx + 1], ref_poses[idx:idx + 1], ref_images, ref_landmarks,
                                  ref_poses, thickness)
         inputs = inputs._replace(warp_ref_label=inputs.ref_labels[:, 0], warp_ref_image=inputs.ref_images[:, 0])
-        # contiguous: composer_inputs repeats the references per frame with expand, and the hybrid
-        # embedding's .view fails on such a batch of one frame
-        inputs = ComposerInputs(*[x.contiguous() for x in inputs])
         out = composer(inputs.label, inputs.ref_labels, inputs.ref_images, inputs.warp_ref_label,
                        inputs.warp_ref_image, inputs.ani_label, inputs.ani_image)
         fakes = [out.image] + ([out.raw] if weights.raw and out.raw is not None else [])
@@ -520,7 +517,6 @@ class RhythmicGenerator(Generator):
             stop = min(t_total, start + self.batch_size)
             inputs: ComposerInputs = composer_inputs(target_lm[start:stop], poses[start:stop].cpu(), ref_images, ref_lm,
                                                      ref_poses, cfg.edge_thickness)
-            inputs = ComposerInputs(*[x.contiguous() for x in inputs])  # see finetune_composer
             out = composer(inputs.label, inputs.ref_labels, inputs.ref_images, inputs.warp_ref_label,
                            inputs.warp_ref_image, inputs.ani_label, inputs.ani_image)
             frames = ((out.image.float() + 1.0) * 0.5).clamp(0.0, 1.0)
