@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["BenchRow", "Method", "ROOT", "preset_model_config", "stage_data"]
+__all__ = ["BenchRow", "Method", "ROOT", "lazy_bench_row", "preset_model_config", "stage_data"]
 
 #: The repository root (experiments/ lives there).
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,6 +46,17 @@ class BenchRow:
     factory: Callable[[Path | None, str], Any]
     description: str
     needs_checkpoint: bool = True
+
+
+def lazy_bench_row(module: str, builder: str, description: str, needs_checkpoint: bool = True) -> BenchRow:
+    """A bench row built by ``<module>.<builder>(checkpoint, device)``, the module imported only when
+    the row is built (so declaring rows imports nothing heavy)."""
+    def factory(checkpoint, device):
+        import importlib
+
+        return getattr(importlib.import_module(module), builder)(checkpoint, device)
+
+    return BenchRow(factory, description, needs_checkpoint)
 
 
 @dataclass(frozen=True)

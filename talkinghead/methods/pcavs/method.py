@@ -11,7 +11,7 @@ from pathlib import Path
 
 from talkinghead.config import to_dict
 from talkinghead.methods.pcavs.config import PCAVSRunConfig
-from talkinghead.training.method import BenchRow, Method, preset_model_config, stage_data
+from talkinghead.training.method import BenchRow, Method, lazy_bench_row, preset_model_config, stage_data
 
 __all__ = ["METHOD", "model_config", "stage_data_size"]
 
@@ -115,12 +115,7 @@ def _official_fixture(folder: Path, seed: int = 0):
 
 def _bench_row(builder: str, description: str, needs_checkpoint: bool = True) -> BenchRow:
     """A bench row built by `talkinghead.methods.pcavs.bench.<builder>` (imported when built)."""
-    def factory(checkpoint, device):
-        from talkinghead.methods.pcavs import bench
-
-        return getattr(bench, builder)(checkpoint, device)
-
-    return BenchRow(factory, description, needs_checkpoint)
+    return lazy_bench_row("talkinghead.methods.pcavs.bench", builder, description, needs_checkpoint)
 
 
 BENCH = {

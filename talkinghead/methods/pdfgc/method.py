@@ -12,7 +12,7 @@ from pathlib import Path
 
 from talkinghead.config import to_dict
 from talkinghead.methods.pdfgc.config import PDFGCRunConfig
-from talkinghead.training.method import BenchRow, Method, preset_model_config, stage_data
+from talkinghead.training.method import BenchRow, Method, lazy_bench_row, preset_model_config, stage_data
 
 __all__ = ["AUGMENTS", "METHOD", "build_augment", "model_config", "stage_data_size"]
 
@@ -138,12 +138,7 @@ def _official_fixture(folder: Path, seed: int = 0):
 
 def _bench_row(builder: str, description: str, needs_checkpoint: bool = True) -> BenchRow:
     """A bench row built by `talkinghead.methods.pdfgc.bench.<builder>` (imported when built)."""
-    def factory(checkpoint, device):
-        from talkinghead.methods.pdfgc import bench
-
-        return getattr(bench, builder)(checkpoint, device)
-
-    return BenchRow(factory, description, needs_checkpoint)
+    return lazy_bench_row("talkinghead.methods.pdfgc.bench", builder, description, needs_checkpoint)
 
 
 BENCH = {

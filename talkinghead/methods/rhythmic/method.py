@@ -24,7 +24,7 @@ from pathlib import Path
 
 from talkinghead.config import to_dict
 from talkinghead.methods.rhythmic.config import RhythmicRunConfig
-from talkinghead.training.method import BenchRow, Method, preset_model_config, stage_data
+from talkinghead.training.method import BenchRow, Method, lazy_bench_row, preset_model_config, stage_data
 
 __all__ = ["METHOD", "build_data", "build_module", "model_config"]
 
@@ -118,12 +118,7 @@ def _generator():
 
 def _bench_row(builder: str, description: str, needs_checkpoint: bool = True) -> BenchRow:
     """A bench row built by `talkinghead.methods.rhythmic.bench.<builder>` (imported when built)."""
-    def factory(checkpoint, device):
-        from talkinghead.methods.rhythmic import bench
-
-        return getattr(bench, builder)(checkpoint, device)
-
-    return BenchRow(factory, description, needs_checkpoint)
+    return lazy_bench_row("talkinghead.methods.rhythmic.bench", builder, description, needs_checkpoint)
 
 
 BENCH = {
