@@ -241,6 +241,20 @@ def num_frames_for(num_samples: int) -> int:
     return max(1, int(round(num_samples / SAMPLES_PER_FRAME)))
 
 
+def audio_and_length(audio, num_frames: int | None = None) -> tuple[torch.Tensor, int]:
+    """A synthesize call's audio as a float (N,) tensor and its frame count (`num_frames_for` when
+    None); ValueError for an empty or multi-channel signal or a count below 1."""
+    import torch
+
+    audio = torch.as_tensor(np.asarray(audio, dtype=np.float32)) if not torch.is_tensor(audio) else audio.float()
+    if audio.ndim != 1 or audio.numel() == 0:
+        raise ValueError(f"audio must be a non-empty (N,) signal, got shape {tuple(audio.shape)}")
+    t_total = num_frames_for(audio.numel()) if num_frames is None else int(num_frames)
+    if t_total < 1:
+        raise ValueError(f"num_frames must be >= 1, got {t_total}")
+    return audio, t_total
+
+
 def frames_tensor(frames: np.ndarray) -> torch.Tensor:
     """uint8 (T, H, W, 3) RGB -> float32 (T, 3, H, W) in [0, 1]."""
     import torch

@@ -50,8 +50,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from talkinghead.generation import (Control, Generator, load_lightning_weights, loader_crop, num_frames_for,
-                                    paste_loader_crop)
+from talkinghead.generation import (Control, Generator, audio_and_length, load_lightning_weights, loader_crop,
+                                    num_frames_for, paste_loader_crop)
 from talkinghead.methods.pdfgc.networks import BLINK_DIMS, GAZE_DIMS, PDFGC, PDFGCConfig, smooth_lip, smooth_pose
 
 __all__ = ["CONTROLS", "POSE_MODES", "PDFGCGenerator", "generate", "load_model", "num_frames_for"]
@@ -199,12 +199,7 @@ class PDFGCGenerator(Generator):
             pose = "frontal" if frontal else "source"
         if pose not in POSE_MODES:
             raise ValueError(f"pose must be one of {POSE_MODES}, got {pose!r}")
-        audio = torch.as_tensor(np.asarray(audio, dtype=np.float32)) if not torch.is_tensor(audio) else audio.float()
-        if audio.ndim != 1 or audio.numel() == 0:
-            raise ValueError(f"audio must be a non-empty (N,) signal, got shape {tuple(audio.shape)}")
-        t_total = num_frames_for(audio.numel()) if num_frames is None else int(num_frames)
-        if t_total < 1:
-            raise ValueError(f"num_frames must be >= 1, got {t_total}")
+        audio, t_total = audio_and_length(audio, num_frames)
         size = tuple(reference.shape[-2:])
         m, cfg = self.model, self.model.config
 

@@ -88,8 +88,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from talkinghead.generation import (SAMPLES_PER_FRAME, Control, Generator, ReferenceVideo, default_checkpoint,
-                                    load_lightning_weights, num_frames_for)
+from talkinghead.generation import (SAMPLES_PER_FRAME, Control, Generator, ReferenceVideo, audio_and_length,
+                                    default_checkpoint, load_lightning_weights, num_frames_for)
 from talkinghead.methods.rhythmic.networks import (ComposerInputs, Rhythmic, RhythmicConfig, build_discriminator,
                                                    composer_inputs, frontal_landmarks, image_landmarks)
 
@@ -472,12 +472,7 @@ class RhythmicGenerator(Generator):
         K); finetune_steps: fine-tune a copy of Theta first (0: no); reference_video: the reference
         video (None: `reference` as a 1-frame one).
         """
-        audio = torch.as_tensor(np.asarray(audio, dtype=np.float32)) if not torch.is_tensor(audio) else audio.float()
-        if audio.ndim != 1 or audio.numel() == 0:
-            raise ValueError(f"audio must be a non-empty (N,) signal, got shape {tuple(audio.shape)}")
-        t_total = num_frames_for(audio.numel()) if num_frames is None else int(num_frames)
-        if t_total < 1:
-            raise ValueError(f"num_frames must be >= 1, got {t_total}")
+        audio, t_total = audio_and_length(audio, num_frames)
         cfg = self.model.config
         video = reference_video.first(self.max_reference_frames) if reference_video is not None \
             else image_reference(reference)
