@@ -10,9 +10,9 @@
   (mel, encoders, smoothing, generator, resize), after a 2-frame warm-up call;
 * training: each stage (motion, fine, expression) of experiments/pdfgc/synth.yaml (tiny networks at
   its sizes) on synthetic batches shaped like the data module's for that stage (augmented frames,
-  shifted mel windows, eye donor / anchor, in-window frames as its data settings ask; no store
-  needed), `steps` optimisation steps after 2 warm-up steps; steps (= batches) per second, with the
-  batch size used;
+  shifted mel windows, eye donor / anchor, in-window frames as its data settings ask; landmarks of
+  plausible faces for the mouth-box L1; no store needed), `steps` optimisation steps after 2 warm-up
+  steps; steps (= batches) per second, with the batch size used;
 * with --paper-steps: each stage of experiments/pdfgc/base.yaml (paper networks at 224 px, its
   batch sizes unless --paper-batch-size), one timed step after one warm-up step, on the GPU when
   CUDA is available, else on the CPU; seconds per step.
@@ -25,10 +25,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import speed_row, synthetic_faces, timed_fit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = ("motion", "fine", "expression")
@@ -66,6 +71,7 @@ def _batch(cfg, stage: str, model_cfg, batch_size: int) -> dict:
         "mel": torch.rand(b, t, 1, 80, 20),
         "pose": torch.randn(b, t, 6) * torch.tensor([0.1, 0.1, 0.1, 5.0, 5.0, 0.1])
         + torch.tensor([0.0, 0.0, 0.0, 112.0, 112.0, 0.0]),
+        "landmarks": synthetic_faces(b, t, s)[0],  # plausible faces: the mouth-box L1 (loss.mouth_l1) reads them
         "speaker": torch.randint(0, NUM_IDENTITIES, (b,)), "clip_index": clip,
         "frame_index": torch.arange(t).repeat(b, 1) + 10,
     }
@@ -86,28 +92,9 @@ def _batch(cfg, stage: str, model_cfg, batch_size: int) -> dict:
 def training_speed(config: Path, steps: int, warmup: int, device: str = "cpu",
                    batch_size: int | None = None) -> dict:
     """Each stage of `config`: `steps` timed optimisation steps after `warmup` ones on one synthetic batch."""
-    from lightning.pytorch import Trainer
-    from lightning.pytorch.callbacks import Callback
-    from torch.utils.data import DataLoader
-
     from talkinghead.config import to_dict
     from talkinghead.methods.pdfgc.method import METHOD, model_config
     from talkinghead.methods.pdfgc.module import PDFGCModule
-
-    class Timer(Callback):  # from the first timed batch's start to the last batch's end
-        start = end = 0.0
-
-        def _now(self, module) -> float:
-            if module.device.type == "cuda":
-                torch.cuda.synchronize(module.device)
-            return time.perf_counter()
-
-        def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
-            if batch_idx == warmup:
-                self.start = self._now(module)
-
-        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-            self.end = self._now(module)
 
     cfg = METHOD.load_config(config)
     model_cfg = model_config(to_dict(cfg.model), num_identities=NUM_IDENTITIES)
@@ -120,18 +107,10 @@ def training_speed(config: Path, steps: int, warmup: int, device: str = "cpu",
         module = PDFGCModule(stage=stage, model=model_cfg.to_dict(), loss=to_dict(scfg.loss),
                              optim=to_dict(scfg.optim), bank_size=int(cfg.bank_size), sample_every_n_steps=0,
                              name=str(cfg.name), gradient_clip=scfg.gradient_clip)
-        timer = Timer()
-        trainer = Trainer(max_steps=(steps + warmup) * module.optimizers_per_step, max_epochs=1,
-                          accelerator="gpu" if device == "cuda" else "cpu", devices=1, logger=False,
-                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                          num_sanity_val_steps=0, callbacks=[timer])
-        trainer.fit(module, train_dataloaders=DataLoader([batch] * (steps + warmup), batch_size=None))
-        seconds = timer.end - timer.start
-        out[stage] = {"device": device, "batch_size": b, "steps": steps, "seconds_per_step": round(seconds / steps, 3),
-                      "steps_per_second": round(steps / seconds, 3)}
+        out[stage] = speed_row(device, b, steps, timed_fit(module, batch, steps, warmup, device))
         if stage != "fine":
             out[stage]["vgg"] = getattr(module, "_vgg_state", None) == "on"
-        del module, trainer, batch
+        del module, batch
         if device == "cuda":
             torch.cuda.empty_cache()
     return out
