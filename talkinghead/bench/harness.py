@@ -497,7 +497,10 @@ class _Runner:
             return data.real_landmarks
         if not callable(getattr(m.instance, "landmarks", None)):
             return None  # the metric detects on `real` itself
-        return self.detected_landmarks(m, data.selection.clip_id, data.real, torch.arange(len(data.real)))
+        # cached by the clip's own frame numbers (a protocol's reference frames come first): the same
+        # cache holds the pose-source landmarks of self-driven clips, indexed by frame number too
+        first = data.selection.reference_frames
+        return self.detected_landmarks(m, data.selection.clip_id, data.real, first + torch.arange(len(data.real)))
 
     def pose_landmarks(self, m: _Metric, data: protocols.ClipData) -> torch.Tensor:
         """``pose_landmarks`` for metric `m` on this clip (module docstring): its detector on the

@@ -70,7 +70,7 @@ def test_harness_scores_a_reference_frames_protocol(synth_vox2_store, tmp_path):
 
     result = run_benchmark(BenchConfig(
         protocol="synth-rhythmic", store=str(synth_vox2_store), split="train", num_clips=1,
-        methods=["ground_truth", "static", "reference_replay"], metrics=["ssim", "head_motion"],
+        methods=["ground_truth", "static", "reference_replay"], metrics=["factor_control", "pose_lmd", "lmd", "ssim", "head_motion"],
         bench_root=str(tmp_path / "bench"), out=str(tmp_path / "bench" / "run"), wandb=False, progress=False,
         samples=0, command=["pytest"]))
     assert not result.errors, result.errors
@@ -79,5 +79,8 @@ def test_harness_scores_a_reference_frames_protocol(synth_vox2_store, tmp_path):
     truth = rows["ground_truth"].values
     assert truth["SSIM"] == pytest.approx(1.0) and truth["HM-rot"] == pytest.approx(0.0, abs=1e-6)
     assert truth["HM-speed"] == pytest.approx(0.0, abs=1e-9)
+    # the real frames' landmarks are cached by their frame numbers (24..), as the pose source's are:
+    # the ground truth's landmark distances are exactly 0
+    assert truth["LMD"] == pytest.approx(0.0, abs=1e-6) and truth["LMD-pose"] == pytest.approx(0.0, abs=1e-6)
     assert rows["static"].values["HM-rot"] > 0 and rows["reference_replay"].values["SSIM"] < 1.0
     assert result.run_info["clips"][0]["reference_frames"] == 24
