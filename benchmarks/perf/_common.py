@@ -5,14 +5,20 @@
   timed ones; seconds from the first timed batch's start to the last batch's end (CUDA synchronised);
 * `speed_row`: the report row of a timed stage (device, batch size, steps, s/step, steps/s);
 * `synthetic_faces`: plausible landmark / head-pose sequences for synthetic batches (the canonical
-  template projected at small moving poses, a mouth that opens and closes).
+  template projected at small moving poses, a mouth that opens and closes);
+* `speed_main`: the command line and report both scripts share (generation frames/s at paper size,
+  on the GPU too when there is one; training steps/s of the synth config; --paper-steps).
 
 The scripts import it as ``_common`` after putting their folder on ``sys.path`` (it is there when
 they run as scripts, not when they are loaded with importlib).
 """
 from __future__ import annotations
 
+import argparse
+import json
 import time
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -86,3 +92,50 @@ def synthetic_faces(clips: int, frames: int, size: int, seed: int = 0) -> tuple[
     k = float(size) / float(faces.ALIGN_SIZE)
     return (torch.from_numpy(((landmarks + 0.5) * k - 0.5).astype(np.float32)),
             torch.from_numpy(poses.astype(np.float32)))
+
+
+def speed_main(argv: list[str] | None, doc: str, method: str, generation_fps: Callable, training_speed: Callable,
+               batch_size: int, batch_help: str, experiments: Path) -> int:
+    """The speed script of `method`: ``generation_fps(frames, batch_size, device)`` and
+    ``training_speed(config, steps, warmup=, device=, batch_size=)`` reported as text, then JSON."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--frames", type=int, default=16, help="frames generated at paper size")
+    parser.add_argument("--batch-size", type=int, default=batch_size, help=batch_help)
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps per stage")
+    parser.add_argument("--config", type=Path, default=experiments / method / "synth.yaml")
+    parser.add_argument("--paper-steps", action="store_true",
+                        help="also time one training step per stage at paper size (base.yaml)")
+    parser.add_argument("--paper-config", type=Path, default=experiments / method / "base.yaml")
+    parser.add_argument("--paper-batch-size", type=int, default=None,
+                        help="batch size of the paper-size steps (default: each stage's in --paper-config)")
+    parser.add_argument("--skip-generation", action="store_true")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    report = {"torch_threads": torch.get_num_threads()}
+    if not args.skip_generation:
+        report["generation_paper_size"] = generation_fps(args.frames, args.batch_size)
+        print(f"generation (paper size, CPU, {report['torch_threads']} threads): "
+              f"{report['generation_paper_size']['frames_per_second']} frames/s", flush=True)
+        if torch.cuda.is_available():
+            report["generation_paper_size_gpu"] = generation_fps(max(args.frames, 64), args.batch_size, "cuda")
+            print(f"generation (paper size, {torch.cuda.get_device_name()}): "
+                  f"{report['generation_paper_size_gpu']['frames_per_second']} frames/s", flush=True)
+    report["training_synth"] = training_speed(args.config, args.steps, warmup=2)
+    width = max(len(stage) for stage in report["training_synth"]) + 1
+    for stage, r in report["training_synth"].items():
+        print(f"training {stage:{width}s}(synth, batch {r['batch_size']}): {r['steps_per_second']} steps/s", flush=True)
+    if args.paper_steps:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        where = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {report['torch_threads']} threads"
+        report["training_paper_size"] = training_speed(args.paper_config, 1, warmup=1, device=device,
+                                                       batch_size=args.paper_batch_size)
+        for stage, r in report["training_paper_size"].items():
+            print(f"training {stage:{width}s}(paper size, {where}, batch {r['batch_size']}): "
+                  f"{r['seconds_per_step']} s/step", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))
+    return 0

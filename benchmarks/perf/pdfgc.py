@@ -23,8 +23,6 @@ the CPU and on what else runs on it; the report prints the thread count.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -33,7 +31,7 @@ import torch
 
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import speed_row, synthetic_faces, timed_fit  # noqa: E402
+from _common import speed_main, speed_row, synthetic_faces, timed_fit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = ("motion", "fine", "expression")
@@ -117,46 +115,7 @@ def training_speed(config: Path, steps: int, warmup: int, device: str = "cpu",
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--frames", type=int, default=16, help="frames generated at paper size")
-    parser.add_argument("--batch-size", type=int, default=16, help="frames per generator call")
-    parser.add_argument("--steps", type=int, default=20, help="timed training steps per stage")
-    parser.add_argument("--config", type=Path, default=ROOT / "experiments" / "pdfgc" / "synth.yaml")
-    parser.add_argument("--paper-steps", action="store_true",
-                        help="also time one training step per stage at paper size (base.yaml)")
-    parser.add_argument("--paper-config", type=Path, default=ROOT / "experiments" / "pdfgc" / "base.yaml")
-    parser.add_argument("--paper-batch-size", type=int, default=None,
-                        help="batch size of the paper-size steps (default: each stage's in --paper-config)")
-    parser.add_argument("--skip-generation", action="store_true")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    report = {"torch_threads": torch.get_num_threads()}
-    if not args.skip_generation:
-        report["generation_paper_size"] = generation_fps(args.frames, args.batch_size)
-        print(f"generation (paper size, CPU, {report['torch_threads']} threads): "
-              f"{report['generation_paper_size']['frames_per_second']} frames/s", flush=True)
-        if torch.cuda.is_available():
-            report["generation_paper_size_gpu"] = generation_fps(max(args.frames, 64), args.batch_size, "cuda")
-            print(f"generation (paper size, {torch.cuda.get_device_name()}): "
-                  f"{report['generation_paper_size_gpu']['frames_per_second']} frames/s", flush=True)
-    report["training_synth"] = training_speed(args.config, args.steps, warmup=2)
-    for stage, r in report["training_synth"].items():
-        print(f"training {stage:10s} (synth, batch {r['batch_size']}): {r['steps_per_second']} steps/s", flush=True)
-    if args.paper_steps:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        where = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {report['torch_threads']} threads"
-        report["training_paper_size"] = training_speed(args.paper_config, 1, warmup=1, device=device,
-                                                       batch_size=args.paper_batch_size)
-        for stage, r in report["training_paper_size"].items():
-            print(f"training {stage:10s} (paper size, {where}, batch {r['batch_size']}): "
-                  f"{r['seconds_per_step']} s/step", flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1))
-    print(json.dumps(report, indent=1))
-    return 0
+    return speed_main(argv, __doc__, "pdfgc", generation_fps, training_speed, 16, "frames per generator call", ROOT / "experiments")
 
 
 if __name__ == "__main__":
