@@ -163,8 +163,10 @@ def _label_embedder(p: str, input_nc: int, ngf: int, n_downsample_S: int, netS: 
 
 
 def _flow_generator(p: str, label_nc: int, output_nc: int, n_frames_G: int, nff: int, n_downsample_F: int,
-                    n_blocks_F: int, flow_deconv: bool = False) -> Shapes:
-    """``FlowGenerator(opt, n_frames_G)`` with ``norm_F='spectralsyncbatch'`` (sn conv without bias + SyncBN)."""
+                    n_blocks_F: int) -> Shapes:
+    """``FlowGenerator(opt, n_frames_G)`` with ``norm_F='spectralsyncbatch'`` (sn conv without bias + SyncBN)
+    and upsampling + conv in its up path (the official ``--flow_deconv`` transposed-conv variant is not
+    built: the released model does not use it, and neither does our `composer.FlowGenerator`)."""
     input_nc = label_nc * n_frames_G + output_nc * (n_frames_G - 1)
     ch = [min(1024, nff * 2 ** i) for i in range(n_downsample_F + 1)]
 
@@ -178,8 +180,6 @@ def _flow_generator(p: str, label_nc: int, output_nc: int, n_frames_G: int, nff:
     for i in range(n_blocks_F):
         s.update(_resnet_block(f"{p}.res_flow.{i}", ch_r, ch_r, "spectralsyncbatch"))
     for j, i in enumerate(reversed(range(n_downsample_F))):
-        if flow_deconv:  # [norm_conv(ConvTranspose2d), activation]
-            raise NotImplementedError("flow_deconv is not an option the released model uses")
         s.update(norm_conv(f"{p}.up_flow.{3 * j + 1}", ch[i + 1], ch[i]))  # [Upsample, norm_conv, activation]
     s.update(conv_shapes(f"{p}.conv_flow.0", nff, 2, 3, True))
     s.update(conv_shapes(f"{p}.conv_w.0", nff, 1, 3, True))
