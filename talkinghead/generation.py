@@ -309,19 +309,19 @@ def read_reference_video(path: str | Path, max_frames: int) -> ReferenceVideo:
     `ReferenceVideo` (frames (P, 3, 224, 224) in [0, 1], landmarks, poses, audio), P <= max_frames.
 
     A video (`VIDEO_SUFFIXES`, or any file PyAV reads) is converted to 25 fps
-    (`data.video.convert_fps`) and cut to `max_frames`; landmarks are detected on those frames
-    (`data.preprocess.detect_clip_landmarks`), frames without a face interpolated
-    (`data.faces.fill_missing`), the frames aligned as a whole (`data.faces.align_clip`) and their head
-    poses estimated from the aligned landmarks (`data.faces.estimate_head_pose`), exactly as
-    `data.preprocess.process_clip` does for the store; the audio is the file's 16 kHz track under
+    (`data.video.convert_fps`) and cut to `max_frames`; the frames are aligned as a whole with their
+    landmarks (`data.preprocess.align_frames_and_landmarks`: detection, frames without a face
+    interpolated, `data.faces.align_clip`) and their head poses estimated from the aligned landmarks
+    (`data.faces.estimate_head_pose`), exactly as `data.preprocess.process_clip` does for the store; the audio is the file's 16 kHz track under
     those frames (zero-padded at the end when shorter), None without an audio track. An image file
     is a 1-frame reference video without audio. FileNotFoundError / ValueError naming the file (not
     readable, or no face in any frame)."""
     import cv2
+    import torch
 
     from talkinghead.data import faces
     from talkinghead.data.audio import load_audio
-    from talkinghead.data.preprocess import detect_clip_landmarks
+    from talkinghead.data.preprocess import align_frames_and_landmarks
     from talkinghead.data.video import convert_fps, read_video
     from talkinghead.errors import InputError
 
@@ -340,13 +340,8 @@ def read_reference_video(path: str | Path, max_frames: int) -> ReferenceVideo:
         except InputError:
             raise ValueError(f"{path}: not a readable image or video") from None
         raw = convert_fps(raw, fps, FPS)[: int(max_frames)]
-    landmarks, found, tracked = detect_clip_landmarks(np.ascontiguousarray(raw))
-    if not found.any():
-        raise ValueError(f"{path}: no face found")
-    aligned, aligned_landmarks, _ = faces.align_clip(raw, faces.fill_missing(landmarks, found | tracked))
+    aligned, aligned_landmarks = align_frames_and_landmarks(raw, str(path))
     poses = faces.estimate_head_pose(aligned_landmarks)
-    import torch
-
     audio = None
     if is_video:
         try:

@@ -85,10 +85,11 @@ def detect_clip_landmarks(frames: np.ndarray, options: PreprocessOptions = Prepr
     return landmarks / factor, found, tracked
 
 
-def align_frames(frames: np.ndarray, what: str = "input", options: PreprocessOptions = PreprocessOptions()
-                 ) -> np.ndarray:
-    """Raw RGB uint8 frames (T, H, W, 3) -> aligned faces (T, 224, 224, 3) uint8, exactly as a clip
-    is aligned into the store (`detect_clip_landmarks`, missing frames filled, `faces.align_clip`).
+def align_frames_and_landmarks(frames: np.ndarray, what: str = "input",
+                               options: PreprocessOptions = PreprocessOptions()) -> tuple[np.ndarray, np.ndarray]:
+    """Raw RGB uint8 frames (T, H, W, 3) -> aligned faces (T, 224, 224, 3) uint8 and their landmarks
+    (T, 68, 2) float32 in the aligned image, exactly as a clip is aligned into the store
+    (`detect_clip_landmarks`, missing frames filled, `faces.align_clip`).
     ValueError "<what>: no face found" when no frame has a face."""
     frames = np.ascontiguousarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
@@ -96,8 +97,14 @@ def align_frames(frames: np.ndarray, what: str = "input", options: PreprocessOpt
     landmarks, found, tracked = detect_clip_landmarks(frames, options)
     if not found.any():
         raise ValueError(f"{what}: no face found")
-    aligned, _, _ = faces.align_clip(frames, faces.fill_missing(landmarks, found | tracked))
-    return aligned
+    aligned, aligned_landmarks, _ = faces.align_clip(frames, faces.fill_missing(landmarks, found | tracked))
+    return aligned, aligned_landmarks
+
+
+def align_frames(frames: np.ndarray, what: str = "input", options: PreprocessOptions = PreprocessOptions()
+                 ) -> np.ndarray:
+    """The aligned faces of `align_frames_and_landmarks`."""
+    return align_frames_and_landmarks(frames, what, options)[0]
 
 
 def process_clip(clip: Clip, store_root: str | Path, options: PreprocessOptions = PreprocessOptions()) -> list[str]:
