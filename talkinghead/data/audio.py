@@ -282,23 +282,27 @@ def _edge_windows(feat: torch.Tensor, starts: torch.Tensor, width: int) -> torch
     return win.movedim(-2, -3).unsqueeze(-3)  # (..., F, 1, C, width)
 
 
-def mel_windows(mel: torch.Tensor, num_frames: int) -> torch.Tensor:
-    """Per-video-frame mel windows (PC-AVS / PD-FGC audio input).
+def mel_windows(mel: torch.Tensor, num_frames: int, context: int = MEL_WINDOW // FRAMES_PER_VIDEO_FRAME
+                ) -> torch.Tensor:
+    """Per-video-frame mel windows (PC-AVS / PD-FGC audio input; Rhythmic Head's Psi with context 7).
 
-    mel: (80, M) or (B, 80, M) from `mel_spectrogram`. Window for video frame f (25 fps) is
-    mel frames (f-2)*4 ... (f-2)*4 + 19 (0.2 s, target frame in the middle).
-    Returns (num_frames, 1, 80, 20) or (B, num_frames, 1, 80, 20).
-    Out-of-range indices (the first two frames, and the tail when M is short) are filled by
+    mel: (80, M) or (B, 80, M) from `mel_spectrogram`. Window for video frame f (25 fps) covers the
+    `context` (odd) video frames centred on f: mel frames (f - context // 2) * 4 ...
+    (f - context // 2) * 4 + 4 * context - 1; the default 5 gives (f-2)*4 ... (f-2)*4 + 19 (0.2 s,
+    target frame in the middle). Returns (num_frames, 1, 80, 4 * context) or (B, num_frames, 1, 80,
+    4 * context). Out-of-range indices (the first frames, and the tail when M is short) are filled by
     edge replication: index i -> clamp(i, 0, M-1). The reference code only uses frames
     2 .. M//4-3, where no padding is needed.
     """
     if mel.dim() not in (2, 3) or mel.shape[-2] != MEL_BINS:
         raise ValueError(f"mel_windows expects (80, M) or (B, 80, M), got {tuple(mel.shape)}")
+    if context < 1 or context % 2 == 0:
+        raise ValueError(f"mel_windows: context must be odd, got {context}")
     if mel.shape[-1] == 0:
         raise ValueError("mel_windows: empty mel spectrogram")
     f = torch.arange(num_frames, device=mel.device)
-    starts = (f - 2) * FRAMES_PER_VIDEO_FRAME
-    return _edge_windows(mel, starts, MEL_WINDOW)
+    starts = (f - context // 2) * FRAMES_PER_VIDEO_FRAME
+    return _edge_windows(mel, starts, context * FRAMES_PER_VIDEO_FRAME)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from talkinghead.data import faces
-from talkinghead.data.audio import FRAMES_PER_VIDEO_FRAME, MEL_BINS, mel_spectrogram
+from talkinghead.data.audio import FRAMES_PER_VIDEO_FRAME, MEL_BINS, mel_spectrogram, mel_windows
 from talkinghead.nn.config import ConfigDict
 
 __all__ = [
@@ -274,17 +274,8 @@ def expression_mel_windows(mel: torch.Tensor, num_frames: int, context: int = 7)
 
     Frame t's window covers video frames t - context // 2 .. t + context // 2, i.e. mel frames
     (t - 3) * 4 .. (t + 4) * 4 - 1 for context 7 (0.28 s, the paper's x_t-3:t+4); out-of-range mel
-    frames repeat the edge (as `talkinghead.data.audio.mel_windows`)."""
-    if mel.dim() not in (2, 3) or mel.shape[-2] != MEL_BINS:
-        raise ValueError(f"expression_mel_windows expects (80, M) or (B, 80, M), got {tuple(mel.shape)}")
-    if context < 1 or context % 2 == 0:
-        raise ValueError(f"context must be odd, got {context}")
-    if mel.shape[-1] == 0:
-        raise ValueError("expression_mel_windows: empty mel spectrogram")
-    width = context * FRAMES_PER_VIDEO_FRAME
-    starts = (torch.arange(num_frames, device=mel.device) - context // 2) * FRAMES_PER_VIDEO_FRAME
-    idx = (starts[:, None] + torch.arange(width, device=mel.device)[None, :]).clamp(0, mel.shape[-1] - 1)
-    return mel[..., idx].movedim(-2, -3).unsqueeze(-3)  # (..., 80, F, W) -> (..., F, 1, 80, W)
+    frames repeat the edge: `talkinghead.data.audio.mel_windows` with this context."""
+    return mel_windows(mel, num_frames, context)
 
 
 def _power(x: torch.Tensor) -> torch.Tensor:
