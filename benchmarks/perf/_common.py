@@ -1,4 +1,4 @@
-"""Shared pieces of the method speed benchmarks (benchmarks/perf/pdfgc.py, rhythmic.py).
+"""Shared pieces of the method speed benchmarks (benchmarks/perf/pcavs.py, pdfgc.py, rhythmic.py).
 
 * `timed_fit`: a `StagedModule` trained by a bare Lightning `Trainer` (no logger, checkpoints,
   progress bar or sanity check) on one synthetic batch repeated, `warmup` untimed steps then `steps`

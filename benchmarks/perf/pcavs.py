@@ -15,10 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import timed_fit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,9 +71,6 @@ def _batch(stage: str, cfg, model_cfg, data_size: int) -> dict:
 
 
 def training_steps_per_second(steps: int, config: Path) -> dict:
-    from lightning.pytorch import Trainer
-    from torch.utils.data import DataLoader
-
     from talkinghead.methods.pcavs.module import PCAVSModule
     from talkinghead.config import to_dict
     from talkinghead.methods.pcavs.method import METHOD, model_config, stage_data_size
@@ -81,19 +83,7 @@ def training_steps_per_second(steps: int, config: Path) -> dict:
         batch = _batch(stage, cfg, model_cfg, size)
         module = PCAVSModule(stage=stage, model=model_cfg.to_dict(), loss=to_dict(cfg[stage].loss), optim=to_dict(cfg[stage].optim),
                              sample_every_n_steps=0)
-        timings = []
-        from lightning.pytorch.callbacks import Callback
-
-        class Timer(Callback):
-            def on_train_batch_start(self, *args) -> None:
-                timings.append(time.perf_counter())
-
-        trainer = Trainer(max_steps=(steps + 2) * module.optimizers_per_step, max_epochs=1, accelerator="cpu",
-                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                          enable_model_summary=False, num_sanity_val_steps=0, callbacks=[Timer()])
-        trainer.fit(module, train_dataloaders=DataLoader([batch] * (steps + 2), batch_size=None))
-        end = time.perf_counter()
-        seconds = end - timings[2]
+        seconds = timed_fit(module, batch, steps, warmup=2)
         out[stage] = {"batch_size": int(cfg[stage]["batch_size"]), "steps": steps,
                       "steps_per_second": round(steps / seconds, 3)}
     return out
