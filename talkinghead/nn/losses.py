@@ -1,7 +1,7 @@
 """Losses of PC-AVS: hinge GAN, discriminator feature matching, audio-visual contrastive (InfoNCE);
 and PD-FGC's feature-level decorrelation (`cross_correlation`, `decorrelation_loss`) with its
-memory bank (`FeatureMemoryBank`); the mouth-box pixel L1 of the CPU configs (`mouth_mask`,
-`mouth_l1_loss`).
+memory bank (`FeatureMemoryBank`); region pixel L1 (`masked_l1`; the mouth box of the CPU configs:
+`mouth_mask`, `mouth_l1_loss`).
 
 (The VGG perceptual loss lives in `talkinghead.nn.vgg`.)
 
@@ -39,6 +39,7 @@ __all__ = [
     "cross_correlation",
     "decorrelation_loss",
     "FeatureMemoryBank",
+    "masked_l1",
     "mouth_mask",
     "mouth_l1_loss",
 ]
@@ -314,9 +315,13 @@ def mouth_mask(landmarks: torch.Tensor, size: int, margin: float = 0.35) -> torc
     return (inside_y[:, :, None] & inside_x[:, None, :]).unsqueeze(1).to(landmarks.dtype)
 
 
+def masked_l1(fake: torch.Tensor, real: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean |fake - real| over the pixels (and channels) where mask (N, 1, S, S) is 1."""
+    return ((fake - real).abs() * mask).sum() / (mask.sum() * fake.shape[1]).clamp_min(1.0)
+
+
 def mouth_l1_loss(fake: torch.Tensor, real: torch.Tensor, landmarks: torch.Tensor, margin: float = 0.35) -> torch.Tensor:
     """Mean absolute pixel error inside the mouth box (`mouth_mask`) of (N, 3, S, S) images, with
     (N, 68, 2) landmarks in S-px coordinates. A training aid of the CPU configs (in neither paper):
     it makes a small generator spend capacity on the mouth, a few percent of the frame."""
-    mask = mouth_mask(landmarks.to(fake.dtype), fake.shape[-1], margin)
-    return ((fake - real).abs() * mask).sum() / (mask.sum() * fake.shape[1]).clamp_min(1.0)
+    return masked_l1(fake, real, mouth_mask(landmarks.to(fake.dtype), fake.shape[-1], margin))

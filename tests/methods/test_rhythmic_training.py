@@ -13,7 +13,8 @@ from lightning.pytorch import Trainer
 
 from talkinghead.data import faces
 from talkinghead.methods.rhythmic.method import METHOD, build_data, build_module
-from talkinghead.methods.rhythmic.module import RhythmicModule, continuous_audio, face_mask, masked_l1
+from talkinghead.methods.rhythmic.module import RhythmicModule, continuous_audio, face_mask
+from talkinghead.nn.losses import masked_l1
 from talkinghead.methods.rhythmic.networks import (
     Rhythmic,
     RhythmicConfig,

@@ -325,7 +325,8 @@ class NoiseMixer:
 
     snr_levels: the SNRs drawn uniformly (default `SNR_LEVELS`); noises: a bank of noise waveforms
     (16 kHz, any lengths), one drawn per row; empty = white Gaussian noise; probability: chance that
-    a row is mixed at all (paper: always, 1.0); seed: for a reproducible stream.
+    a row is mixed at all (paper: always, 1.0); seed: an own random stream; None: torch's global
+    stream (what a trainer checkpoints and restores, so a resumed run mixes the same noise).
     ``mixer(wav)`` with wav (N,) or (B, N) -> (noisy wav, snr_db (B,) with NaN for unmixed rows).
     """
 
@@ -340,8 +341,10 @@ class NoiseMixer:
         if not 0.0 <= probability <= 1.0:
             raise ValueError(f"probability must be in [0, 1], got {probability}")
         self.probability = float(probability)
-        self.generator = torch.Generator()
-        self.generator.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2 ** 62, (1,))))
+        self.generator = None
+        if seed is not None:
+            self.generator = torch.Generator()
+            self.generator.manual_seed(int(seed))
 
     def sample_snr(self, count: int) -> torch.Tensor:
         """`count` SNRs (dB) drawn uniformly from the levels."""
@@ -355,16 +358,19 @@ class NoiseMixer:
             x = x.unsqueeze(0)
         snr = self.sample_snr(x.shape[0])
         mixed = torch.rand(x.shape[0], generator=self.generator) < self.probability
-        rows = []
-        for i in range(x.shape[0]):
-            if not mixed[i]:
-                rows.append(x[i])
-                continue
-            noise = None
-            if self.noises:
+        if not self.noises:  # white noise: the mixed rows in one call
+            out = x.clone()
+            if bool(mixed.any()):
+                out[mixed] = mix_noise(x[mixed], snr[mixed].to(x.device), generator=self.generator)
+        else:
+            rows = []
+            for i in range(x.shape[0]):
+                if not mixed[i]:
+                    rows.append(x[i])
+                    continue
                 noise = self.noises[int(torch.randint(0, len(self.noises), (1,), generator=self.generator))]
-            rows.append(mix_noise(x[i], snr[i], noise, generator=self.generator))
-        out = torch.stack(rows)
+                rows.append(mix_noise(x[i], snr[i], noise, generator=self.generator))
+            out = torch.stack(rows)
         snr = torch.where(mixed, snr, torch.full_like(snr, float("nan")))
         return (out[0], snr) if squeeze else (out, snr)
 

@@ -255,7 +255,8 @@ def finetune_composer(model: Rhythmic, ref_images: torch.Tensor, ref_landmarks: 
     store poses. Returns the tuned copy in eval mode; `model` is not modified. The targets are drawn
     with a generator seeded by `seed` (deterministic)."""
     from talkinghead.methods.rhythmic.config import RhythmicLoss
-    from talkinghead.methods.rhythmic.module import face_mask, masked_l1
+    from talkinghead.methods.rhythmic.module import face_mask
+    from talkinghead.nn.losses import masked_l1
     from talkinghead.nn.losses import (discriminator_hinge_loss, feature_matching_loss, generator_hinge_loss,
                                        mouth_l1_loss)
 

@@ -70,7 +70,6 @@ from talkinghead.methods.rhythmic.expression import (
     expression_losses,
     expression_mel_windows,
     expression_targets,
-    mix_noise,
     most_frontal_index,
 )
 from talkinghead.methods.rhythmic.motion import (
@@ -90,10 +89,11 @@ from talkinghead.methods.rhythmic.networks import (
     normaliser_fitted,
 )
 from talkinghead.methods.rhythmic.render import landmark_edge_map, upper_face_points
-from talkinghead.nn.losses import discriminator_hinge_loss, feature_matching_loss, generator_hinge_loss, mouth_l1_loss
+from talkinghead.nn.losses import (discriminator_hinge_loss, feature_matching_loss, generator_hinge_loss, masked_l1,
+                                   mouth_l1_loss)
 from talkinghead.training.module import StagedModule, config_section
 
-__all__ = ["RhythmicModule", "STAGES", "STAGE_OUTPUTS", "continuous_audio", "face_mask", "masked_l1"]
+__all__ = ["RhythmicModule", "STAGES", "STAGE_OUTPUTS", "continuous_audio", "face_mask"]
 
 STAGES = ("expression", "head_motion", "generator", "joint")
 #: What each stage trains and hands on (the generator stage hands its discriminator to the joint stage).
@@ -130,11 +130,6 @@ def face_mask(landmarks: torch.Tensor, size: int) -> torch.Tensor:
         hull = cv2.convexHull(np.round(p * 16).astype(np.int32))
         cv2.fillConvexPoly(mask, hull, 1, lineType=cv2.LINE_8, shift=4)
     return torch.from_numpy(masks).unsqueeze(1).to(device=landmarks.device, dtype=landmarks.dtype)
-
-
-def masked_l1(fake: torch.Tensor, real: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean |fake - real| over the pixels (and channels) where mask (N, 1, S, S) is 1."""
-    return ((fake - real).abs() * mask).sum() / (mask.sum() * fake.shape[1]).clamp_min(1.0)
 
 
 class RhythmicModule(StagedModule):
@@ -175,6 +170,7 @@ class RhythmicModule(StagedModule):
         self.worst_match_prob = float(worst_match_prob)
         self.store, self.train_split = store, train_split
         self.model = Rhythmic(self.config)
+        self.noise_mixer = self.config.expression.noise_mixer()  # global RNG: restored on resume
         if stage == "head_motion" and self.loss_cfg["motion_discriminator"]:
             self.motion_disc = MotionDiscriminator(self.config.head_motion)
         if stage in IMAGE_STAGES:
@@ -275,12 +271,7 @@ class RhythmicModule(StagedModule):
         ecfg, hcfg = self.config.expression, self.config.head_motion
         wav = continuous_audio(audio.float(), hcfg.context_frames)
         if noise:
-            levels = torch.as_tensor(ecfg.snr_levels, dtype=torch.float64)
-            snr = levels[torch.randint(0, len(levels), (wav.shape[0],))]
-            mixed = torch.rand(wav.shape[0]) < ecfg.noise_probability
-            if bool(mixed.any()):
-                wav = wav.clone()
-                wav[mixed] = mix_noise(wav[mixed], snr[mixed].to(wav.device))
+            wav, _ = self.noise_mixer(wav)
         mel = mel_spectrogram(wav)
         first = hcfg.context_frames // 2 + p  # the first window frame's centre chunk
         return expression_mel_windows(mel, first + t, ecfg.context)[:, first:first + t]
