@@ -215,17 +215,11 @@ def write_csv(result: Any, path: Path, published: list[dict] | None = None) -> P
     return atomic_write_text(path, buffer.getvalue())
 
 
-def jsonl_records(result: Any) -> list[dict]:
-    """One record per measured method (what results.jsonl holds)."""
-    stamp = result.run_info.get("finished") or time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    syncnet = (result.syncnet or {}).get("name")
-    return [{
-        "run": result.run_dir.name, "run_dir": str(result.run_dir), "timestamp": stamp,
-        "protocol": result.protocol.name, "dataset": result.protocol.dataset, "split": result.split,
-        "setting": result.protocol.setting, "num_clips": len(result.selections),
-        "method": m.name, "checkpoint": m.info.get("checkpoint"), "results": m.values, "na": m.na,
-        "clips_ok": m.clips_ok, "clips_failed": m.clips_failed, "syncnet": syncnet,
-    } for m in result.methods]
+def jsonl_records(result: Any, outputs: dict | None = None) -> list[dict]:
+    """One record per measured method (what results.jsonl holds): `talkinghead.bench.records.run_record`."""
+    from talkinghead.bench.records import run_record
+
+    return [run_record(result, m, outputs) for m in result.methods]
 
 
 def write_jsonl(records: list[dict], path: Path, append: bool = False) -> Path:
@@ -413,11 +407,6 @@ def write_report(result: Any, published: str | Path | None = None, wandb_log: bo
     table = markdown_table(result, rows)
     outputs["table"] = str(atomic_write_text(run_dir / "table.md", table))
     outputs["csv"] = str(write_csv(result, run_dir / "results.csv", rows))
-    records = jsonl_records(result)
-    outputs["jsonl"] = str(write_jsonl(records, run_dir / "results.jsonl"))
-    bench_root = Path(result.run_info.get("config", {}).get("bench_root") or run_dir.parent)
-    history = Path(history) if history is not None else bench_root / "results.jsonl"
-    outputs["history"] = str(write_jsonl(records, history, append=True))
     try:
         outputs["plots"] = [str(p) for p in plot_columns(result, run_dir / "plots", rows)]
     except ImportError as error:
@@ -442,6 +431,11 @@ def write_report(result: Any, published: str | Path | None = None, wandb_log: bo
     except Exception as error:  # noqa: BLE001 - a video encoder problem must not lose the numbers
         log(f"sample videos skipped: {type(error).__name__}: {error}")
         outputs["samples"] = []
+    records = jsonl_records(result, outputs)
+    outputs["jsonl"] = str(write_jsonl(records, run_dir / "results.jsonl"))
+    bench_root = Path(result.run_info.get("config", {}).get("bench_root") or run_dir.parent)
+    history = Path(history) if history is not None else bench_root / "results.jsonl"
+    outputs["history"] = str(write_jsonl(records, history, append=True))
     if wandb_log:
         outputs["wandb"] = log_wandb(result, outputs, rows, log)
     log(f"results: {run_dir}\n\n{table}")
