@@ -1,10 +1,17 @@
 """`talkinghead bench`: benchmark methods on a dataset protocol and write the results table.
 
   talkinghead bench --dataset synth --methods ground_truth static
+  talkinghead bench --dataset synth --methods ground_truth static pcavs pdfgc   # each method's final checkpoint
   talkinghead bench --dataset vox2 --store /data/store/vox2 --methods pcavs pdfgc \\
-      --checkpoint pcavs=runs/pcavs/last.ckpt --clips 200 --syncnet official
+      --checkpoint pcavs=runs/pcavs/full/checkpoints/last.ckpt \\
+      --checkpoint pdfgc=runs/pdfgc/expression/checkpoints/last.ckpt --clips 200 --syncnet official
+  talkinghead bench --dataset synth-rhythmic --methods ground_truth rhythmic rhythmic_gt_pose
   talkinghead bench --list                      # protocols, methods and metrics available
   talkinghead bench --config my_bench.yaml num_clips=20 --print-config
+
+A method's checkpoint defaults to the final one of ``talkinghead train --method M``:
+``runs/<method>/<last stage>/checkpoints/last.ckpt`` (pcavs: full, pdfgc: expression, rhythmic:
+joint; a method's variants such as pdfgc_fixed_pose read the same file).
 
 Settings are the keys of `talkinghead.bench.harness.BenchConfig`, resolved as every config of the
 suite (`talkinghead.config`): its defaults, then ``--config`` (a YAML file; ``inherits:`` works),
@@ -136,6 +143,8 @@ def build_config(args: argparse.Namespace) -> Any:
 
 def _list() -> int:
     from talkinghead.bench.methods import METHODS, method_names
+    from talkinghead.bench.records import column_direction
+    from talkinghead.bench.report import column_header
     from talkinghead.metrics import METRICS, metric_names
 
     print("protocols (--dataset):")
@@ -150,9 +159,9 @@ def _list() -> int:
 
     for name in metric_names():
         cls = METRICS[name]
-        cols = ", ".join(f"{c} {'↑' if up else '↓'}" for c, up in cls.columns.items())
+        cols = ", ".join(column_header(c, column_direction(c, up)) for c, up in cls.columns.items())
         if "real_confidence" in inspect.signature(cls.__init__).parameters:
-            cols += ", NLSE-C ↓ (with the real clips' LSE-C)"
+            cols += ", NLSE-C →0 (closer to 0 is better, ranked by |x|; with the real clips' LSE-C)"
         print(f"  {name:<14} {cols}")
     return 0
 

@@ -2,18 +2,23 @@
 
 `write_report(result)` writes into the run folder (every file atomically):
 
-table.md        the results table shaped like the papers' Table 1: one row per method, one
-                column per metric column with its direction (↑ higher is better, ↓ lower is
-                better), a "clips" column (scored / selected), then the papers' numbers for the
+table.md        the results table shaped like the papers' Table 1: one row per method, the
+                checkpoint it scored (its training run and stage; a footnote gives the path and
+                W&B id), a "clips" column (scored / selected), one column per metric column with
+                its direction (`ARROWS`: ↑ higher is better, ↓ lower is better, →0 closer to 0 is
+                better: signed columns such as NLSE-C, ranked by |x|, `talkinghead.bench.records`),
+                the best measured value of each column in bold, then the papers' numbers for the
                 protocol's dataset as rows marked "(published)" (from benchmarks/published.yaml;
-                VoxCeleb2, LRW and MEAD). "n/a" cells carry a footnote with the reason; further
-                footnotes name the protocol, the SyncNet behind LSE numbers, the CSIM embedding
-                and any failed clips.
-results.csv     the same rows (n/a cells empty; kind = measured | published).
+                VoxCeleb2, LRW and MEAD; never marked best). "n/a" cells carry a footnote with the
+                reason; further footnotes name the protocol, the SyncNet behind LSE numbers, the CSIM
+                embedding and any failed clips.
+results.csv     the same rows (n/a cells empty; kind = measured | published; checkpoint and
+                training_run columns; `best` lists the columns where the row is the best measured).
 results.jsonl   one JSON line per measured method with all its numbers (stylegan3 style); the
                 same lines are appended to <bench_root>/results.jsonl, the history of every run.
 plots/<column>.png   one bar chart per column (matplotlib, Agg backend): measured methods, then
-                published values hatched.
+                published values hatched; closer-to-0 columns are charted as |x| (the signed value
+                printed on the bar); the best measured bar is outlined and starred.
 samples/<clip>.mp4   one file per sample clip: the methods side by side (columns, labelled), with
                 the clip's audio (`talkinghead.data.video.write_video`).
 wandb/          when wandb is installed: the table, plots and videos logged to a W&B run in
@@ -24,6 +29,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import re
 import sys
@@ -33,10 +39,16 @@ from typing import Any, Callable
 
 import numpy as np
 
+from talkinghead.bench.records import column_direction, direction_label, rank_key, training_run
 from talkinghead.fileio import atomic_write, atomic_write_text
 
 __all__ = [
+    "ARROWS",
     "PUBLISHED_FILE",
+    "best_rows",
+    "checkpoint_label",
+    "checkpoint_note",
+    "column_header",
     "format_value",
     "load_published",
     "log_wandb",
@@ -50,7 +62,8 @@ __all__ = [
 ]
 
 PUBLISHED_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "published.yaml"
-UP, DOWN = "↑", "↓"
+#: header arrow per direction (`talkinghead.bench.records.column_direction`)
+ARROWS = {"higher": "↑", "lower": "↓", "zero": "→0"}
 _ALIASES = {"syncconf": "lsec", "lsec": "lsec", "confidence": "lsec"}
 
 
@@ -65,6 +78,58 @@ def format_value(value: float | None) -> str:
         return "n/a"
     magnitude = abs(value)
     return f"{value:.3f}" if magnitude < 10 else f"{value:.2f}" if magnitude < 100 else f"{value:.1f}"
+
+
+def column_header(column: str, direction: str) -> str:
+    """A table header: the column and its direction's arrow (`ARROWS`), e.g. "NLSE-C →0"."""
+    return f"{column} {ARROWS[direction]}"
+
+
+def direction_legend(directions: dict[str, str]) -> str:
+    """The line under a table explaining its arrows and bold cells."""
+    parts = [f"{ARROWS[d]} {direction_label(d)}" + (f" ({', '.join(c for c, x in directions.items() if x == d)})"
+                                                     if d == "zero" else "")
+             for d in ("higher", "lower", "zero") if d in directions.values()]
+    return "; ".join(parts) + ". **Bold**: the best measured value of the column."
+
+
+def best_rows(values: list[float | None], direction: str) -> set[int]:
+    """Indices of the best values (`talkinghead.bench.records.rank_key`: |x| for "zero" columns),
+    compared as printed (`format_value`), so that cells that read the same are all marked; empty
+    when no value is measured."""
+    keys = [rank_key(direction, None if v is None else float(format_value(v))) for v in values]
+    finite = [k for k in keys if k != math.inf]
+    if not finite:
+        return set()
+    best = min(finite)
+    return {i for i, k in enumerate(keys) if k == best}
+
+
+def checkpoint_label(checkpoint: str | None, training: dict | None = None) -> str:
+    """Short name of a scored checkpoint: "<training run>/<stage>" in the staged runner's layout,
+    else the file or folder name; "–" for none (baselines)."""
+    if not checkpoint:
+        return "–"
+    training = training if training is not None else training_run(checkpoint)
+    if training and training.get("stage"):
+        return f"{training['name']}/{training['stage']}"
+    return Path(checkpoint).name or str(checkpoint)
+
+
+def checkpoint_note(checkpoint: str | None, training: dict | None = None) -> str | None:
+    """The footnote of a scored checkpoint: its path, training run folder, stage, W&B id and config."""
+    if not checkpoint:
+        return None
+    training = training if training is not None else training_run(checkpoint)
+    text = f"checkpoint `{checkpoint}`"
+    if training:
+        text += f"; training run `{training['run_dir']}`"
+        if training.get("stage"):
+            text += f", stage `{training['stage']}`"
+        text += f", W&B id `{training['wandb_id']}`" if training.get("wandb_id") else ", no W&B id"
+        if training.get("config"):
+            text += f", config `{training['config']}`"
+    return text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,33 +225,53 @@ def _driving(protocol) -> str:
     return text + (f", own {'/'.join(own)}" if own else "")
 
 
+def _directions(result: Any) -> dict[str, str]:
+    return {column: column_direction(column, higher) for column, higher in result.columns.items()}
+
+
+def _best_by_column(result: Any) -> dict[str, set[int]]:
+    """column -> indices (into result.methods) of the best measured values."""
+    return {column: best_rows([m.values.get(column) for m in result.methods], direction)
+            for column, direction in _directions(result).items()}
+
+
 def markdown_table(result: Any, published: list[dict] | None = None) -> str:
     """The run's table in GitHub markdown (see the module docstring)."""
     columns = list(result.columns)
+    directions = _directions(result)
+    best = _best_by_column(result)
     notes, mark = _footnotes()
-    header = ["Method", "clips"] + [f"{c} {UP if result.columns[c] else DOWN}" for c in columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---", "---:"] + ["---:"] * len(columns)) + "|"]
+    header = ["Method", "checkpoint", "clips"] + [column_header(c, directions[c]) for c in columns]
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join([":---", ":---", "---:"] + ["---:"] * len(columns)) + "|"]
     total = len(result.selections)
-    for m in result.methods:
-        cells = [_cell(m.name), f"{m.clips_ok}/{total}"]
+    for i, m in enumerate(result.methods):
+        checkpoint = (m.info or {}).get("checkpoint")
+        note = checkpoint_note(checkpoint)
+        cells = [_cell(m.name), _cell(checkpoint_label(checkpoint)) + (mark(_cell(note)) if note else ""),
+                 f"{m.clips_ok}/{total}"]
         if m.clips_failed:
-            cells[1] += mark(f"{m.name}: {m.clips_failed} of {total} clips failed; see errors in results.json "
+            cells[2] += mark(f"{m.name}: {m.clips_failed} of {total} clips failed; see errors in results.json "
                              f"(first: {m.errors[0]['clip_id'] or 'build'}: {m.errors[0]['error']})"
                              if m.errors else f"{m.name}: {m.clips_failed} clips failed")
         for column in columns:
             value = m.values.get(column)
-            cells.append(format_value(value) if value is not None else "n/a" + mark(_cell(m.na.get(column, "not computed"))))
+            if value is None:
+                cells.append("n/a" + mark(_cell(m.na.get(column, "not computed"))))
+            else:
+                cells.append(f"**{format_value(value)}**" if i in best[column] else format_value(value))
         lines.append("| " + " | ".join(cells) + " |")
     for row in published or []:
         source = mark(f"{row['source']}" + (f"; {row['note']}" if row.get("note") else ""))
-        cells = [_cell(row["method"]) + source, "–"] + [format_value(row["values"][c]) if c in row["values"] else "–"
-                                                          for c in columns]
+        cells = [_cell(row["method"]) + source, "–", "–"] + [
+            format_value(row["values"][c]) if c in row["values"] else "–" for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
 
     protocol = result.protocol
     about = [f"Protocol `{protocol.name}`: {protocol.description or protocol.dataset}; store `{protocol.store}`, "
              f"split `{result.split}`, {total} clips, {protocol.setting}-driven (reference = first frame, own "
              f"audio, {_driving(protocol)})."]
+    about.append(direction_legend(directions) + (" Published rows are not ranked." if published else ""))
     about += _metric_notes(result)
     if published:
         about.append("(published) rows are the papers' numbers from their own pipelines (official SyncNet, "
@@ -203,15 +288,21 @@ def markdown_table(result: Any, published: list[dict] | None = None) -> str:
 # CSV / JSON lines
 # ---------------------------------------------------------------------------------------------
 def write_csv(result: Any, path: Path, published: list[dict] | None = None) -> Path:
+    """The table's rows as CSV: signed values as measured (n/a empty); `best` = the columns (";"
+    separated) where the row holds the best measured value (`best_rows`: |x| for NLSE-C)."""
     columns = list(result.columns)
+    best = _best_by_column(result)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["method", "kind", "clips_ok", "clips_failed", *columns])
-    for m in result.methods:
-        writer.writerow([m.name, "measured", m.clips_ok, m.clips_failed,
+    writer.writerow(["method", "kind", "clips_ok", "clips_failed", "checkpoint", "training_run", "best", *columns])
+    for i, m in enumerate(result.methods):
+        checkpoint = (m.info or {}).get("checkpoint")
+        training = training_run(checkpoint)
+        writer.writerow([m.name, "measured", m.clips_ok, m.clips_failed, checkpoint or "",
+                         (training or {}).get("run_dir", ""), ";".join(c for c in columns if i in best[c]),
                          *["" if m.values.get(c) is None else repr(m.values[c]) for c in columns]])
     for row in published or []:
-        writer.writerow([row["method"], "published", "", "", *[row["values"].get(c, "") for c in columns]])
+        writer.writerow([row["method"], "published", "", "", "", "", "", *[row["values"].get(c, "") for c in columns]])
     return atomic_write_text(path, buffer.getvalue())
 
 
@@ -237,13 +328,30 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "column"
 
 
+def chart_title(column: str, direction: str, context: str) -> str:
+    """A chart's title: what the bars show (|x| for closer-to-0 columns) and the direction in words."""
+    shown = f"|{column}|" if direction == "zero" else column
+    return f"{shown} ({direction_label(direction)}) — {context}"
+
+
+def bar_height(direction: str, value: float | None) -> float:
+    """What a bar shows: |value| for closer-to-0 columns, the value otherwise; 0 for n/a."""
+    if value is None:
+        return 0.0
+    return abs(value) if direction == "zero" else value
+
+
 def plot_columns(result: Any, folder: Path, published: list[dict] | None = None) -> list[Path]:
-    """One PNG bar chart per column: measured methods (n/a marked), then published values hatched."""
+    """One PNG bar chart per column: measured methods (n/a marked), then published values hatched;
+    closer-to-0 columns charted as |x|; the best measured bar outlined and starred."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure  # Figure + Agg canvas, no pyplot: no global state, no GUI
 
     paths = []
-    for column, higher in result.columns.items():
+    directions = _directions(result)
+    best = _best_by_column(result)
+    for column in result.columns:
+        direction = directions[column]
         names, values, styles = [], [], []
         for m in result.methods:
             names.append(m.name)
@@ -258,18 +366,23 @@ def plot_columns(result: Any, folder: Path, published: list[dict] | None = None)
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()
         xs = np.arange(len(names))
-        heights = [v if v is not None else 0.0 for v in values]
+        heights = [bar_height(direction, v) for v in values]
         colors = ["#4C72B0" if s == "measured" else "#BBBBBB" for s in styles]
         bars = ax.bar(xs, heights, color=colors, edgecolor="#333333")
-        for bar, value, style in zip(bars, values, styles):
+        for i, (bar, value, style) in enumerate(zip(bars, values, styles)):
             if style == "published":
                 bar.set_hatch("//")
             label = "n/a" if value is None else format_value(value)
-            ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
-                        fontsize=8, xytext=(0, 2), textcoords="offset points")
+            if style == "measured" and i in best[column]:
+                label += " ★"
+                bar.set_edgecolor("#C44E52")
+                bar.set_linewidth(2.0)
+            ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
+                        va="bottom" if bar.get_height() >= 0 else "top", fontsize=8,
+                        xytext=(0, 2 if bar.get_height() >= 0 else -2), textcoords="offset points")
         ax.set_xticks(xs, names, rotation=20 if len(names) > 3 else 0, ha="right" if len(names) > 3 else "center",
                       fontsize=8)
-        ax.set_title(f"{column} ({'higher' if higher else 'lower'} is better) — {result.protocol.name}", fontsize=10)
+        ax.set_title(chart_title(column, direction, result.protocol.name), fontsize=10)
         ax.axhline(0, color="#333333", linewidth=0.8)
         ax.margins(y=0.15)
         fig.tight_layout()

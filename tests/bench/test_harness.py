@@ -341,11 +341,11 @@ def test_run_folder_contents(e2e):
     assert "SSIM ↑" in header and "MAE ↓" in header and "NEEDW-B ↓" in header
     rows = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ") and "---" not in line]
     assert rows[1:] == ["ground_truth", "static", "bench_test_flaky", "bench_test_wrong_shape", "bench_test_needs_ckpt"]
-    assert "| bench_test_flaky | 2/3[^" in table  # failed clips are footnoted
+    assert "| bench_test_flaky | – | 2/3[^" in table  # failed clips are footnoted (no checkpoint: –)
     assert "(published)" not in table  # synthetic data: no paper rows
 
     csv_lines = (result.run_dir / "results.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("method,kind,clips_ok,clips_failed") and len(csv_lines) == 6
+    assert csv_lines[0].startswith("method,kind,clips_ok,clips_failed,checkpoint,training_run,best") and len(csv_lines) == 6
     lines = (result.run_dir / "results.jsonl").read_text().splitlines()
     assert [json.loads(line)["method"] for line in lines][:2] == ["ground_truth", "static"]
     assert (Path(result.run_info["config"]["bench_root"]) / "results.jsonl").is_file()

@@ -16,7 +16,9 @@ from talkinghead.bench.report import (
     load_published,
     log_wandb,
     markdown_table,
+    plot_columns,
     published_rows,
+    write_csv,
     write_report,
 )
 
@@ -27,10 +29,10 @@ def _result(run_dir: Path, protocol: str = "vox2", samples: bool = True) -> Benc
     columns = {"SSIM": True, "CPBD": True, "LSE-C": True, "LSE-D": False, "NLSE-C": False, "CSIM": True}
     column_metric = {"SSIM": "ssim", "CPBD": "cpbd", "LSE-C": "lse", "LSE-D": "lse", "NLSE-C": "lse", "CSIM": "csim"}
     truth = MethodResult("ground_truth", {"name": "ground_truth", "checkpoint": None},
-                         values={"SSIM": 1.0, "CPBD": 0.21, "LSE-C": 6.5, "LSE-D": 7.1, "NLSE-C": 0.01, "CSIM": None},
+                         values={"SSIM": 1.0, "CPBD": 0.21, "LSE-C": 6.5, "LSE-D": 7.1, "NLSE-C": -0.009, "CSIM": None},
                          na={"CSIM": "MissingWeightsError: pretrained file for 'arcface_r100' not found"}, clips_ok=3)
     static = MethodResult("static", {"name": "static", "checkpoint": None},
-                          values={"SSIM": 0.61, "CPBD": 0.25, "LSE-C": 0.4, "LSE-D": 12.3, "NLSE-C": -0.94,
+                          values={"SSIM": 0.61, "CPBD": 0.25, "LSE-C": 0.4, "LSE-D": 12.3, "NLSE-C": -0.942,
                                   "CSIM": None},
                           na={"CSIM": "MissingWeightsError: pretrained file for 'arcface_r100' not found"},
                           clips_ok=2, clips_failed=1,
@@ -69,18 +71,25 @@ def test_markdown_table_shape_and_published_rows(tmp_path):
     table = markdown_table(result, rows)
     parsed = _table_rows(table)
     header, body = parsed[0], parsed[1:]
-    assert header == ["Method", "clips", "SSIM ↑", "CPBD ↑", "LSE-C ↑", "LSE-D ↓", "NLSE-C ↓", "CSIM ↑"]
+    assert header == ["Method", "checkpoint", "clips", "SSIM ↑", "CPBD ↑", "LSE-C ↑", "LSE-D ↓", "NLSE-C →0", "CSIM ↑"]
     names = [row[0].split("[^")[0] for row in body]
     assert names[:2] == ["ground_truth", "static"]
     assert {"PC-AVS (published)", "PD-FGC (published)", "Rhythmic Head (published)",
             "Ground truth (published)"} <= set(names)
     assert all(len(row) == len(header) for row in body)
     pcavs = body[names.index("PC-AVS (published)")]
-    assert pcavs[2:5] == ["0.886", "0.083", "5.900"]  # paper's Sync_conf is our LSE-C
+    assert pcavs[3:6] == ["0.886", "0.083", "5.900"]  # paper's Sync_conf is our LSE-C
     pdfgc = body[names.index("PD-FGC (published)")]
-    assert pdfgc[4] == "7.260" and pdfgc[6] == "0.012" and pdfgc[2] == "–"
-    assert body[0][2] == "1.000" and body[0][1] == "3/3" and body[1][1].startswith("2/3[^")
-    assert body[0][7].startswith("n/a[^")
+    assert pdfgc[5] == "7.260" and pdfgc[7] == "0.012" and pdfgc[3] == "–" and pdfgc[1] == "–"
+    assert body[0][3] == "**1.000**" and body[0][2] == "3/3" and body[1][2].startswith("2/3[^")
+    assert body[0][1] == body[1][1] == "–"  # baselines score no checkpoint
+    assert body[0][8].startswith("n/a[^")
+    # the best measured value per column in bold; NLSE-C by |x|: -0.009 beats -0.942; published never bold
+    assert body[0][7] == "**-0.009**" and body[1][7] == "-0.942"
+    assert body[1][4] == "**0.250**" and body[0][4] == "0.210"  # CPBD: higher is better
+    assert body[0][6] == "**7.100**" and body[1][6] == "12.30"  # LSE-D: lower is better
+    assert not any("**" in cell for row in body[2:] for cell in row)
+    assert "→0 closer to 0 is better (ranked by |x|) (NLSE-C)" in table
     # footnotes: the n/a reason, the failed clip, the SyncNet, the CSIM embedding, the sources
     assert "arcface_r100" in table and "RuntimeError: boom" in table
     assert "SyncNet = SyncNet expert (synth-vox2, 12 epochs)" in table
@@ -124,6 +133,9 @@ def test_write_report_files(tmp_path, monkeypatch):
     rows = list(csv.DictReader(io.StringIO((run_dir / "results.csv").read_text())))
     assert [r["method"] for r in rows[:2]] == ["ground_truth", "static"] and rows[2]["kind"] == "published"
     assert float(rows[1]["SSIM"]) == pytest.approx(0.61) and rows[0]["CSIM"] == ""
+    assert float(rows[1]["NLSE-C"]) == pytest.approx(-0.942)  # signed as measured; ranked by |x|
+    assert rows[0]["best"] == "SSIM;LSE-C;LSE-D;NLSE-C" and rows[1]["best"] == "CPBD" and rows[2]["best"] == ""
+    assert rows[0]["checkpoint"] == "" and rows[0]["training_run"] == ""
     lines = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
     assert [r["method"] for r in lines] == ["ground_truth", "static"]
     assert lines[1]["results"]["LSE-D"] == pytest.approx(12.3) and lines[1]["clips_failed"] == 1
@@ -155,3 +167,45 @@ def test_wandb_offline_run_inside_run_folder(tmp_path, monkeypatch):
     assert folder is not None, messages
     assert Path(folder).parent == run_dir / "wandb" and Path(folder).name.startswith("offline-run-")
     assert list(Path(folder).glob("*.wandb"))
+
+
+def test_table_names_each_rows_checkpoint_and_training_run(tmp_path):
+    stage = tmp_path / "runs" / "pdfgc" / "expression"
+    (stage / "checkpoints").mkdir(parents=True)
+    checkpoint = stage / "checkpoints" / "last.ckpt"
+    checkpoint.write_bytes(b"x")
+    (stage / "wandb_id").write_text("w4nd8\n")
+    result = _result(tmp_path / "run", samples=False)
+    result.methods.append(MethodResult("pdfgc", {"name": "pdfgc", "checkpoint": str(checkpoint)},
+                                       values={"SSIM": 0.5, "NLSE-C": 0.3}, clips_ok=3))
+    table = markdown_table(result)
+    body = _table_rows(table)[1:]
+    assert body[2][0] == "pdfgc" and body[2][1].startswith("pdfgc/expression[^")
+    note = body[2][1].split("[^")[1].rstrip("]")
+    footnote = next(line for line in table.splitlines() if line.startswith(f"[^{note}]:"))
+    assert f"`{checkpoint}`" in footnote and "stage `expression`" in footnote and "W&B id `w4nd8`" in footnote
+    assert body[2][7] == "0.300"  # |0.3| is worse than |-0.009|
+    write_csv(result, tmp_path / "r.csv")
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "r.csv").read_text())))
+    assert rows[2]["checkpoint"] == str(checkpoint) and rows[2]["training_run"] == str(tmp_path / "runs" / "pdfgc")
+
+
+def test_charts_show_closer_to_zero_columns_as_absolute_values(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    titles, heights = {}, {}
+    original = Figure.savefig
+
+    def capture(fig, *args, **kwargs):
+        ax = fig.axes[0]
+        title = ax.get_title()
+        titles[title.split(" ")[0]] = title
+        heights[title.split(" ")[0]] = [round(p.get_height(), 3) for p in ax.patches]
+        return original(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", capture)
+    result = _result(tmp_path / "run", samples=False)
+    paths = plot_columns(result, tmp_path / "plots")
+    assert {p.name for p in paths} == {f"{c}.png" for c in result.columns}
+    assert heights["|NLSE-C|"] == [0.009, 0.942] and "closer to 0 is better" in titles["|NLSE-C|"]
+    assert heights["LSE-D"] == [7.1, 12.3] and "lower is better" in titles["LSE-D"]
