@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test data train bench bench-data bench-metrics clean
+.PHONY: help setup test data train bench compare bench-data bench-metrics clean
 
 METHOD ?= pcavs
 CONFIG ?=
@@ -52,6 +52,9 @@ train: $(STAMP) $(TRAIN_STORE) ## train a registered METHOD (an unknown one list
 
 bench: $(STAMP) $(BENCH_STORE) ## score METHODS on DATASET: make bench DATASET=synth METHODS="ground_truth static" [CLIPS=N] [ARGS=...]
 	$(BIN)/talkinghead bench --dataset $(DATASET) --methods $(METHODS) $(if $(CLIPS),--clips $(CLIPS)) $(ARGS)
+
+compare: $(STAMP) ## several bench runs in one report (runs/compare/<timestamp>/index.html): make compare [RUNS="runs/bench/a runs/bench/b"] [OUT=dir]; no RUNS: the two latest complete runs
+	$(BIN)/talkinghead compare $(RUNS) $(if $(OUT),--out $(OUT))
 
 bench-metrics: $(STAMP) ## CPBD and LSE cost next to the reference implementations (benchmarks/perf/metrics.py)
 	$(BIN)/python benchmarks/perf/metrics.py

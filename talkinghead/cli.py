@@ -5,6 +5,7 @@
   talkinghead data --out data                                   # SynthTalk in every layout, preprocessed
   talkinghead train --method pcavs [--config synth] [KEY=VALUE ...]  # train a registered method
   talkinghead bench --dataset synth --methods ground_truth static   # score methods, write the results table
+  talkinghead compare runs/bench/A runs/bench/B                 # several bench runs in one report (index.html)
   talkinghead weights                                           # pretrained files: present or where to get them
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 from talkinghead.bench.cli import add_bench_parser
+from talkinghead.bench.compare import add_compare_parser
 from talkinghead.data.corpora import READERS
 from talkinghead.data.synthtalk.generate import LAYOUTS, MOTIONS, SynthConfig
 
@@ -230,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_generate, options=[])
 
     add_bench_parser(sub)
+    add_compare_parser(sub)
 
     p = sub.add_parser("weights", help="list the pretrained files the suite can use and whether each is present")
     p.set_defaults(func=cmd_weights)

@@ -189,7 +189,7 @@ def plot_matrices(matrices: list[ControlMatrix], path: Path, protocol: str) -> P
         ax.set_yticks(range(len(DRIVERS)), DRIVERS if k == 0 else [""] * len(DRIVERS), fontsize=8)
         for (r, c), value in np.ndenumerate(grid):
             ax.text(c, r, "n/a" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if np.isnan(value) or value < 0.6 * top else "black")
+                    color="#555555" if np.isnan(value) else "white" if value < 0.6 * top else "black")
         ax.set_title(matrix.method, fontsize=9)
     fig.colorbar(image, ax=fig.axes, shrink=0.8, label="RMS change / natural spread")
     fig.suptitle(f"factor control — {protocol} (row: driver changed)", fontsize=10)
