@@ -141,10 +141,13 @@ def _complete_record(record: dict, info: dict) -> None:
     if not record.get("store"):
         record["store"] = info.get("store") or protocol.get("store")
     checkpoint, cwd = record.get("checkpoint"), info.get("cwd")
-    if checkpoint and cwd and not Path(checkpoint).is_absolute() and not Path(checkpoint).exists():
-        there = Path(cwd) / checkpoint
-        if there.exists():
-            record["training_run"] = training_run(there)
+    if not checkpoint:
+        return
+    path = Path(checkpoint)
+    if cwd and not path.is_absolute() and not path.exists() and (Path(cwd) / path).exists():
+        record["training_run"] = training_run(Path(cwd) / path)  # read where the bench ran
+    elif not record.get("training_run"):
+        record["training_run"] = training_run(path)
 
 
 def latest_runs(bench_root: str | Path = "runs/bench", count: int = 2) -> list[Path]:
@@ -615,7 +618,7 @@ def compare_runs(paths: list[str | Path], out: str | Path | None = None,
     colours = {run.label: RUN_COLOURS[i % len(RUN_COLOURS)] for i, run in enumerate(runs)}
     outputs: dict[str, Any] = {"folder": str(root)}
     markdown = ["# Bench comparison", "", f"{len(runs)} runs, written {created}; rows = (method, run, checkpoint), "
-                "one table per protocol group.", ""] + [markdown_group(g) for g in groups]
+                "one table per protocol group.", ""]
 
     charts: dict[str, dict[str, Path]] = {}
     try:
@@ -626,11 +629,14 @@ def compare_runs(paths: list[str | Path], out: str | Path | None = None,
     outputs["plots"] = [str(p) for c in charts.values() for p in c.values()]
 
     control: dict[str, dict] = {}
-    for run in runs:
-        if run.control:
-            control[run.label] = write_control(run, root / "control", log)
-            markdown += [(root / "control" / f"{_safe(run.label)}.md").read_text().replace(
-                "## Factor-control matrix", "### Factor-control matrix", 1)]
+    for group in groups:  # each group's table, then the control matrices of its runs
+        markdown.append(markdown_group(group))
+        for run in group.runs:
+            if run.control:
+                control[run.label] = write_control(run, root / "control", log)
+                if control[run.label]:
+                    markdown.append(Path(control[run.label]["md"]).read_text().replace(
+                        "## Factor-control matrix", "### Factor-control matrix", 1))
     outputs["control"] = {label: {k: str(v) for k, v in files.items()} for label, files in control.items()}
 
     samples: dict[str, list[Path]] = {}
