@@ -43,7 +43,6 @@ from urllib.parse import quote
 
 from talkinghead.bench.records import column_direction, direction_label, read_records, training_run
 from talkinghead.bench.report import (
-    ARROWS,
     bar_height,
     best_rows,
     chart_title,
@@ -302,8 +301,9 @@ def _run_line(run: Run) -> str:
     return f"`{run.label}` ({run.path}): " + ", ".join(parts)
 
 
-def markdown_group(group: CompareGroup) -> str:
-    """The group's table and notes in GitHub markdown."""
+def markdown_group(group: CompareGroup, samples: dict[str, list[str]] | None = None) -> str:
+    """The group's table and notes in GitHub markdown; `samples`: run label -> its copied videos
+    (paths relative to the report folder)."""
     cells, notes = _cells(group)
     header = ["Method", "run", "checkpoint", "clips"] + [column_header(c, d) for c, d in group.columns.items()]
     lines = [f"## {group.title}", "", "| " + " | ".join(header) + " |",
@@ -318,6 +318,10 @@ def markdown_group(group: CompareGroup) -> str:
     lines += ["", f"- {direction_legend(group.columns)}"]
     lines += [f"- Run {_run_line(run)}" for run in group.runs]
     lines += [f"- Warning: {w}" for w in group.warnings]
+    for run in group.runs:
+        if (samples or {}).get(run.label):
+            lines.append(f"- Sample videos of `{run.label}` (its methods side by side): "
+                         + ", ".join(f"[{Path(v).stem}]({quote(v)})" for v in samples[run.label]))
     if notes:
         lines += [""] + [f"[^{n}]: {_md(text)}" for text, n in notes.items()]
     return "\n".join(lines) + "\n"
@@ -527,11 +531,8 @@ def html_group(group: CompareGroup, root: Path, charts: dict[str, Path], control
             tds.append(f"<td class='{' '.join(classes)}'>{text}{note}</td>")
         parts.append("<tr>" + "".join(tds) + "</tr>")
     parts.append("</tbody></table></div>")
-    legend = "; ".join(f"{ARROWS[d]} {direction_label(d)}" + (
-        f" ({', '.join(c for c, x in group.columns.items() if x == d)})" if d == "zero" else "")
-                       for d in ("higher", "lower", "zero") if d in group.columns.values())
-    parts.append(f"<p class='meta'>{_e(legend)}. <b>Bold</b>: the best measured value of the column in this "
-                 f"table.</p><ul class='meta'>")
+    legend = _e(direction_legend(group.columns)).replace("**Bold**", "<b>Bold</b>")
+    parts.append(f"<p class='meta'>{legend}</p><ul class='meta'>")
     parts += [f"<li>Run {_e(_run_line(run).replace('`', ''))}</li>" for run in group.runs]
     parts += [f"<li><b>Warning</b>: {_e(w)}</li>" for w in group.warnings]
     parts.append("</ul>")
@@ -628,9 +629,15 @@ def compare_runs(paths: list[str | Path], out: str | Path | None = None,
         log(f"charts skipped: {error} (pip install matplotlib)")
     outputs["plots"] = [str(p) for c in charts.values() for p in c.values()]
 
+    samples: dict[str, list[Path]] = {}
+    for run in runs:
+        samples[run.label] = [_copy(video, root / "samples" / _safe(run.label) / video.name) for video in run.samples]
+    outputs["samples"] = [str(p) for videos in samples.values() for p in videos]
+
     control: dict[str, dict] = {}
     for group in groups:  # each group's table, then the control matrices of its runs
-        markdown.append(markdown_group(group))
+        markdown.append(markdown_group(group, {label: [p.relative_to(root).as_posix() for p in videos]
+                                               for label, videos in samples.items()}))
         for run in group.runs:
             if run.control:
                 control[run.label] = write_control(run, root / "control", log)
@@ -638,11 +645,6 @@ def compare_runs(paths: list[str | Path], out: str | Path | None = None,
                     markdown.append(Path(control[run.label]["md"]).read_text().replace(
                         "## Factor-control matrix", "### Factor-control matrix", 1))
     outputs["control"] = {label: {k: str(v) for k, v in files.items()} for label, files in control.items()}
-
-    samples: dict[str, list[Path]] = {}
-    for run in runs:
-        samples[run.label] = [_copy(video, root / "samples" / _safe(run.label) / video.name) for video in run.samples]
-    outputs["samples"] = [str(p) for videos in samples.values() for p in videos]
 
     outputs["markdown"] = str(atomic_write_text(root / "compare.md", "\n".join(markdown)))
     outputs["csv"] = str(atomic_write_text(root / "compare.csv", csv_text(groups)))
