@@ -118,7 +118,8 @@ def load_run(path: str | Path) -> Run:
     if not records:
         raise NotARunFolderError(f"{path}: results.jsonl holds no records")
     # results.json's column senses are the run's own: they replace directions guessed for older lines
-    columns = _read_json(path / "results.json").get("columns") if (path / "results.json").is_file() else None
+    saved = _read_json(path / "results.json") if (path / "results.json").is_file() else None
+    columns = saved.get("columns") if isinstance(saved, dict) else None
     if isinstance(columns, dict):
         for record in records:
             record["directions"] = {**record.get("directions", {}),
