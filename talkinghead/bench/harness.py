@@ -895,6 +895,15 @@ def _run_folder(config: BenchConfig, protocol: Protocol) -> Path:
     return path
 
 
+def _store_source(store: str | Path) -> dict:
+    """{synthtalk, evidence}: whether the store is SynthTalk and why (`talkinghead.data.provenance`);
+    the report leaves out a protocol's published rows for a SynthTalk store."""
+    from talkinghead.data.provenance import synthtalk_evidence
+
+    evidence = synthtalk_evidence(store)
+    return {"synthtalk": evidence is not None, "evidence": evidence}
+
+
 def _write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, default=str) + "\n")
 
@@ -1007,6 +1016,7 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] | None = None,
         "protocol": protocol.to_dict(),
         "dataset": protocol.dataset,
         "store": str(Path(protocol.store).resolve()),
+        "store_source": _store_source(protocol.store),
         "split": split,
         "setting": protocol.setting,
         "clips": [s.to_dict() for s in selections],

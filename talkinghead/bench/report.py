@@ -6,7 +6,9 @@ table.md        the results table shaped like the papers' Table 1: one row per m
                 column per metric column with its direction (↑ higher is better, ↓ lower is
                 better), a "clips" column (scored / selected), then the papers' numbers for the
                 protocol's dataset as rows marked "(published)" (from benchmarks/published.yaml;
-                VoxCeleb2, LRW and MEAD). "n/a" cells carry a footnote with the reason; further
+                VoxCeleb2, LRW and MEAD) -- only when the store is that dataset: for a SynthTalk
+                store (run.json ``store_source``, `published_for`) they are left out and a note
+                says why. "n/a" cells carry a footnote with the reason; further
                 footnotes name the protocol, the SyncNet behind LSE numbers, the CSIM embedding
                 and any failed clips.
 results.csv     the same rows (n/a cells empty; kind = measured | published).
@@ -42,6 +44,7 @@ __all__ = [
     "log_wandb",
     "markdown_table",
     "plot_columns",
+    "published_for",
     "published_rows",
     "write_csv",
     "write_jsonl",
@@ -104,6 +107,31 @@ def published_rows(columns: list[str], key: str | None, path: str | Path | None 
     return rows
 
 
+#: dataset names of the published keys, for the table's notes
+PUBLISHED_NAMES = {"vox2": "VoxCeleb2", "lrw": "LRW", "mead": "MEAD"}
+
+
+def published_for(result: Any, path: str | Path | None = None) -> tuple[list[dict], str | None]:
+    """(published rows, None) for a run on the protocol's own dataset; ([], why) when the store is
+    SynthTalk (run.json's ``store_source``, else `talkinghead.data.provenance.synthtalk_evidence`):
+    papers' numbers on the real corpus are not shown beside numbers measured on synthetic clips."""
+    key = result.protocol.published
+    if key is None:
+        return [], None
+    source = (result.run_info or {}).get("store_source")
+    if source is None:
+        from talkinghead.data.provenance import synthtalk_evidence
+
+        evidence = synthtalk_evidence(result.protocol.store)
+    else:
+        evidence = source.get("evidence") if source.get("synthtalk") else None
+    if evidence:
+        name = PUBLISHED_NAMES.get(key, key)
+        return [], (f"published {name} rows left out: the store {result.protocol.store} is SynthTalk ({evidence}), "
+                    f"and the papers measured {name}")
+    return published_rows(list(result.columns), key, path), None
+
+
 # ---------------------------------------------------------------------------------------------
 # table
 # ---------------------------------------------------------------------------------------------
@@ -160,8 +188,9 @@ def _driving(protocol) -> str:
     return text + (f", own {'/'.join(own)}" if own else "")
 
 
-def markdown_table(result: Any, published: list[dict] | None = None) -> str:
-    """The run's table in GitHub markdown (see the module docstring)."""
+def markdown_table(result: Any, published: list[dict] | None = None, notes_after: list[str] | None = None) -> str:
+    """The run's table in GitHub markdown (see the module docstring); `notes_after`: more lines
+    for the notes under it (e.g. why published rows are left out)."""
     columns = list(result.columns)
     notes, mark = _footnotes()
     header = ["Method", "clips"] + [f"{c} {UP if result.columns[c] else DOWN}" for c in columns]
@@ -191,6 +220,7 @@ def markdown_table(result: Any, published: list[dict] | None = None) -> str:
     if published:
         about.append("(published) rows are the papers' numbers from their own pipelines (official SyncNet, "
                       "their landmark detector and LMD convention, ArcFace): context, not measured here.")
+    about += list(notes_after or [])
     out = [f"## Benchmark `{protocol.name}` ({result.run_dir.name})", "", *lines, ""]
     out += [f"- {line}" for line in about]
     if notes:
@@ -402,9 +432,9 @@ def write_report(result: Any, published: str | Path | None = None, wandb_log: bo
     """
     log = log or (lambda message: print(message, file=sys.stderr))
     run_dir = Path(result.run_dir)
-    rows = published_rows(list(result.columns), result.protocol.published, published)
+    rows, left_out = published_for(result, published)
     outputs: dict[str, Any] = {}
-    table = markdown_table(result, rows)
+    table = markdown_table(result, rows, [left_out] if left_out else None)
     outputs["table"] = str(atomic_write_text(run_dir / "table.md", table))
     outputs["csv"] = str(write_csv(result, run_dir / "results.csv", rows))
     try:

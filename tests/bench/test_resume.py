@@ -80,6 +80,7 @@ def test_killed_run_is_interrupted_and_the_same_command_resumes_it(synth_vox2_st
     assert sorted(p.name for p in bench_root.iterdir() if p.is_dir() and p.name != "cache") == [run_dir.name]
     record = json.loads((run_dir / "run.json").read_text())
     assert record["status"] == "complete" and run_status(run_dir) == "complete"
+    assert record["store_source"]["synthtalk"] is True  # the report leaves published rows out for it
     assert record["resumed"][0]["reused"] == [FIRST] and record["resumed"][0]["previous_status"] == "interrupted"
     assert list((run_dir / "samples").glob("*.mp4"))
 
