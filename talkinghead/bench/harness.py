@@ -15,7 +15,7 @@
    store's train split (the methods' training data) with the same SyncNet, cached in
    ``<bench_root>/cache/nlse-real-<key>.json`` (key: sha256 of the SyncNet checkpoint's bytes
    and the clip ids);
-4. for each method (progress bar) and each clip (progress bar): loads the clip, builds the
+4. for each method and each clip (progress: `talkinghead.progress`, bars or plain lines): loads the clip, builds the
    request, generates, checks the frames ((T, 3, H, W) float in [0, 1]) and updates every
    metric with exactly the inputs it lists in ``inputs``, plus those of ``optional_inputs`` the
    harness has (``real_landmarks``, ``pose_landmarks``, ``fake_landmarks``: see below). A clip that fails (loading,
@@ -87,6 +87,7 @@ from talkinghead.bench import protocol as protocols
 from talkinghead.bench.methods import build_method, describe, method_spec
 from talkinghead.bench.protocol import GROUND_TRUTH_INPUTS, Protocol, Selection, get_protocol, load_clip
 from talkinghead.fileio import atomic_write_text, sha256_file
+from talkinghead.progress import progress as progress_bar
 
 __all__ = [
     "BenchConfig",
@@ -143,7 +144,7 @@ class BenchConfig:
                         instead of the metric's own detection on the real / pose-source frames
                         (module docstring).
     wandb:              log to Weights & Biases when wandb is installed (offline without an API key).
-    progress:           tqdm progress bars.
+    progress:           progress: tqdm bars on a terminal, periodic plain lines in a log (`talkinghead.progress`).
     published:          YAML of published numbers (default benchmarks/published.yaml).
     resume:             continue the latest interrupted run with the same settings under bench_root
                         (or in `out`), reusing the methods it had scored (`talkinghead.bench.resume`).
@@ -377,8 +378,8 @@ def real_sync_confidence(
             pass  # unreadable cache: measure again and overwrite it
     per_clip: dict[str, float] = {}
     failed: dict[str, str] = {}
-    for entry in tqdm(entries, desc="NLSE-C reference (real train clips)", unit="clip", disable=not progress,
-                      leave=False):
+    for entry in progress_bar(entries, desc="NLSE-C reference (real train clips)", unit="clip",
+                              disable=not progress):
         try:
             count = int(len(store.load(entry, ["frame_offsets"])["frame_offsets"]) - 1)
             frames = protocols.frames_tensor(store.load_frames(entry, range(count)))
@@ -735,7 +736,7 @@ class _Runner:
         for m in live:
             m.instance.reset()
             result.metric_clips[m.name] = 0
-        bar = tqdm(selections, desc=f"{name}", unit="clip", disable=not config.progress, leave=False)
+        bar = progress_bar(selections, desc=f"{name} {config.protocol}", unit="clip", disable=not config.progress)
         for selection in bar:
             file = None
             try:
@@ -1083,7 +1084,7 @@ def _run(config: BenchConfig, log: Callable[[str], None], report: bool, protocol
     samples: dict[str, dict] = {}
     results = []
     stage["now"] = "methods"
-    for name in tqdm(config.methods, desc=f"bench {protocol.name}", unit="method", disable=not config.progress):
+    for name in progress_bar(config.methods, desc=f"bench {protocol.name}", unit="method", disable=not config.progress):
         kept = resuming.read_partial(run_dir, name, scoring) if previous else None
         if kept is not None:
             data, kept_samples = kept
