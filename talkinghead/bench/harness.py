@@ -71,7 +71,9 @@ import inspect
 import json
 import os
 import platform
+import signal
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -270,7 +272,18 @@ def _train_syncnet_expert(config_path: Path, store: Path, out_dir: Path, progres
     from talkinghead.training.runner import train
 
     overrides = [f"store={Path(store)}", f"out={Path(out_dir)}", f"trainer.progress={str(bool(progress)).lower()}"]
-    train(get_method("syncnet"), config_path, overrides)
+    sigint = signal.getsignal(signal.SIGINT)
+    try:
+        train(get_method("syncnet"), config_path, overrides)
+    except SystemExit as error:
+        # Lightning answers Ctrl-C / SIGTERM during fit with its shutdown, then sys.exit(1): the bench
+        # run is interrupted (run.json says so; the training resumes from its checkpoint next time)
+        if isinstance(error.__context__, KeyboardInterrupt):
+            raise error.__context__ from None
+        raise
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, sigint)  # Lightning ignores SIGINT after an interrupt
     return Path(out_dir) / EXPERT_FILE
 
 

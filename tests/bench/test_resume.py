@@ -134,3 +134,33 @@ def test_run_status_of_a_live_a_dead_and_a_reused_pid(tmp_path):
     (tmp_path / "run.json").write_text(json.dumps({"status": "running", **me, "host": "elsewhere", "pid": child.pid}))
     assert run_status(tmp_path) == "running"  # another machine: cannot tell
     assert run_status(tmp_path / "none") is None
+
+
+def test_interrupted_while_training_the_syncnet_expert(synth_vox2_store, tmp_path):
+    """The first user's case: SIGTERM while the bench trains the SyncNet expert (inside Lightning,
+    which turns the interrupt into sys.exit) still leaves run.json "interrupted"."""
+    import shutil
+
+    store = tmp_path / "store"
+    shutil.copytree(synth_vox2_store, store, ignore=shutil.ignore_patterns("experts"))
+    config = tmp_path / "syncnet.yaml"
+    config.write_text(f"inherits: {REPO / 'experiments' / 'syncnet' / 'tiny.yaml'}\n"
+                      "expert: {max_steps: 100000, epoch_batches: 1}\ndata: {windows_per_clip: 2, max_shift: 6}\n")
+    bench_root, calls = tmp_path / "bench", tmp_path / "calls"
+    command = [sys.executable, str(HELPER), "--dataset", "synth", "--store", str(store), "--split", "train",
+               "--clips", "2", "--methods", FIRST, "--metrics", "lse", "--syncnet-config", str(config),
+               "--bench-root", str(bench_root), "--out", str(bench_root / "run"), "--no-wandb", "--no-progress",
+               "--samples", "0"]
+    process = subprocess.Popen(command, env=_env(calls, slow=0.0), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    checkpoint = store / "experts" / "syncnet" / "expert" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not checkpoint.is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert checkpoint.is_file(), process.communicate() if process.poll() is not None else "no checkpoint in time"
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    record = json.loads((bench_root / "run" / "run.json").read_text())
+    assert record["status"] == "interrupted" and record["interrupted"]["by"] == "SIGTERM"
+    assert record["interrupted"]["stage"] == "metrics" and record["interrupted"]["scored"] == []
