@@ -141,9 +141,10 @@ class Lines:
             return
         self.closed = True
         if self.n:
-            self._write(f"[{self.desc}] {self.n}{'/' + str(self.total) if self.total else ''} {self.unit}s in "
-                        f"{format_duration(self.ticker.elapsed)} ({format_rate(self.n, self.ticker.elapsed, self.unit)})"
-                        + (f", {self.postfix}" if self.postfix else ""))
+            elapsed = self.ticker.elapsed
+            count = f"{self.n}/{self.total}" if self.total else f"{self.n}"
+            self._write(f"[{self.desc}] {count} {self.unit}s in {format_duration(elapsed)} "
+                        f"({format_rate(self.n, elapsed, self.unit)})" + (f", {self.postfix}" if self.postfix else ""))
 
     def __iter__(self) -> Iterator:
         try:

@@ -221,7 +221,8 @@ def write_partial(run_dir: str | Path, result: dict, samples: dict[str, dict], p
          "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=1, default=str) + "\n")
 
 
-def read_partial(run_dir: str | Path, name: str, print_: str) -> tuple[dict, dict[str, tuple[np.ndarray, np.ndarray]]] | None:
+def read_partial(run_dir: str | Path, name: str, print_: str
+                 ) -> tuple[dict, dict[str, tuple[np.ndarray, np.ndarray]]] | None:
     """(result dict, {clip_id: (audio, frames)}) of a kept method, or None when it is not kept,
     unreadable, or was scored with other metrics (fingerprint differs from `print_`)."""
     folder = Path(run_dir) / PARTIAL
