@@ -47,10 +47,16 @@ BENCH_STORE := $(if $(filter synth synth-pose synth-eye,$(DATASET)),$(SYNTH_STOR
 # the SynthTalk configs (the default synth.yaml, tiny.yaml) read the SynthTalk store: made when missing
 TRAIN_STORE := $(if $(filter-out synth tiny,$(CONFIG)),,$(SYNTH_STORE)/index.json)
 
-train: $(STAMP) $(TRAIN_STORE) ## train a registered METHOD (an unknown one lists them): make train METHOD=pcavs [CONFIG=vox2] [ARGS="full.max_steps=100"]
+# train and bench check their settings (names, config, overrides, checkpoints) before the store is
+# made: a typo fails in seconds, listing the choices, instead of after minutes of data generation
+train: $(STAMP) ## train a registered METHOD (an unknown one lists them): make train METHOD=pcavs [CONFIG=vox2] [ARGS="full.max_steps=100"]
+	$(BIN)/talkinghead train --method $(METHOD) --check $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
+	$(if $(TRAIN_STORE),@$(MAKE) --no-print-directory $(TRAIN_STORE))
 	$(BIN)/talkinghead train --method $(METHOD) $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
 
-bench: $(STAMP) $(BENCH_STORE) ## score METHODS on DATASET: make bench DATASET=synth METHODS="ground_truth static" [CLIPS=N] [ARGS=...]
+bench: $(STAMP) ## score METHODS on DATASET: make bench DATASET=synth METHODS="ground_truth static" [CLIPS=N] [ARGS=...]
+	$(BIN)/talkinghead bench --check --dataset $(DATASET) --methods $(METHODS) $(if $(CLIPS),--clips $(CLIPS)) $(ARGS)
+	$(if $(BENCH_STORE),@$(MAKE) --no-print-directory $(BENCH_STORE))
 	$(BIN)/talkinghead bench --dataset $(DATASET) --methods $(METHODS) $(if $(CLIPS),--clips $(CLIPS)) $(ARGS)
 
 compare: $(STAMP) ## several bench runs in one report (runs/compare/<timestamp>/index.html): make compare [RUNS="runs/bench/a runs/bench/b"] [OUT=dir]; no RUNS: the two latest complete runs

@@ -129,6 +129,9 @@ def train_parser(method) -> argparse.ArgumentParser:
     parser.add_argument("--stage", choices=method.stages, default=None,
                         help="start at this stage (the earlier ones' checkpoints are read, not retrained)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--check", action="store_true",
+                        help="only check the method, config, overrides and --stage, then exit (0: valid; 2: the "
+                             "reason); makes no store and trains nothing (the Makefile runs it first)")
     parser.add_argument("--record", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     return parser
@@ -142,15 +145,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 2
     options = train_parser(method).parse_args([a for a in args.options if a != "--"])
     try:
-        if options.print_config:
-            from talkinghead.training.runner import resolve
+        if options.print_config or options.check:
+            from talkinghead.training.runner import resolve, stage_plan
 
-            print(to_yaml(resolve(method, options.config, options.overrides)), end="")
+            cfg = resolve(method, options.config, options.overrides)
+            if options.print_config:
+                print(to_yaml(cfg), end="")
+            else:
+                stages = stage_plan(method, cfg, options.stage)
+                print(f"talkinghead train: {method.name} settings ok (config {options.config or method.default_config}"
+                      f", stages {' -> '.join(stages)}, store {cfg.store})")
             return 0
         from talkinghead.training.runner import train
 
         path = train(method, options.config, options.overrides, stage=options.stage, record=options.record)
-    except (ConfigError, FileNotFoundError) as error:
+    except (ConfigError, FileNotFoundError, ValueError) as error:
         print(f"talkinghead train: error: {error}", file=sys.stderr)
         return 2
     print(f"{method.name} checkpoint: {path}")

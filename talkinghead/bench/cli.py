@@ -20,7 +20,9 @@ then the flags given, then ``KEY=VALUE`` words (anywhere on the line: a method n
 
 Also runnable on its own: ``python -m talkinghead.bench.cli ...``. Exit status: 0 when every
 clip of every method was scored, 1 when the run completed with recorded failures, 2 when it
-could not start (unknown name, missing store, ...).
+could not start (unknown name, missing store, ...), 130 / 143 when interrupted by Ctrl-C / SIGTERM
+(run.json then says "interrupted"; the same command resumes the run, ``--no-resume`` starts anew).
+``--check`` only validates the settings (the Makefile runs it before making a store).
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ def _checkpoint(text: str) -> tuple[str, str]:
 #: flag destination -> BenchConfig key (flags not listed have the key's name)
 FLAG_KEYS = {"dataset": "protocol", "clips": "num_clips"}
 #: ``--no-X`` flags: destination -> the BenchConfig key they set to False
-NEGATED = {"no_train_syncnet": "train_syncnet", "no_wandb": "wandb", "no_progress": "progress"}
+NEGATED = {"no_train_syncnet": "train_syncnet", "no_wandb": "wandb", "no_progress": "progress", "no_resume": "resume"}
 
 
 def _add_options(p: argparse.ArgumentParser) -> None:
@@ -53,6 +55,9 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     d = argparse.SUPPRESS
     p.add_argument("--config", default=None, help="YAML of bench settings (BenchConfig keys)")
     p.add_argument("--print-config", action="store_true", help="print the resolved settings and exit")
+    p.add_argument("--check", action="store_true",
+                   help="only check the settings (protocol, methods, metrics, given checkpoints) and exit: 0 when "
+                        "they are valid, 2 with the reason otherwise; makes and trains nothing")
     p.add_argument("--dataset", default=d, metavar="PROTOCOL",
                    help=f"benchmark protocol: {', '.join(protocol_names())} (default synth)")
     p.add_argument("--methods", nargs="+", default=d, help="methods to benchmark (default: ground_truth static)")
@@ -87,6 +92,9 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--published", default=d, help="YAML of published numbers (default benchmarks/published.yaml)")
     p.add_argument("--no-wandb", action="store_true", default=d, help="do not log to Weights & Biases")
     p.add_argument("--no-progress", action="store_true", default=d, help="no progress bars")
+    p.add_argument("--no-resume", action="store_true", default=d,
+                   help="start a new run folder even when the latest run with the same settings was interrupted "
+                        "(default: continue it, reusing the methods it had scored)")
     p.add_argument("--list", action="store_true", help="list protocols, methods and metrics, then exit")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="settings (BenchConfig keys), e.g. num_clips=20")
 
@@ -113,7 +121,7 @@ def resolve_settings(args: argparse.Namespace):
         given["methods"] = [w for w in given["methods"] if "=" not in w]
     flags: dict[str, Any] = {}
     for dest, value in given.items():
-        if dest in ("config", "print_config", "list", "func", "command", "method", "options"):
+        if dest in ("config", "print_config", "check", "list", "func", "command", "method", "options"):
             continue
         if dest in NEGATED:
             flags[NEGATED[dest]] = not value
@@ -170,7 +178,7 @@ def run_bench(args: argparse.Namespace) -> int:
     """Run `talkinghead bench`; returns the exit status (module docstring)."""
     if args.list:
         return _list()
-    from talkinghead.bench.harness import run_benchmark
+    from talkinghead.bench.harness import run_benchmark, validate
     from talkinghead.config import to_yaml
 
     try:
@@ -178,11 +186,20 @@ def run_bench(args: argparse.Namespace) -> int:
             print(to_yaml(resolve_settings(args)), end="")
             return 0
         config = build_config(args)
+        if getattr(args, "check", False):
+            protocol = validate(config)
+            print(f"talkinghead bench: settings ok (protocol {protocol.name}, store {protocol.store}, methods "
+                  f"{' '.join(config.methods)})")
+            return 0
         result = run_benchmark(config)
     except (KeyError, ValueError, FileNotFoundError, FileExistsError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"talkinghead bench: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as error:  # run.json says "interrupted"; the same command resumes
+        by = getattr(error, "signal", "SIGINT")
+        print(f"talkinghead bench: interrupted ({by}); run the same command again to resume", file=sys.stderr)
+        return 143 if by == "SIGTERM" else 129 if by == "SIGHUP" else 130
     failed = sum(m.clips_failed for m in result.methods)
     if failed:
         print(f"talkinghead bench: {failed} clip(s) failed; see {Path(result.run_dir) / 'results.json'}",

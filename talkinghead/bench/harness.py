@@ -15,7 +15,7 @@
    store's train split (the methods' training data) with the same SyncNet, cached in
    ``<bench_root>/cache/nlse-real-<key>.json`` (key: sha256 of the SyncNet checkpoint's bytes
    and the clip ids);
-4. for each method (progress bar) and each clip (progress bar): loads the clip, builds the
+4. for each method and each clip (progress: `talkinghead.progress`, bars or plain lines): loads the clip, builds the
    request, generates, checks the frames ((T, 3, H, W) float in [0, 1]) and updates every
    metric with exactly the inputs it lists in ``inputs``, plus those of ``optional_inputs`` the
    harness has (``real_landmarks``, ``pose_landmarks``, ``fake_landmarks``: see below). A clip that fails (loading,
@@ -50,7 +50,12 @@ landmark metric that accepts them (LMD and LMD-pose), so no generated frame is d
 Run folder (default ``runs/bench/<YYYYmmdd-HHMMSS>-<protocol>/``)::
 
     run.json        what was run: protocol, store, split, clips, methods + checkpoints, metrics
-                    (+ why n/a), SyncNet, versions, command line, status, timings
+                    (+ why n/a), SyncNet, versions, command line, timings, the process (pid, host),
+                    the resume key and status: running, complete, interrupted (Ctrl-C, SIGTERM:
+                    with the stage reached and the methods scored) or failed (`resume.run_status`
+                    also reports a run whose process died as interrupted)
+    partial/<method>.json, .npz   each method's results and sample frames, kept as soon as it is
+                    scored: rerunning the command of an interrupted run resumes it (`talkinghead.bench.resume`)
     results.json    per method: values, n/a reasons, clip counts, errors
     table.md        the results table (Table-1 style, published rows, footnotes)
     results.csv     the same numbers
@@ -66,7 +71,9 @@ import inspect
 import json
 import os
 import platform
+import signal
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -82,6 +89,7 @@ from talkinghead.bench import protocol as protocols
 from talkinghead.bench.methods import build_method, describe, method_spec
 from talkinghead.bench.protocol import GROUND_TRUTH_INPUTS, Protocol, Selection, get_protocol, load_clip
 from talkinghead.fileio import atomic_write_text, sha256_file
+from talkinghead.progress import progress as progress_bar
 
 __all__ = [
     "BenchConfig",
@@ -92,6 +100,7 @@ __all__ = [
     "real_sync_confidence",
     "resolve_syncnet",
     "run_benchmark",
+    "validate",
 ]
 
 DEFAULT_SYNCNET_CONFIG = "experiments/syncnet/synth.yaml"
@@ -137,8 +146,10 @@ class BenchConfig:
                         instead of the metric's own detection on the real / pose-source frames
                         (module docstring).
     wandb:              log to Weights & Biases when wandb is installed (offline without an API key).
-    progress:           tqdm progress bars.
+    progress:           progress: tqdm bars on a terminal, periodic plain lines in a log (`talkinghead.progress`).
     published:          YAML of published numbers (default benchmarks/published.yaml).
+    resume:             continue the latest interrupted run with the same settings under bench_root
+                        (or in `out`), reusing the methods it had scored (`talkinghead.bench.resume`).
     command:            the command line, recorded in run.json (default sys.argv).
     """
 
@@ -168,6 +179,7 @@ class BenchConfig:
     wandb: bool = True
     progress: bool = True
     published: str | None = None
+    resume: bool = True
     command: list[str] | None = None
 
     def __post_init__(self) -> None:
@@ -260,7 +272,18 @@ def _train_syncnet_expert(config_path: Path, store: Path, out_dir: Path, progres
     from talkinghead.training.runner import train
 
     overrides = [f"store={Path(store)}", f"out={Path(out_dir)}", f"trainer.progress={str(bool(progress)).lower()}"]
-    train(get_method("syncnet"), config_path, overrides)
+    sigint = signal.getsignal(signal.SIGINT)
+    try:
+        train(get_method("syncnet"), config_path, overrides)
+    except SystemExit as error:
+        # Lightning answers Ctrl-C / SIGTERM during fit with its shutdown, then sys.exit(1): the bench
+        # run is interrupted (run.json says so; the training resumes from its checkpoint next time)
+        if isinstance(error.__context__, KeyboardInterrupt):
+            raise error.__context__ from None
+        raise
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, sigint)  # Lightning ignores SIGINT after an interrupt
     return Path(out_dir) / EXPERT_FILE
 
 
@@ -368,8 +391,8 @@ def real_sync_confidence(
             pass  # unreadable cache: measure again and overwrite it
     per_clip: dict[str, float] = {}
     failed: dict[str, str] = {}
-    for entry in tqdm(entries, desc="NLSE-C reference (real train clips)", unit="clip", disable=not progress,
-                      leave=False):
+    for entry in progress_bar(entries, desc="NLSE-C reference (real train clips)", unit="clip",
+                              disable=not progress):
         try:
             count = int(len(store.load(entry, ["frame_offsets"])["frame_offsets"]) - 1)
             frames = protocols.frames_tensor(store.load_frames(entry, range(count)))
@@ -726,7 +749,7 @@ class _Runner:
         for m in live:
             m.instance.reset()
             result.metric_clips[m.name] = 0
-        bar = tqdm(selections, desc=f"{name}", unit="clip", disable=not config.progress, leave=False)
+        bar = progress_bar(selections, desc=f"{name} {config.protocol}", unit="clip", disable=not config.progress)
         for selection in bar:
             file = None
             try:
@@ -886,6 +909,15 @@ def _run_folder(config: BenchConfig, protocol: Protocol) -> Path:
     return path
 
 
+def _store_source(store: str | Path) -> dict:
+    """{synthtalk, evidence}: whether the store is SynthTalk and why (`talkinghead.data.provenance`);
+    the report leaves out a protocol's published rows for a SynthTalk store."""
+    from talkinghead.data.provenance import synthtalk_evidence
+
+    evidence = synthtalk_evidence(store)
+    return {"synthtalk": evidence is not None, "evidence": evidence}
+
+
 def _write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, default=str) + "\n")
 
@@ -893,16 +925,84 @@ def _write_json(path: Path, obj: Any) -> None:
 # ---------------------------------------------------------------------------------------------
 # entry point
 # ---------------------------------------------------------------------------------------------
+def _method_checkpoints(config: BenchConfig) -> dict[str, str | None]:
+    """method -> the checkpoint it will be built from: the given one (which must exist), else its
+    default (`default_checkpoint`) when it needs one, else None. Raises FileNotFoundError for a
+    given checkpoint that is not there."""
+    from talkinghead.bench.methods import default_checkpoint
+
+    found: dict[str, str | None] = {}
+    for name in config.methods:
+        given = config.checkpoints.get(name)
+        if given is not None:
+            if not Path(given).exists():
+                raise FileNotFoundError(f"checkpoint for method {name!r} not found: {given}")
+            found[name] = str(given)
+            continue
+        path = None
+        if method_spec(name).needs_checkpoint:
+            try:
+                path = default_checkpoint(name)
+            except Exception:  # noqa: BLE001 - the build step records why
+                path = None
+        found[name] = None if path is None else str(path)
+    return found
+
+
+def validate(config: BenchConfig) -> Protocol:
+    """Check what a run names before any long work (store generation, SyncNet training): the
+    protocol, the methods, the metrics and the given checkpoints' existence. Raises KeyError /
+    ValueError (listing the choices) or FileNotFoundError; returns the protocol."""
+    protocol = get_protocol(config.protocol, store=config.store, num_clips=config.num_clips,
+                            setting=config.setting, split=config.split, seed=config.seed)
+    for name in config.methods:
+        method_spec(name)
+    metric_list(config)
+    _method_checkpoints(config)
+    return protocol
+
+
+def _choose_folder(config: BenchConfig, protocol: Protocol, key: str) -> tuple[Path, dict | None]:
+    """(run folder, the run.json of the interrupted run it continues or None); raises
+    FileExistsError for a folder holding a complete, running or differently-set run."""
+    from talkinghead.bench import resume as resuming
+
+    if config.out:
+        run_dir = Path(config.out)
+        if not (run_dir / "run.json").exists():
+            return run_dir, None
+        status = resuming.run_status(run_dir)
+        previous = json.loads((run_dir / "run.json").read_text()) if status else None
+        if config.resume and status in resuming.RESUMABLE:
+            if previous.get("resume_key") == key:
+                return run_dir, previous
+            raise FileExistsError(f"{run_dir} holds an {status} benchmark run with other settings: rerun it with "
+                                  "its own settings to resume it, or choose another --out")
+        if status == "running":
+            raise FileExistsError(f"{run_dir} already holds a benchmark run (run.json), still running (pid "
+                                  f"{previous.get('pid')} on {previous.get('host')}); choose another --out")
+        raise FileExistsError(f"{run_dir} already holds a benchmark run (run.json); choose another --out")
+    if config.resume:
+        found = resuming.find_resumable(config.bench_root, key)
+        if found is not None:
+            return found, json.loads((found / "run.json").read_text())
+    return _run_folder(config, protocol), None
+
+
 def run_benchmark(config: BenchConfig, log: Callable[[str], None] | None = None, report: bool = True) -> BenchResult:
     """Run the benchmark described by `config`; returns the results and writes the run folder.
 
-    Setup problems (unknown protocol / method / metric names, a missing store, a run folder that
-    already holds a run) raise before anything is written; per-clip, per-method and per-metric
-    problems are recorded and the run completes.
+    Setup problems (unknown protocol / method / metric names, a missing checkpoint or store, a run
+    folder that already holds a run) raise before anything is written; per-clip, per-method and
+    per-metric problems are recorded and the run completes. An interrupted run with the same
+    settings (`talkinghead.bench.resume`) is continued unless ``config.resume`` is False: the
+    methods it had scored are reused, the others scored, and the report is the one an
+    uninterrupted run writes.
     """
+    from talkinghead.bench import resume as resuming
+
     log = log or (lambda message: tqdm.write(message, file=sys.stderr))
-    protocol = get_protocol(config.protocol, store=config.store, num_clips=config.num_clips,
-                            setting=config.setting, split=config.split, seed=config.seed)
+    protocol = validate(config)  # unknown names and missing checkpoints fail here, before anything is done
     runner = _Runner(config, log)
     store = runner.open_store(protocol)
     with warnings.catch_warnings(record=True) as caught:
@@ -910,23 +1010,27 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] | None = None,
         selections, split = protocols.select_clips(store, protocol)
     for warning in caught:
         log(str(warning.message))
-    for name in config.methods:  # unknown names fail here, before anything is written
-        method_spec(name)
-    metric_list(config)
+    checkpoints = _method_checkpoints(config)
+    key = resuming.resume_key(config, protocol, selections, checkpoints)
 
-    run_dir = _run_folder(config, protocol)
-    if (run_dir / "run.json").exists():
-        raise FileExistsError(f"{run_dir} already holds a benchmark run (run.json); choose another --out")
+    run_dir, previous = _choose_folder(config, protocol, key)
+    kept = resuming.scored_methods(run_dir, config.methods) if previous else []
+    if previous:
+        log(f"resuming {run_dir}: " + (f"{', '.join(kept)} already scored" if kept else "no method scored yet"))
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     run_info: dict[str, Any] = {
         "status": "running",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "started_epoch": started,
+        **resuming.process_identity(),
+        "resume_key": key,
         "command": list(config.command if config.command is not None else sys.argv),
         "cwd": os.getcwd(),
         "protocol": protocol.to_dict(),
         "dataset": protocol.dataset,
         "store": str(Path(protocol.store).resolve()),
+        "store_source": _store_source(protocol.store),
         "split": split,
         "setting": protocol.setting,
         "clips": [s.to_dict() for s in selections],
@@ -934,7 +1038,38 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] | None = None,
         "config": {k: v for k, v in config.__dict__.items() if k != "command"},
         "versions": _versions(),
     }
+    if previous:
+        run_info.update(started=previous.get("started", run_info["started"]),
+                        started_epoch=previous.get("started_epoch", started),
+                        resumed=[*previous.get("resumed", []),
+                                 {"at": run_info["started"], "previous_status": resuming.run_status(run_dir),
+                                  "reused": kept}])
     _write_json(run_dir / "run.json", run_info)
+    stage = {"now": "metrics", "scored": list(kept) if previous else []}
+    try:
+        with resuming.interrupt_signals():
+            return _run(config, log, report, protocol, runner, store, selections, split, run_dir, run_info,
+                        started, previous, stage)
+    except KeyboardInterrupt as error:
+        run_info.update(status="interrupted", interrupted={
+            "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "by": getattr(error, "signal", "SIGINT"),
+            "stage": stage["now"], "scored": stage["scored"]})
+        _write_json(run_dir / "run.json", run_info)
+        log(f"interrupted ({run_info['interrupted']['by']}) during {stage['now']}; scored: "
+            f"{', '.join(stage['scored']) or 'none'}. Run the same command again to resume {run_dir}")
+        raise
+    except BaseException as error:
+        run_info.update(status="failed", error=_reason(error), failed={
+            "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stage": stage["now"], "scored": stage["scored"]})
+        _write_json(run_dir / "run.json", run_info)
+        raise
+
+
+def _run(config: BenchConfig, log: Callable[[str], None], report: bool, protocol: Protocol, runner: "_Runner",
+         store: Any, selections: list[Selection], split: str, run_dir: Path, run_info: dict, started: float,
+         previous: dict | None, stage: dict) -> BenchResult:
+    """The run after its folder is chosen (`run_benchmark`); `stage` says how far it got."""
+    from talkinghead.bench import resume as resuming
 
     metrics, syncnet, reference = runner.build_metrics(protocol, store, selections)
     columns: dict[str, bool] = {}
@@ -956,15 +1091,33 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] | None = None,
                             "uses_syncnet": m.uses_syncnet} for m in metrics}
     run_info.update(metrics=metric_info, syncnet=syncnet, nlse_reference=reference)
     _write_json(run_dir / "run.json", run_info)
+    scoring = resuming.fingerprint(metric_info, syncnet, reference)
 
     sample_ids = {s.clip_id for s in selections[: max(0, config.samples)]}
     samples: dict[str, dict] = {}
     results = []
-    for name in tqdm(config.methods, desc=f"bench {protocol.name}", unit="method", disable=not config.progress):
+    stage["now"] = "methods"
+    for name in progress_bar(config.methods, desc=f"bench {protocol.name}", unit="method", disable=not config.progress):
+        kept = resuming.read_partial(run_dir, name, scoring) if previous else None
+        if kept is not None:
+            data, kept_samples = kept
+            values = {k: v for k, v in data.items() if k != "method"}
+            results.append(MethodResult(name, **values))
+            for clip_id, (audio, frames) in kept_samples.items():
+                samples.setdefault(clip_id, {"audio": audio, "frames": {}})["frames"][name] = frames
+            continue
+        if previous and name in stage["scored"]:
+            log(f"{name}: scored with other metrics before the interruption; scoring it again")
+            stage["scored"].remove(name)
         results.append(runner.run_method(name, store, selections, [m for m in metrics if m.name not in left_out],
                                          sample_ids, samples))
+        resuming.write_partial(run_dir, results[-1].to_dict(), samples, scoring)
+        stage["scored"].append(name)
         log(f"{name}: {results[-1].clips_ok}/{len(selections)} clips scored in {results[-1].seconds:.1f} s")
+    order = [s.clip_id for s in selections]  # the same order however the methods were scored
+    samples = {clip_id: samples[clip_id] for clip_id in order if clip_id in samples}
 
+    stage["now"] = "control matrix"
     control = []
     if config.control_matrix:
         from talkinghead.bench.control import control_clips, control_matrix
@@ -985,6 +1138,7 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] | None = None,
                 log(f"{name}: control matrix failed: {_reason(error)}")
         run_info["control_matrix"] = [m.to_dict() for m in control]
 
+    stage["now"] = "report"
     run_info.update(
         status="complete",
         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -9,9 +9,11 @@ table.md        the results table shaped like the papers' Table 1: one row per m
                 better: signed columns such as NLSE-C, ranked by |x|, `talkinghead.bench.records`),
                 the best measured value of each column in bold, then the papers' numbers for the
                 protocol's dataset as rows marked "(published)" (from benchmarks/published.yaml;
-                VoxCeleb2, LRW and MEAD; never marked best). "n/a" cells carry a footnote with the
-                reason; further footnotes name the protocol, the SyncNet behind LSE numbers, the CSIM
-                embedding and any failed clips.
+                VoxCeleb2, LRW and MEAD; never marked best) -- only when the store is that dataset:
+                for a SynthTalk store (run.json ``store_source``, `published_for`) they are left out
+                and a note says why. "n/a" cells carry a footnote with the reason; further footnotes
+                name the protocol, the SyncNet behind LSE numbers, the CSIM embedding and any failed
+                clips.
 results.csv     the same rows (n/a cells empty; kind = measured | published; checkpoint and
                 training_run columns; `best` lists the columns where the row is the best measured).
 results.jsonl   one JSON line per measured method with all its numbers (stylegan3 style); the
@@ -54,6 +56,7 @@ __all__ = [
     "log_wandb",
     "markdown_table",
     "plot_columns",
+    "published_for",
     "published_rows",
     "write_csv",
     "write_jsonl",
@@ -169,6 +172,31 @@ def published_rows(columns: list[str], key: str | None, path: str | Path | None 
     return rows
 
 
+#: dataset names of the published keys, for the table's notes
+PUBLISHED_NAMES = {"vox2": "VoxCeleb2", "lrw": "LRW", "mead": "MEAD"}
+
+
+def published_for(result: Any, path: str | Path | None = None) -> tuple[list[dict], str | None]:
+    """(published rows, None) for a run on the protocol's own dataset; ([], why) when the store is
+    SynthTalk (run.json's ``store_source``, else `talkinghead.data.provenance.synthtalk_evidence`):
+    papers' numbers on the real corpus are not shown beside numbers measured on synthetic clips."""
+    key = result.protocol.published
+    if key is None:
+        return [], None
+    source = (result.run_info or {}).get("store_source")
+    if source is None:
+        from talkinghead.data.provenance import synthtalk_evidence
+
+        evidence = synthtalk_evidence(result.protocol.store)
+    else:
+        evidence = source.get("evidence") if source.get("synthtalk") else None
+    if evidence:
+        name = PUBLISHED_NAMES.get(key, key)
+        return [], (f"published {name} rows left out: the store {result.protocol.store} is SynthTalk ({evidence}), "
+                    f"and the papers measured {name}")
+    return published_rows(list(result.columns), key, path), None
+
+
 # ---------------------------------------------------------------------------------------------
 # table
 # ---------------------------------------------------------------------------------------------
@@ -235,8 +263,9 @@ def _best_by_column(result: Any) -> dict[str, set[int]]:
             for column, direction in _directions(result).items()}
 
 
-def markdown_table(result: Any, published: list[dict] | None = None) -> str:
-    """The run's table in GitHub markdown (see the module docstring)."""
+def markdown_table(result: Any, published: list[dict] | None = None, notes_after: list[str] | None = None) -> str:
+    """The run's table in GitHub markdown (see the module docstring); `notes_after`: more lines
+    for the notes under it (e.g. why published rows are left out)."""
     columns = list(result.columns)
     directions = _directions(result)
     best = _best_by_column(result)
@@ -276,6 +305,7 @@ def markdown_table(result: Any, published: list[dict] | None = None) -> str:
     if published:
         about.append("(published) rows are the papers' numbers from their own pipelines (official SyncNet, "
                       "their landmark detector and LMD convention, ArcFace): context, not measured here.")
+    about += list(notes_after or [])
     out = [f"## Benchmark `{protocol.name}` ({result.run_dir.name})", "", *lines, ""]
     out += [f"- {line}" for line in about]
     if notes:
@@ -515,9 +545,9 @@ def write_report(result: Any, published: str | Path | None = None, wandb_log: bo
     """
     log = log or (lambda message: print(message, file=sys.stderr))
     run_dir = Path(result.run_dir)
-    rows = published_rows(list(result.columns), result.protocol.published, published)
+    rows, left_out = published_for(result, published)
     outputs: dict[str, Any] = {}
-    table = markdown_table(result, rows)
+    table = markdown_table(result, rows, [left_out] if left_out else None)
     outputs["table"] = str(atomic_write_text(run_dir / "table.md", table))
     outputs["csv"] = str(write_csv(result, run_dir / "results.csv", rows))
     try:

@@ -38,13 +38,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 from threadpoolctl import threadpool_limits
-from tqdm import tqdm
 
 from talkinghead.data import audio as audio_lib
 from talkinghead.data import faces, store, video
 from talkinghead.data.corpora import FPS, SAMPLE_RATE, Clip, read_corpus
 from talkinghead.errors import InputError
 from talkinghead.fileio import atomic_write_text
+from talkinghead.progress import progress as progress_bar
 
 VERSION = 1
 TRUTH_KEYS = ("pose", "mouth", "blink", "gaze", "viseme")
@@ -254,7 +254,7 @@ def preprocess_corpus(dataset: str, root: str | Path, store_root: str | Path, wo
     report = {"dataset": dataset, "root": str(root), "store": str(store_root), "clips": len(clips),
               "processed": 0, "skipped": len(clips) - len(todo), "failed": [], "converted": []}
     start = time.time()
-    bar = tqdm(total=len(todo), desc=f"preprocess {dataset}", unit="clip", disable=not progress)
+    bar = progress_bar(total=len(todo), desc=f"preprocess {dataset}", unit="clip", disable=not progress)
     jobs = [(c, str(store_root), options) for c in todo]
     if workers <= 1:
         _consume(map(_run, jobs), report, bar)

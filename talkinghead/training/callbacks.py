@@ -7,18 +7,24 @@
 * `Throughput`: ``train/batches_per_s`` and ``train/samples_per_s`` every ``log_every_n_steps``.
 * `StageEndSamples`: the sample grid of the last batch at the end of the stage.
 * `RecordBatches`: per-rank record of every batch and a digest of the final weights (tests).
+* `ProgressLines`: plain progress lines, used instead of the TQDM bar when stdout is not a
+  terminal (`talkinghead.progress`): ``[pdfgc motion] step 300/1000 (30%), 2.1 it/s, loss 0.41, eta 5 min``.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 import torch
 from lightning.pytorch.callbacks import Callback
 
-__all__ = ["RecordBatches", "StageBudget", "StageEndSamples", "Throughput"]
+from talkinghead.progress import EVERY_PERCENT, EVERY_S, Ticker, format_duration, format_rate
+
+__all__ = ["ProgressLines", "RecordBatches", "StageBudget", "StageEndSamples", "Throughput"]
 
 
 class StageBudget(Callback):
@@ -108,3 +114,63 @@ class RecordBatches(Callback):
         (self.folder / f"rank{rank}.json").write_text(json.dumps({
             "rank": rank, "world_size": trainer.world_size, "global_step": int(trainer.global_step),
             "batches": self.batches, "params_sha256": digest.hexdigest()}))
+
+
+class ProgressLines(Callback):
+    """Training progress as plain lines (rank 0), one every `every_s` seconds or `every_percent` of
+    `total` batches (`talkinghead.progress.Ticker`), plus one at the end of training. Rates and eta
+    count the batches of this invocation (a resumed stage starts at its checkpoint's count); the
+    values shown are the progress-bar metrics whose name holds "loss" (at most three)."""
+
+    def __init__(self, label: str, total: int, every_s: float = EVERY_S, every_percent: float = EVERY_PERCENT,
+                 stream: TextIO | None = None):
+        self.label = label
+        self.total = int(total)
+        self.every_s, self.every_percent = every_s, every_percent
+        self.stream = stream
+        self._ticker: Ticker | None = None
+        self._first = 0
+
+    def _write(self, text: str) -> None:
+        stream = self.stream if self.stream is not None else sys.stdout
+        stream.write(text + "\n")
+        stream.flush()
+
+    @staticmethod
+    def _losses(trainer) -> str:
+        items = []
+        for key, value in (trainer.progress_bar_metrics or {}).items():
+            if "loss" not in key:
+                continue
+            try:
+                items.append(f"{key.removeprefix('train/')} {float(value):.3g}")
+            except (TypeError, ValueError):
+                continue
+        return ", ".join(items[:3])
+
+    def line(self, trainer, done: int) -> str:
+        ran = done - self._first
+        elapsed = self._ticker.elapsed
+        text = (f"[{self.label}] step {done}/{self.total} ({100 * done / max(self.total, 1):.0f}%), "
+                f"{format_rate(ran, elapsed, 'it')}")
+        losses = self._losses(trainer)
+        if losses:
+            text += f", {losses}"
+        if done < self.total and ran > 0:
+            text += f", eta {format_duration(elapsed / ran * (self.total - done))}"
+        return text
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._first = int(getattr(pl_module, "batches", trainer.global_step))
+        self._ticker = Ticker(self.total, self.every_s, self.every_percent)
+        self._ticker.due(self._first)  # marks already passed by a resumed stage print nothing
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        done = int(getattr(pl_module, "batches", trainer.global_step))
+        if trainer.is_global_zero and self._ticker is not None and self._ticker.due(done) and done < self.total:
+            self._write(self.line(trainer, done))
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero and self._ticker is not None:
+            self._write(self.line(trainer, int(getattr(pl_module, "batches", trainer.global_step)))
+                        + f", {format_duration(self._ticker.elapsed)} this run")

@@ -23,7 +23,7 @@ class TrainerConfig:
     precision: str = "32-true"
     num_threads: Optional[int] = None  # torch intra-op threads (1 is fastest for tiny nets on a shared CPU)
     log_every_n_steps: int = 10
-    progress: bool = True              # progress bars and model summary
+    progress: bool = True              # progress (a bar on a terminal, plain lines in a log) and model summary
     max_nonfinite_in_a_row: int = 20   # stop with an error after this many skipped (non-finite) steps in a row
 
 

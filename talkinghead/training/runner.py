@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 import uuid
 import warnings
@@ -192,7 +193,8 @@ def _run_stage(method: Method, cfg, stage: str, out: Path, *, record: bool) -> t
     from lightning.pytorch import Trainer, seed_everything
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-    from talkinghead.training.callbacks import RecordBatches, StageBudget, StageEndSamples, Throughput
+    from talkinghead.progress import use_bar
+    from talkinghead.training.callbacks import ProgressLines, RecordBatches, StageBudget, StageEndSamples, Throughput
     from talkinghead.training.validation import ValidationClips
 
     scfg, tcfg, vcfg = cfg[stage], cfg.trainer, cfg.validation
@@ -254,6 +256,9 @@ def _run_stage(method: Method, cfg, stage: str, out: Path, *, record: bool) -> t
                                          auto_insert_metric_name=False, enable_version_counter=False))
     if record:
         callbacks.append(RecordBatches(stage_dir / "record"))
+    bar = bool(tcfg.progress) and use_bar(sys.stdout)  # a TQDM bar on a terminal only
+    if tcfg.progress and not bar:
+        callbacks.append(ProgressLines(label, max_steps))
     loggers = stage_loggers(method, cfg, stage, stage_dir)
     accelerator = tcfg.accelerator
     every = int(vcfg.every_n_steps) or max_steps
@@ -269,7 +274,7 @@ def _run_stage(method: Method, cfg, stage: str, out: Path, *, record: bool) -> t
         logger=loggers,
         callbacks=callbacks,
         log_every_n_steps=int(tcfg.log_every_n_steps),
-        enable_progress_bar=bool(tcfg.progress),
+        enable_progress_bar=bar,
         enable_model_summary=bool(tcfg.progress),
         num_sanity_val_steps=0,
         limit_val_batches=None if validates else 0,

@@ -209,3 +209,31 @@ def test_charts_show_closer_to_zero_columns_as_absolute_values(tmp_path, monkeyp
     assert {p.name for p in paths} == {f"{c}.png" for c in result.columns}
     assert heights["|NLSE-C|"] == [0.009, 0.942] and "closer to 0 is better" in titles["|NLSE-C|"]
     assert heights["LSE-D"] == [7.1, 12.3] and "lower is better" in titles["LSE-D"]
+
+
+def test_published_rows_only_on_their_own_dataset(tmp_path, monkeypatch):
+    """A vox2 protocol run on a SynthTalk store shows no VoxCeleb2 paper rows, and says why."""
+    from talkinghead.bench.report import published_for
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    result = _result(tmp_path / "bench" / "synth-as-vox2", samples=False)
+    result.run_info["store_source"] = {"synthtalk": True, "evidence": "its clips carry SynthTalk ground truth"}
+    rows, why = published_for(result)
+    assert rows == [] and why.startswith("published VoxCeleb2 rows left out: the store data/store/vox2 is SynthTalk")
+    write_report(result, log=lambda m: None)
+    table = (result.run_dir / "table.md").read_text()
+    assert "(published)" not in table and "published VoxCeleb2 rows left out" in table
+    assert "published" not in (result.run_dir / "results.csv").read_text()
+
+    result.run_info["store_source"] = {"synthtalk": False, "evidence": None}
+    rows, why = published_for(result)
+    assert why is None and {r["method"] for r in rows} >= {"PC-AVS (published)", "PD-FGC (published)"}
+
+    # an older run.json without store_source: the store itself is looked at
+    store = tmp_path / "store"
+    (store / "clips").mkdir(parents=True)
+    np.savez(store / "clips" / "a.npz", frames=np.zeros(1), truth_pose=np.zeros((1, 6)))
+    (store / "index.json").write_text(json.dumps([{"clip_id": "a", "file": "clips/a.npz"}]))
+    result = _result(tmp_path / "bench" / "old", samples=False)
+    result.protocol = get_protocol("vox2", store=str(store))
+    assert published_for(result)[0] == [] and "SynthTalk ground truth" in published_for(result)[1]

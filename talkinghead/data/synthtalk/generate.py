@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
-from tqdm import tqdm
 
 from talkinghead.data.synthtalk import puppet, speech
 from talkinghead.fileio import atomic_write, atomic_write_text
+from talkinghead.progress import progress as progress_bar
 
 FPS = speech.FPS
 SAMPLE_RATE = speech.SAMPLE_RATE
@@ -354,7 +354,7 @@ def generate(root: str | Path, config: SynthConfig = SynthConfig(), workers: int
     jobs = plan_jobs(root, config)
     todo = [j for j in jobs if not Path(j.video).with_name(Path(j.video).stem + ".truth.npz").exists()]
     failed: list[tuple[str, str]] = []
-    bar = tqdm(total=len(todo), desc=f"synthtalk {config.layout}", unit="clip", disable=not progress)
+    bar = progress_bar(total=len(todo), desc=f"synthtalk {config.layout}", unit="clip", disable=not progress)
     if workers <= 1:
         _init_worker()
         results = map(_run, todo)
