@@ -6,6 +6,7 @@
   talkinghead train --method pcavs [--config synth] [KEY=VALUE ...]  # train a registered method
   talkinghead bench --dataset synth --methods ground_truth static   # score methods, write the results table
   talkinghead weights                                           # pretrained files: present or where to get them
+  talkinghead dashboard --entity E [--project P] [--protocol synth]  # W&B comparison reports + training workspace
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 from talkinghead.bench.cli import add_bench_parser
+from talkinghead.bench.dashboard import add_dashboard_parser
 from talkinghead.data.corpora import READERS
 from talkinghead.data.synthtalk.generate import LAYOUTS, MOTIONS, SynthConfig
 
@@ -230,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_generate, options=[])
 
     add_bench_parser(sub)
+    add_dashboard_parser(sub)
 
     p = sub.add_parser("weights", help="list the pretrained files the suite can use and whether each is present")
     p.set_defaults(func=cmd_weights)

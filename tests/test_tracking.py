@@ -37,18 +37,21 @@ def trained(synth_vox2_store, tmp_path_factory):
     finally:
         mp.undo()
     (folder,) = find_offline_runs(out)
-    return out, last, offline_run(folder)
+    return out, last, offline_run(folder, wait=60)
 
 
 def test_training_run_group_job_type_samples_and_checkpoint_artifact(trained):
     out, last, run = trained
-    assert run["project"] == "talkinghead" and run["name"] == "pcavs-tiny-full"
+    assert run["complete"] and run["project"] == "talkinghead" and run["name"] == "pcavs-tiny-full"
     assert run["group"] == "pcavs-tiny" and run["job_type"] == "full"
     assert run["id"] == (out / "full" / "wandb_id").read_text().strip()
     assert run["config"]["name"] == "tiny" and run["config"]["full"]["max_steps"] == 2  # the resolved config
     # losses, learning rates, throughput, validation, the sample grid and the validation video
     assert {"train/loss_G_total", "train/batches_per_s", "val/SSIM", "samples/full", "videos/full"} <= run["history_keys"]
     assert any(key.startswith("lr-") for key in run["history_keys"])
+    from talkinghead.bench.dashboard import STAGE_LOSSES  # the training workspace's loss panels
+
+    assert set(STAGE_LOSSES["pcavs"]["full"]) - run["history_keys"] == {"train/loss_vgg"}  # VGG19 weights absent
     folder = Path(run["folder"])
     assert list(folder.glob("files/media/videos/videos/full_*.mp4")) and list(folder.glob("files/media/images/samples/full_*.png"))
     (artifact,) = [a for a in run["artifacts"] if a["type"] == "model"]
@@ -73,7 +76,7 @@ def test_bench_run_declares_the_checkpoint_it_scored_as_input(trained, tmp_path,
     messages: list[str] = []
     folders = log_wandb(result, {}, log=messages.append)
     assert len(folders) == 2, messages
-    runs = {r["config"]["method"]: r for r in map(offline_run, folders)}
+    runs = {r["config"]["method"]: r for r in (offline_run(f, wait=60) for f in folders)}
     produced = next(a for a in training["artifacts"] if a["type"] == "model")
     (used,) = [a for a in runs["static"]["artifacts"] if a["type"] == "model"]
     assert used["use_after_commit"] and used["name"] == produced["name"] and used["digest"] == produced["digest"]

@@ -164,16 +164,30 @@ def _set(target: dict, item: Any) -> None:
     target[keys[-1]] = _json(item.value_json)
 
 
-def offline_run(folder: str | Path) -> dict:
+def offline_run(folder: str | Path, wait: float = 0.0) -> dict:
     """An offline run folder (``offline-run-*``, or its ``.wandb`` file) read back (module docstring).
-    artifacts: [{name, type, digest, aliases, metadata, use_after_commit, references}] in order."""
+    artifacts: [{name, type, digest, aliases, metadata, use_after_commit, references}] in order;
+    complete: whether the log ends the run (its exit record).
+
+    wait: seconds to wait for the exit record: W&B's service writes the log asynchronously, and
+    ``Run.finish()`` offline may return before the file is complete."""
+    import time
+
     folder = Path(folder)
-    files = [folder] if folder.is_file() else sorted(folder.glob("*.wandb"))
+    deadline = time.monotonic() + wait
+    while True:
+        files = [folder] if folder.is_file() else sorted(folder.glob("*.wandb"))
+        records = list(offline_records(files[0])) if files else []
+        complete = any(r.WhichOneof("record_type") == "exit" for r in records)
+        if complete or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
     if not files:
         raise FileNotFoundError(f"{folder}: no .wandb file")
     run: dict[str, Any] = {"id": None, "project": None, "name": None, "group": None, "job_type": None, "tags": [],
-                           "config": {}, "summary": {}, "history_keys": set(), "artifacts": [], "folder": str(folder)}
-    for record in offline_records(files[0]):
+                           "config": {}, "summary": {}, "history_keys": set(), "artifacts": [], "folder": str(folder),
+                           "complete": complete}
+    for record in records:
         kind = record.WhichOneof("record_type")
         if kind == "run":
             r = record.run

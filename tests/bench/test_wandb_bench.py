@@ -40,7 +40,7 @@ def bench_runs(synth_vox2_store, tmp_path_factory):
     finally:
         mp.undo()
     folders = find_offline_runs(result.run_dir)
-    runs = {run["config"]["method"]: run for run in map(offline_run, folders)}
+    runs = {run["config"]["method"]: run for run in (offline_run(f, wait=60) for f in folders)}
     return result, runs, messages
 
 
@@ -88,12 +88,12 @@ def test_wandb_project_setting_and_env_override(synth_vox2_store, tmp_path, offl
     result = run_benchmark(_config(synth_vox2_store, tmp_path, methods=["static"], num_clips=1, samples=0,
                                    wandb_project="mine"), log=lambda m: None)
     (folder,) = find_offline_runs(result.run_dir)
-    assert offline_run(folder)["project"] == "mine"
+    assert offline_run(folder, wait=60)["project"] == "mine"
     monkeypatch.setenv("WANDB_PROJECT", "from-env")
     result = run_benchmark(_config(synth_vox2_store, tmp_path, methods=["static"], num_clips=1, samples=0,
                                    out=str(tmp_path / "bench" / "run2"), wandb_project="mine"), log=lambda m: None)
     (folder,) = find_offline_runs(result.run_dir)
-    assert offline_run(folder)["project"] == "from-env"
+    assert offline_run(folder, wait=60)["project"] == "from-env"
 
 
 def test_a_wandb_failure_is_a_warning(synth_vox2_store, tmp_path, offline, monkeypatch):
