@@ -114,3 +114,15 @@ def test_wandb_disabled(synth_vox2_store, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     result = run_benchmark(_config(synth_vox2_store, tmp_path, samples=0), log=lambda m: None)
     assert result.run_info["outputs"]["wandb"] is None and not (result.run_dir / "wandb").exists()
+
+
+def test_wandb_project_flag():
+    import argparse
+
+    from talkinghead.bench.cli import add_bench_parser, build_config
+
+    parser = argparse.ArgumentParser(prog="talkinghead")
+    add_bench_parser(parser.add_subparsers(dest="command", required=True))
+    assert build_config(parser.parse_args(["bench"])).wandb_project == "talkinghead"
+    assert build_config(parser.parse_args(["bench", "--wandb-project", "zz"])).wandb_project == "zz"
+    assert build_config(parser.parse_args(["bench", "wandb_project=yy"])).wandb_project == "yy"
