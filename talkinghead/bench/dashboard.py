@@ -250,15 +250,19 @@ def _state(runs: Path) -> dict:
 
 
 def _save_report(report) -> str:
-    """Save `report`, over the project's report of the same title when there is one."""
+    """Save `report`, over the project's report of the same title when there is one (loaded from
+    its URL, its blocks replaced)."""
     import wandb
+    import wandb_workspaces.reports.v2 as wr
 
     try:
         for existing in wandb.Api().reports(f"{report.entity}/{report.project}"):
-            if getattr(existing, "display_name", None) == report.title and getattr(existing, "id", None):
-                report.id = existing.id
+            if getattr(existing, "display_name", None) == report.title and getattr(existing, "url", None):
+                saved = wr.Report.from_url(existing.url)
+                saved.blocks, saved.description, saved.width = report.blocks, report.description, report.width
+                report = saved
                 break
-    except Exception:  # noqa: BLE001 - no listing: save a new one
+    except Exception:  # noqa: BLE001 - no listing or not loadable: save a new one
         pass
     report.save()
     return report.url

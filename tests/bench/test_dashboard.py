@@ -177,3 +177,49 @@ def test_dashboard_unreachable_api(tmp_path, monkeypatch, capsys):
     assert run_dashboard(_dashboard_args(tmp_path / "empty")) == 1
     assert "offline: WANDB_MODE=offline" in (err := capsys.readouterr().err) and "No offline W&B runs" in err
     assert run_dashboard(_dashboard_args(tmp_path, protocol=["nope"])) == 2
+
+
+def test_dashboard_online_saves_reports_and_updates_the_workspace(tmp_path, monkeypatch, capsys):
+    """The online path with W&B's saving stubbed out: one report per protocol and the workspace are
+    saved; the workspace URL is kept and the next call loads that workspace and saves over it."""
+    import wandb
+
+    from talkinghead.bench import dashboard
+
+    saved: list = []
+    loaded: list[str] = []
+
+    class FakeApi:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def reports(self, path):
+            return []
+
+    def save(self):
+        saved.append(self)
+        return self
+
+    def load(url):
+        loaded.append(url)
+        return training_workspace("me", "talkinghead", methods=["syncnet"])
+
+    monkeypatch.setattr(dashboard, "_offline_reason", lambda: None)
+    monkeypatch.setattr(wandb, "Api", FakeApi)
+    monkeypatch.setattr(wr.Report, "save", save)
+    monkeypatch.setattr(wr.Report, "url", property(lambda self: f"https://wandb.test/report/{self.title}"))
+    monkeypatch.setattr(ws.Workspace, "save", save)
+    monkeypatch.setattr(ws.Workspace, "url", property(lambda self: f"https://wandb.test/ws/{self.name}"))
+    monkeypatch.setattr(ws.Workspace, "from_url", staticmethod(load))
+    monkeypatch.delenv("WANDB_PROJECT", raising=False)
+    args = _dashboard_args(tmp_path, protocol=["synth", "vox2"])
+    assert run_dashboard(args) == 0
+    out = capsys.readouterr().out
+    assert "report synth: https://wandb.test/report/" in out and "training workspace: https://wandb.test/ws/" in out
+    reports = [s for s in saved if isinstance(s, wr.Report)]
+    assert [r.title for r in reports] == ["talkinghead: methods on synth", "talkinghead: methods on vox2"]
+    assert all(r.project == "talkinghead" and r.entity == "me" for r in reports) and not loaded
+    assert run_dashboard(args) == 0  # again: the saved workspace is loaded and updated
+    assert loaded == ["https://wandb.test/ws/talkinghead training"]
+    second = [s for s in saved if isinstance(s, ws.Workspace)][-1]
+    assert len(second.sections) == len(training_workspace("me", "talkinghead").sections)

@@ -80,6 +80,13 @@ def test_bench_wandb_run_metadata(bench_runs):
         assert {"samples", "plots", "control_matrix", "results"} <= run["history_keys"]
         videos = run["summary"]["samples"]
         assert videos["_type"] == "videos" and videos["count"] == 1
+        from pathlib import Path
+
+        from talkinghead.data.video import probe_video
+
+        (video,) = Path(run["folder"]).glob("files/media/videos/samples_*.mp4")
+        info = probe_video(video)
+        assert info.has_audio and info.num_frames > 0  # the side-by-side sample, its audio kept
         assert run["summary"]["plots"]["count"] == len(result.columns)
         assert not any(a["use_after_commit"] for a in run["artifacts"])  # baselines score no checkpoint
 
