@@ -7,7 +7,8 @@ Both read the one project training and bench runs share (`talkinghead.training.t
   = the protocol, grouped by ``config.method`` (repeated bench runs of a method are averaged, the
   bars show their min-max): one bar chart per metric column of the protocol (`protocol_columns`:
   the summary keys every bench run has), the papers' numbers for the protocol's dataset beside
-  them (a markdown table from ``benchmarks/published.yaml``), the factor-control matrix images
+  them (a markdown table from ``benchmarks/published.yaml``, in the charts' grid and as a block
+  below), the factor-control matrix images
   and the side-by-side sample videos (media keys ``control_matrix`` and ``samples``).
 * `training_workspace(entity, project)`: training runs (``job_type`` != "bench") grouped by their
   W&B group (``<method>-<config name>``): a losses section per method and stage (`STAGE_LOSSES`:
@@ -158,14 +159,17 @@ def bench_report(entity: str, project: str, protocol: str, columns: list[str] | 
                        orientation="v", groupby_aggfunc="mean", groupby_rangefunc="minmax",
                        layout=wr.Layout(w=8, h=6))
             for c in columns]
+    table = published_markdown(protocol, columns, published)
+    beside = wr.MarkdownPanel(markdown="**Published numbers** (the papers' own pipelines)\n\n" + table,
+                              layout=wr.Layout(w=24, h=8))
     blocks = [
         wr.H1(f"Methods on {protocol}"),
         wr.P(f"One W&B run per method and bench run (job_type bench, group {protocol}); bars average the bench "
              f"runs of a method. Written by `talkinghead dashboard`."),
         wr.H2("Metrics"),
-        wr.PanelGrid(runsets=[runset()], panels=bars),
+        wr.PanelGrid(runsets=[runset()], panels=bars + [beside]),
         wr.H2("Published numbers"),
-        wr.MarkdownBlock(published_markdown(protocol, columns, published)),
+        wr.MarkdownBlock(table),
         wr.H2("Factor-control matrices"),
         wr.PanelGrid(runsets=[runset()], panels=[
             wr.MediaBrowser(title="control matrix", media_keys=["control_matrix"], num_columns=3,

@@ -52,6 +52,8 @@ def test_bench_report_bar_plots_filters_grouping_and_media():
         assert runset.filters == "Metric(\"JobType\") == 'bench' and Config(\"protocol\") == 'vox2'"
         assert runset.groupby == ["config.method"]
     assert sorted(k for p in media for k in p.media_keys) == ["control_matrix", "samples"]
+    (beside,) = [p for g in _blocks(report, wr.PanelGrid) for p in g.panels if isinstance(p, wr.MarkdownPanel)]
+    assert "PC-AVS (published)" in beside.markdown
     (published,) = _blocks(report, wr.MarkdownBlock)
     assert "PC-AVS (published)" in published.text and "| 0.886 |" in published.text  # PC-AVS's SSIM
     header = published.text.splitlines()[0]
