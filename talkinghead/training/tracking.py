@@ -18,7 +18,9 @@ a new version of the same artifact name.
 
 Offline, ``Run.use_artifact`` refuses to run; `use_checkpoint` then writes the record an online
 ``use_artifact(<draft artifact>)`` sends (an artifact record with ``use_after_commit``) into the
-offline run, which ``wandb sync`` replays. Sync the training runs before the bench runs, so the
+offline run, which ``wandb sync`` replays: wandb-core's artifact saver finds the version with that
+digest already committed (by the training run) and records the bench run's use of it (else it
+creates the version and then uses it). Sync the training runs before the bench runs, so the
 training run is the checkpoint's creator.
 
 `offline_run(folder)` reads an offline run's ``.wandb`` transaction log (W&B's LevelDB-style log of
