@@ -7,6 +7,7 @@
   talkinghead bench --dataset synth --methods ground_truth static   # score methods, write the results table
   talkinghead compare runs/bench/A runs/bench/B                 # several bench runs in one report (index.html)
   talkinghead weights                                           # pretrained files: present or where to get them
+  talkinghead dashboard --entity E [--project P] [--protocol synth]  # W&B comparison reports + training workspace
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from talkinghead.bench.cli import add_bench_parser
 from talkinghead.bench.compare import add_compare_parser
+from talkinghead.bench.dashboard import add_dashboard_parser
 from talkinghead.data.corpora import READERS
 from talkinghead.data.synthtalk.generate import LAYOUTS, MOTIONS, SynthConfig
 
@@ -242,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_parser(sub)
     add_compare_parser(sub)
+    add_dashboard_parser(sub)
 
     p = sub.add_parser("weights", help="list the pretrained files the suite can use and whether each is present")
     p.set_defaults(func=cmd_weights)

@@ -129,22 +129,30 @@ def test_stage_option_starts_at_a_later_stage(synth_vox2_store, tmp_path):
     assert not (out / "identity").exists() and not (out / "sync").exists()
 
 
-def test_wandb_runs_are_grouped_by_method_and_store_and_resume(tmp_path, monkeypatch):
-    """W&B (offline without an API key): group <method>-<store>, job_type = stage, tags, the resolved
-    config attached; a second call for the same stage folder continues the same run id."""
+def test_wandb_runs_are_grouped_by_method_and_config_and_resume(tmp_path, monkeypatch):
+    """W&B (offline without an API key): group <method>-<config name>, job_type = stage, tags, the
+    resolved config attached; a second call for the same stage folder continues the same run id;
+    WANDB_MODE=disabled leaves CSV logs only."""
     from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
     from talkinghead.config import to_dict
     from talkinghead.training.runner import stage_loggers
 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_PROJECT", raising=False)
     pcavs = get_method("pcavs")
     cfg = pcavs.load_config("tiny", ["store=/data/store/vox2", "logger.wandb=true", "logger.tags=[ablation]"])
     csv_logger, wandb_logger = stage_loggers(pcavs, cfg, "sync", tmp_path / "sync")
     assert isinstance(csv_logger, CSVLogger) and isinstance(wandb_logger, WandbLogger)
     init = wandb_logger._wandb_init
-    assert init["group"] == "pcavs-vox2" and init["job_type"] == "sync" and wandb_logger._offline
+    assert init["group"] == "pcavs-tiny" and init["job_type"] == "sync" and wandb_logger._offline
+    assert init["project"] == "talkinghead" and init["name"] == "pcavs-tiny-sync"
     assert init["tags"] == ["pcavs", "vox2", "sync", "ablation"] and init["config"] == to_dict(cfg)
     again = stage_loggers(pcavs, cfg, "sync", tmp_path / "sync")[1]._wandb_init
     assert again["id"] == init["id"] == (tmp_path / "sync" / "wandb_id").read_text() and again["resume"] == "allow"
     assert len(stage_loggers(pcavs, pcavs.load_config("tiny", ["logger.wandb=false"]), "sync", tmp_path / "x")) == 1
+    monkeypatch.setenv("WANDB_PROJECT", "elsewhere")
+    assert stage_loggers(pcavs, cfg, "sync", tmp_path / "sync")[1]._wandb_init["project"] == "elsewhere"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert len(stage_loggers(pcavs, cfg, "sync", tmp_path / "sync")) == 1

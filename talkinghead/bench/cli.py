@@ -91,6 +91,9 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=d, help="torch device (cpu, cuda, cuda:1, ...; default cpu)")
     p.add_argument("--published", default=d, help="YAML of published numbers (default benchmarks/published.yaml)")
     p.add_argument("--no-wandb", action="store_true", default=d, help="do not log to Weights & Biases")
+    p.add_argument("--wandb-project", default=d,
+                   help="W&B project of the bench runs, shared with training (default talkinghead; "
+                        "$WANDB_PROJECT overrides)")
     p.add_argument("--no-progress", action="store_true", default=d, help="no progress bars")
     p.add_argument("--no-resume", action="store_true", default=d,
                    help="start a new run folder even when the latest run with the same settings was interrupted "

@@ -62,7 +62,7 @@ Run folder (default ``runs/bench/<YYYYmmdd-HHMMSS>-<protocol>/``)::
     results.jsonl   one JSON line per method (also appended to <bench_root>/results.jsonl)
     plots/<column>.png     one bar chart per metric column
     samples/<clip>.mp4     side-by-side videos (columns = methods) with the clip's audio
-    wandb/          offline W&B run when wandb is installed (see `report.log_wandb`)
+    wandb/          W&B runs, one per method, offline without an API key (see `report.log_wandb`)
 """
 from __future__ import annotations
 
@@ -145,7 +145,10 @@ class BenchConfig:
     store_landmarks:    give metrics the store's landmarks as ``real_landmarks`` / ``pose_landmarks``
                         instead of the metric's own detection on the real / pose-source frames
                         (module docstring).
-    wandb:              log to Weights & Biases when wandb is installed (offline without an API key).
+    wandb:              log to Weights & Biases when wandb is installed (offline without an API key):
+                        one W&B run per method (`talkinghead.bench.report.log_wandb`).
+    wandb_project:      the W&B project, shared with training runs (whose ``logger.project`` has the
+                        same default, "talkinghead"); ``$WANDB_PROJECT`` overrides both.
     progress:           progress: tqdm bars on a terminal, periodic plain lines in a log (`talkinghead.progress`).
     published:          YAML of published numbers (default benchmarks/published.yaml).
     resume:             continue the latest interrupted run with the same settings under bench_root
@@ -177,6 +180,7 @@ class BenchConfig:
     control_matrix: bool = False
     control_clips: int = 10
     wandb: bool = True
+    wandb_project: str = "talkinghead"
     progress: bool = True
     published: str | None = None
     resume: bool = True
@@ -1157,6 +1161,7 @@ def _run(config: BenchConfig, log: Callable[[str], None], report: bool, protocol
     if report:
         from talkinghead.bench.report import write_report
 
-        run_info["outputs"] = write_report(result, published=config.published, wandb_log=config.wandb, log=log)
+        run_info["outputs"] = write_report(result, published=config.published, wandb_log=config.wandb, log=log,
+                                           wandb_project=config.wandb_project)
     _write_json(run_dir / "run.json", run_info)
     return result

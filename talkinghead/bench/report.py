@@ -23,8 +23,10 @@ plots/<column>.png   one bar chart per column (matplotlib, Agg backend): measure
                 printed on the bar); the best measured bar is outlined and starred.
 samples/<clip>.mp4   one file per sample clip: the methods side by side (columns, labelled), with
                 the clip's audio (`talkinghead.data.video.write_video`).
-wandb/          when wandb is installed: the table, plots and videos logged to a W&B run in
-                offline mode unless WANDB_API_KEY is set (WANDB_MODE=disabled turns it off).
+wandb/          when wandb is installed: one W&B run per method (`log_wandb`: the same summary
+                keys for every method, group = protocol, job_type = bench, the scored checkpoint
+                as input artifact), offline unless WANDB_API_KEY is set (WANDB_MODE=disabled
+                turns it off; `wandb sync` uploads offline runs).
 """
 from __future__ import annotations
 
@@ -32,10 +34,8 @@ import csv
 import io
 import json
 import math
-import os
 import re
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -54,6 +54,9 @@ __all__ = [
     "format_value",
     "load_published",
     "log_wandb",
+    "wandb_config",
+    "wandb_run_name",
+    "wandb_summary",
     "markdown_table",
     "plot_columns",
     "published_for",
@@ -476,72 +479,136 @@ def write_samples(result: Any, folder: Path, fps: float = 25.0, sample_rate: int
 # ---------------------------------------------------------------------------------------------
 # Weights & Biases
 # ---------------------------------------------------------------------------------------------
+#: record fields copied into a bench W&B run's config as they are
+CONFIG_FIELDS = ("record_id", "method", "checkpoint", "dataset", "protocol", "split", "setting", "seed", "num_clips",
+                 "store", "git_commit", "syncnet", "timestamp", "directions", "na")
+
+
 def wandb_mode() -> str:
     """W&B mode: $WANDB_MODE when set (e.g. disabled), else online with WANDB_API_KEY, else offline."""
-    explicit = os.environ.get("WANDB_MODE")
-    if explicit:
-        return explicit
-    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    from talkinghead.training.tracking import wandb_mode as mode
+
+    return mode()
 
 
-def log_wandb(result: Any, outputs: dict, published: list[dict] | None = None,
-              log: Callable[[str], None] = print) -> str | None:
-    """Log the table, plots and sample videos to a W&B run under <run folder>/wandb.
+def wandb_run_name(record: dict) -> str:
+    """``<method>-<protocol>-<bench run folder>``."""
+    return f"{record['method']}-{record['protocol']}-{record['run']}"
 
-    Returns the W&B run folder, or None when wandb is not installed, disabled, or fails (a
-    warning is printed; the benchmark never fails because of W&B).
+
+def wandb_config(record: dict) -> dict:
+    """A bench W&B run's config: the record's fields (`CONFIG_FIELDS`), the bench run's name and
+    folder, and the training run behind the checkpoint (``training_run_id`` / ``_name`` / ``_dir``,
+    ``training_stage``; None for baselines)."""
+    training = record.get("training_run") or {}
+    config = {key: record.get(key) for key in CONFIG_FIELDS}
+    config.update(bench_run=record.get("run"), bench_run_dir=record.get("run_dir"),
+                  training_run_id=training.get("wandb_id"), training_run_name=training.get("name"),
+                  training_run_dir=training.get("run_dir"), training_stage=training.get("stage"))
+    return config
+
+
+def wandb_summary(record: dict) -> dict:
+    """The summary every bench W&B run has, whatever its method: one key per column of the run
+    (exactly the column names; None where n/a), ``clips_ok`` and ``clips_failed``."""
+    summary: dict[str, Any] = dict(record.get("results") or {})
+    summary.update(clips_ok=record.get("clips_ok"), clips_failed=record.get("clips_failed"))
+    return summary
+
+
+def _checkpoint_artifact(record: dict):
+    """The checkpoint's reference artifact (`talkinghead.training.tracking`) when the record's
+    checkpoint is a staged training run's file, else None."""
+    from talkinghead.training.tracking import checkpoint_artifact
+
+    training = record.get("training_run") or {}
+    checkpoint = record.get("checkpoint")
+    if not training.get("stage") or not checkpoint or not Path(checkpoint).is_file():
+        return None
+    return checkpoint_artifact(checkpoint, training["run_dir"], training["stage"])
+
+
+def log_wandb(result: Any, outputs: dict, records: list[dict] | None = None, published: list[dict] | None = None,
+              log: Callable[[str], None] = print, project: str | None = None) -> list[str] | None:
+    """One W&B run per record (method) of the bench run, under <run folder>/wandb.
+
+    Each run: name `wandb_run_name`, ``group`` = protocol, ``tags`` = [method, protocol, dataset],
+    ``job_type`` = "bench" (tags deduplicated: a protocol named as its dataset is one tag), config `wandb_config`, summary `wandb_summary` (the same keys for every
+    method), media ``samples`` (the side-by-side sample videos with audio), ``plots`` (the bar
+    charts), ``control_matrix`` (when measured) and ``results`` (the table, published rows
+    included); a scored training checkpoint is declared as the run's input artifact. Project:
+    `talkinghead.training.tracking.wandb_project` (`project`, default "talkinghead", the training
+    runs' project; $WANDB_PROJECT overrides).
+
+    Returns the W&B run folders, or None when wandb is not installed or disabled; a run that fails
+    is skipped with a warning (the benchmark never fails because of W&B).
     """
     try:
         import wandb
     except ImportError:
         return None
+    from talkinghead.training.tracking import use_checkpoint, wandb_project
+
     mode = wandb_mode()
     if mode == "disabled":
         return None
-    run = None
-    try:
-        settings = wandb.Settings(silent=True, console="off", disable_git=True, save_code=False,
-                                  x_disable_stats=True, x_disable_machine_info=True)
-        config = {k: result.run_info.get(k) for k in ("protocol", "dataset", "split", "setting", "methods", "syncnet")}
-        run = wandb.init(project=os.environ.get("WANDB_PROJECT", "talkinghead-bench"), name=result.run_dir.name,
-                         dir=str(result.run_dir), mode=mode, job_type="bench", config=config, settings=settings)
-        columns = list(result.columns)
-        table = wandb.Table(columns=["method", "kind", "clips_ok", *columns])
-        for m in result.methods:
-            table.add_data(m.name, "measured", m.clips_ok, *[m.values.get(c) for c in columns])
-        for row in published or []:
-            table.add_data(row["method"], "published", None, *[row["values"].get(c) for c in columns])
-        payload: dict[str, Any] = {"results": table}
-        for path in outputs.get("plots", []):
-            payload[f"plots/{Path(path).stem}"] = wandb.Image(str(path))
-        for path in outputs.get("samples", []):
-            payload[f"samples/{Path(path).stem}"] = wandb.Video(str(path), format="mp4")
-        run.log(payload)
-        for m in result.methods:
-            for column, value in m.values.items():
-                if value is not None:
-                    run.summary[f"{m.name}/{column}"] = value
-        folder = str(Path(run.dir).parent)
-        run.finish()
-        return folder
-    except Exception as error:  # noqa: BLE001 - W&B is a convenience, never a failure
-        log(f"W&B logging skipped: {type(error).__name__}: {error}")
-        if run is not None:
-            try:
-                run.finish(exit_code=1)
-            except Exception:  # noqa: BLE001
-                pass
-        return None
+    records = records if records is not None else jsonl_records(result, outputs)
+    project = wandb_project(project)
+    columns = list(result.columns)
+    folders = []
+    for record in records:
+        run = None
+        try:
+            settings = wandb.Settings(silent=True, console="off", disable_git=True, save_code=False,
+                                      x_disable_stats=True, x_disable_machine_info=True)
+            config = wandb_config(record)
+            artifact = _checkpoint_artifact(record)
+            config["checkpoint_artifact"] = artifact.name if artifact is not None else None
+            run = wandb.init(project=project, name=wandb_run_name(record), group=record["protocol"],
+                             tags=list(dict.fromkeys([record["method"], record["protocol"], record["dataset"]])),
+                             job_type="bench",
+                             dir=str(result.run_dir), mode=mode, config=config, settings=settings,
+                             reinit="create_new")
+            if artifact is not None:
+                use_checkpoint(run, artifact)
+            table = wandb.Table(columns=["method", "kind", "clips_ok", *columns])
+            for m in result.methods:
+                table.add_data(m.name, "measured", m.clips_ok, *[m.values.get(c) for c in columns])
+            for row in published or []:
+                table.add_data(row["method"], "published", None, *[row["values"].get(c) for c in columns])
+            payload: dict[str, Any] = {"results": table}
+            if outputs.get("samples"):
+                payload["samples"] = [wandb.Video(str(p), format="mp4", caption=Path(p).stem)
+                                      for p in outputs["samples"]]
+            if outputs.get("plots"):
+                payload["plots"] = [wandb.Image(str(p), caption=Path(p).stem) for p in outputs["plots"]]
+            if outputs.get("control_plot"):
+                payload["control_matrix"] = wandb.Image(str(outputs["control_plot"]))
+            run.log(payload)
+            for key, value in wandb_summary(record).items():
+                run.summary[key] = value
+            folders.append(str(Path(run.dir).parent))
+            run.finish()
+        except Exception as error:  # noqa: BLE001 - W&B is a convenience, never a failure
+            log(f"W&B logging of {record.get('method')} skipped: {type(error).__name__}: {error}")
+            if run is not None:
+                try:
+                    run.finish(exit_code=1)
+                except Exception:  # noqa: BLE001
+                    pass
+    return folders
 
 
 # ---------------------------------------------------------------------------------------------
 # everything
 # ---------------------------------------------------------------------------------------------
 def write_report(result: Any, published: str | Path | None = None, wandb_log: bool = True,
-                 history: str | Path | None = None, log: Callable[[str], None] | None = None) -> dict:
+                 history: str | Path | None = None, log: Callable[[str], None] | None = None,
+                 wandb_project: str | None = None) -> dict:
     """Write every report file of `result` into its run folder; returns {kind: path(s)}.
 
     history: the JSON-lines file every run appends to (default <bench_root>/results.jsonl).
+    wandb_project: the W&B project of the bench runs (`log_wandb`).
     """
     log = log or (lambda message: print(message, file=sys.stderr))
     run_dir = Path(result.run_dir)
@@ -580,6 +647,6 @@ def write_report(result: Any, published: str | Path | None = None, wandb_log: bo
     history = Path(history) if history is not None else bench_root / "results.jsonl"
     outputs["history"] = str(write_jsonl(records, history, append=True))
     if wandb_log:
-        outputs["wandb"] = log_wandb(result, outputs, rows, log)
+        outputs["wandb"] = log_wandb(result, outputs, records, rows, log, wandb_project)
     log(f"results: {run_dir}\n\n{table}")
     return outputs

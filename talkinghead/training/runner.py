@@ -28,9 +28,17 @@ steps each leave the other's parameters without gradients). Under torchrun or SL
 reads the cluster environment itself. The data module reads LitData shards when the method's
 data config points at them.
 
-Loggers: CSV always; W&B (``logger.wandb``) grouped by method and store (``<method>-<store>``),
-``job_type`` = stage, the resolved config attached, tags = [method, store, stage, *logger.tags];
-a resumed stage continues its W&B run (its id is kept in ``<stage>/wandb_id``).
+Loggers: CSV always; W&B (``logger.wandb``; off with ``WANDB_MODE=disabled``) in the project
+`talkinghead.training.tracking.wandb_project` (``$WANDB_PROJECT``, else ``logger.project``,
+"talkinghead": the bench runs' project too), one run per stage named ``<method>-<config name>-<stage>``,
+grouped by method and config (``group = <method>-<config name>``), ``job_type`` = stage, the
+resolved config attached, tags = [method, store, stage, *logger.tags]; the sample grids and
+validation videos (with audio) go to it as ``samples/<stage>`` and ``videos/<stage>``. At the end
+of each stage run (rank zero) its ``last.ckpt`` is logged as a reference artifact of type "model"
+named ``<run folder>-<stage>`` with aliases latest, <stage> (and "finished" once ``max_steps`` is
+reached): the artifact a bench run of that checkpoint declares as its input
+(`talkinghead.training.tracking`). A resumed stage continues its W&B run (its id is kept in
+``<stage>/wandb_id``).
 """
 from __future__ import annotations
 
@@ -141,15 +149,22 @@ def stage_loggers(method: Method, cfg, stage: str, stage_dir: Path) -> list:
     except ImportError:
         print("W&B logging is on but wandb is not installed: CSV logs only", flush=True)
         return loggers
+    if os.environ.get("WANDB_MODE") == "disabled":
+        return loggers
+    from talkinghead.training.tracking import wandb_project
+
     mode = cfg.logger.mode
     offline = not os.environ.get("WANDB_API_KEY") if mode == "auto" else mode == "offline"
+    if os.environ.get("WANDB_MODE") in ("offline", "dryrun"):
+        offline = True
     id_file = stage_dir / "wandb_id"
     run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]
     if _is_rank_zero():
         atomic_write_text(id_file, run_id)
     dataset = Path(cfg.store).name
     loggers.append(WandbLogger(
-        project=cfg.logger.project, name=f"{method.name}-{cfg.name}-{stage}", group=f"{method.name}-{dataset}",
+        project=wandb_project(cfg.logger.project), name=f"{method.name}-{cfg.name}-{stage}",
+        group=f"{method.name}-{cfg.name}",
         job_type=stage, tags=[method.name, dataset, stage, *cfg.logger.tags], config=to_dict(cfg),
         save_dir=str(stage_dir), offline=offline, id=run_id, resume="allow"))
     return loggers
@@ -186,6 +201,23 @@ def _atomic_checkpoint_io():
             atomic_write(path, lambda partial: write(checkpoint, partial, storage_options))
 
     return AtomicCheckpointIO()
+
+
+def _log_stage_checkpoint(logger, method: Method, cfg, stage: str, out: Path, last: Path, module,
+                          finished: bool) -> None:
+    """Log the stage's ``last.ckpt`` to its W&B run as a reference "model" artifact (runner docstring);
+    a W&B failure is a warning, never a failed stage."""
+    from talkinghead.training.tracking import log_checkpoint
+
+    if not last.is_file():
+        return
+    aliases = ["latest", stage] + (["finished"] if finished else [])
+    metadata = {"method": method.name, "config": cfg.name, "stage": stage, "run_dir": str(out.resolve()),
+                "batches": int(module.batches), "finished": bool(finished), "store": str(cfg.store)}
+    try:
+        log_checkpoint(logger.experiment, last, out, stage, aliases=aliases, metadata=metadata)
+    except Exception as error:  # noqa: BLE001 - W&B is a convenience, never a failure
+        print(f"{method.name} {stage}: checkpoint not logged to W&B: {type(error).__name__}: {error}", flush=True)
 
 
 def _run_stage(method: Method, cfg, stage: str, out: Path, *, record: bool) -> tuple[Path, bool]:
@@ -290,17 +322,20 @@ def _run_stage(method: Method, cfg, stage: str, out: Path, *, record: bool) -> t
         with warnings.catch_warnings():  # the EMA copy and frozen networks are in eval mode on purpose
             warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
             trainer.fit(module, datamodule=StageData(data, clips), ckpt_path=str(resume) if resume else None)
+        batches = module.batches
+        finished = batches >= max_steps
+        if trainer.is_global_zero:
+            if not last.is_file() or batches % epoch_batches:  # stopped mid-epoch: keep the final state too
+                trainer.save_checkpoint(str(last))
+            if len(loggers) > 1:
+                _log_stage_checkpoint(loggers[1], method, cfg, stage, out, last, module, finished)
     finally:
         if len(loggers) > 1:  # close this stage's W&B run, or the next stage's logger would reuse it
             import wandb
 
             wandb.finish()
     minutes = (time.perf_counter() - started) / 60.0
-    batches = module.batches
-    finished = batches >= max_steps
     if trainer.is_global_zero:
-        if not last.is_file() or batches % epoch_batches:  # stopped mid-epoch: keep the final state too
-            trainer.save_checkpoint(str(last))
         if finished:
             atomic_write_text(done_file, json.dumps({
                 "stage": stage, "batches": batches, "global_step": int(trainer.global_step), "max_steps": max_steps,

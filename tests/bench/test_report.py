@@ -162,11 +162,12 @@ def test_wandb_offline_run_inside_run_folder(tmp_path, monkeypatch):
     run_dir.mkdir()
     result = _result(run_dir, samples=False)
     messages: list[str] = []
-    folder = log_wandb(result, {"plots": [], "samples": []}, published_rows(list(result.columns), "vox2"),
-                       messages.append)
-    assert folder is not None, messages
-    assert Path(folder).parent == run_dir / "wandb" and Path(folder).name.startswith("offline-run-")
-    assert list(Path(folder).glob("*.wandb"))
+    folders = log_wandb(result, {"plots": [], "samples": []}, published=published_rows(list(result.columns), "vox2"),
+                        log=messages.append)
+    assert folders is not None and len(folders) == len(result.methods), messages  # one W&B run per method
+    for folder in folders:
+        assert Path(folder).parent == run_dir / "wandb" and Path(folder).name.startswith("offline-run-")
+        assert list(Path(folder).glob("*.wandb"))
 
 
 def test_table_names_each_rows_checkpoint_and_training_run(tmp_path):
