@@ -166,7 +166,10 @@ def stage_loggers(method: Method, cfg, stage: str, stage_dir: Path) -> list:
         project=wandb_project(cfg.logger.project), name=f"{method.name}-{cfg.name}-{stage}",
         group=f"{method.name}-{cfg.name}",
         job_type=stage, tags=[method.name, dataset, stage, *cfg.logger.tags], config=to_dict(cfg),
-        save_dir=str(stage_dir), offline=offline, id=run_id, resume="allow"))
+        save_dir=str(stage_dir), offline=offline, id=run_id, resume="allow",
+        # explicit, not only Lightning's WANDB_MODE=dryrun: wandb reads the environment once per
+        # process, so an earlier online init in the same process would otherwise win
+        mode="offline" if offline else "online"))
     return loggers
 
 
