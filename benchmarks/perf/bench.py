@@ -103,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  workers={workers}: repeat {repeat} gave other numbers than repeat 0", flush=True)
             print(f"  repeat {repeat} workers={workers}: {scoring:.1f} s scoring, CPU {100 * cpu / wall:.0f} %, "
                   f"load {runs[workers][-1]['load']:.2f}", flush=True)
+            for message in messages:
+                if "metric worker process" in message:
+                    print(f"    {message}", flush=True)
     load_after = os.getloadavg()
 
     clips = args.clips * len(args.methods)

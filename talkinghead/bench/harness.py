@@ -503,6 +503,9 @@ class _Runner:
     def __init__(self, config: BenchConfig, log: Callable[[str], None]):
         self.config = config
         self.log = log
+        # seconds per clip outside the metric updates and of each metric's update, measured on the
+        # run's first scored clip (`run_method` shares the metrics out among workers by them)
+        self._costs: tuple[float, dict[str, float]] | None = None
         # (detector key, clip_id) -> {frame index: (68, 2) float32 landmarks, NaN when no face}
         self._landmarks: dict[tuple[tuple[str, str], str], dict[int, np.ndarray]] = {}
 
@@ -807,8 +810,20 @@ class _Runner:
                 account(ledger.pop(accounted))
                 accounted += 1
 
+        def start_workers() -> tuple[MetricWorkers | None, dict[str, int]]:
+            shares = {k: n for k, n in assign_metrics(*self._costs, workers).items() if n}
+            if not shares:
+                return None, {}
+            started = MetricWorkers(shares, {m.name: m.instance for m in live})
+            self.log(f"[{name}] {len(started.numbers)} metric worker process(es), torch threads here "
+                     f"{torch.get_num_threads()}: " + "; ".join(
+                         f"worker {n}: {', '.join(k for k in shares if shares[k] == n)}" for n in started.numbers))
+            return started, shares
+
         with thread_limits(threads):
             try:
+                if workers and self._costs is not None and set(self._costs[1]) == {m.name for m in live}:
+                    pool, owners = start_workers()  # shared out by an earlier method's first clip
                 bar = tqdm(selections, desc=f"{name}", unit="clip", disable=not config.progress, leave=False)
                 for index, selection in enumerate(bar):
                     entry = ledger[index] = _ClipOutcome(selection)
@@ -826,16 +841,10 @@ class _Runner:
                             clip["frames"][name] = (fake[:count].permute(0, 2, 3, 1).mul(255).round().byte()
                                                     .cpu().numpy())
                         if pool is None and workers and len(selections) - index > 2:
-                            # the first scored clip measured every metric here: share them out, fork
-                            main = time.perf_counter() - tick - sum(entry.update_seconds.values())
-                            owners = {k: n for k, n in assign_metrics(main, entry.update_seconds, workers).items()
-                                      if n}
-                            if owners:
-                                pool = MetricWorkers(owners, {m.name: m.instance for m in live})
-                                self.log(f"[{name}] {len(pool.numbers)} metric worker process(es), torch threads "
-                                         f"here {torch.get_num_threads()}: " + "; ".join(
-                                             f"worker {n}: {', '.join(k for k in owners if owners[k] == n)}"
-                                             for n in pool.numbers))
+                            # the run's first scored clip measured every metric here: share them out, fork
+                            self._costs = (time.perf_counter() - tick - sum(entry.update_seconds.values()),
+                                           dict(entry.update_seconds))
+                            pool, owners = start_workers()
                     settle(block=False)
                 bar.close()
                 while len(ledger):

@@ -6,9 +6,10 @@ no overlap), so threads cannot use a second core for them; torch ops do release 
 already spread over cores by torch's own threads.
 
 How the numbers stay those of the sequential run: each metric lives in exactly one process and
-sees every clip, in clip order, there. The harness scores the first clip itself (timing each
-metric's update), then forks the workers, which inherit the metric instances *with* that clip's
-state, and hands each worker the metrics `assign_metrics` gives it. For every later clip the
+sees every clip, in clip order, there. The harness scores the run's first clip itself (timing
+each metric's update), then forks the workers, which inherit the metric instances *with* that
+clip's state, and hands each worker the metrics `assign_metrics` gives it; later methods fork
+theirs before their first clip, with the same shares. For every later clip the
 harness prepares the inputs of every metric (landmark detection included, with its cache) in
 clip order, updates its own metrics and sends the others' inputs to their worker; outcomes are
 gathered per clip and accounted in clip order and metric order, so errors, counts and values

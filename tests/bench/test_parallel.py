@@ -150,7 +150,7 @@ def test_workers_give_the_sequential_numbers_and_errors(synth_vox2_store, tmp_pa
     sequential, seq_saved, _ = _run(synth_vox2_store, tmp_path, "seq", workers=0, threads=1)
     parallel, par_saved, messages = _run(synth_vox2_store, tmp_path, "par", workers=workers, threads=1)
     started = [m for m in messages if "metric worker process" in m]
-    assert len(started) == 2, "\n".join(messages)  # one per method, after its first clip
+    assert len(started) == 2, "\n".join(messages)  # one per method (the first: after its first clip)
     if workers == 4:  # capped at one per metric: each metric in a worker of its own
         assert all("worker 3" in m and "worker 4" not in m for m in started)
     assert _comparable(par_saved) == _comparable(seq_saved)
@@ -189,13 +189,16 @@ def test_thread_settings_applied_and_restored(synth_vox2_store, tmp_path):
 
 def test_workers_run_single_threaded(synth_vox2_store, tmp_path):
     before = torch.get_num_threads(), cv2.getNumThreads()
-    result, _, messages = _run(synth_vox2_store, tmp_path, "par", workers=2, threads=3, methods=["static"],
-                               metrics=["par_threads", "par_order"])
+    result, _, messages = _run(synth_vox2_store, tmp_path, "par", workers=2, threads=3,
+                               methods=["static", "ground_truth"], metrics=["par_threads", "par_order"])
     assert any("torch threads here 3" in m for m in messages), messages
     values = result.methods[0].values  # 2 workers, 2 metrics: each in a worker of its own after clip 0
     assert values["ELSEWHERE"] == 2 and values["CLIPS"] == 3
     # clip 0 here with threads=3, clips 1 and 2 in the worker with 1
     assert [values[c] for c in ("TORCH-MIN", "TORCH-MAX", "CV2-MIN", "CV2-MAX")] == [1, 3, 1, 3]
+    values = result.methods[1].values  # the next method forks before its first clip: all in the worker
+    assert values["ELSEWHERE"] == 3 and values["CLIPS"] == 3
+    assert [values[c] for c in ("TORCH-MIN", "TORCH-MAX", "CV2-MIN", "CV2-MAX")] == [1, 1, 1, 1]
     assert (torch.get_num_threads(), cv2.getNumThreads()) == before
 
 
