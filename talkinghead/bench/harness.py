@@ -23,6 +23,11 @@
    goes on; a method that fails to build is recorded and skipped;
 5. computes each metric per method and writes the run folder (`talkinghead.bench.report`).
 
+Metric updates run in worker processes beside this one (``BenchConfig.workers``, default one per
+core beyond the first, at most 3; `talkinghead.bench.parallel`): each metric is updated in one
+process in clip order and errors are recorded in clip order, so ``workers=0`` (the sequential path)
+gives the same results.json with the same ``threads``.
+
 Pooled metrics with a real side (FID) get the statistics of the real frames of all selected
 clips computed once, before the methods run (`_Runner.real_statistics`, cached under
 ``<bench_root>/cache/<metric>/``), so every method is compared with the same real distribution
@@ -87,6 +92,7 @@ from tqdm import tqdm
 
 from talkinghead.bench import protocol as protocols
 from talkinghead.bench.methods import build_method, describe, method_spec
+from talkinghead.bench.parallel import MetricWorkers, assign_metrics, available_cores, default_workers, thread_limits
 from talkinghead.bench.protocol import GROUND_TRUTH_INPUTS, Protocol, Selection, get_protocol, load_clip
 from talkinghead.fileio import atomic_write_text, sha256_file
 from talkinghead.progress import progress as progress_bar
@@ -154,6 +160,15 @@ class BenchConfig:
     resume:             continue the latest interrupted run with the same settings under bench_root
                         (or in `out`), reusing the methods it had scored (`talkinghead.bench.resume`).
     command:            the command line, recorded in run.json (default sys.argv).
+    workers:            metric worker processes beside the harness (`talkinghead.bench.parallel`): each
+                        metric is updated in one process, clip by clip in clip order, so the numbers are
+                        those of ``workers=0`` (everything in this process, one clip after another: the
+                        sequential path) with the same `threads` (torch's float results may depend on its
+                        thread count). None: one per core beyond the first, at most 3 (2 cores: 1);
+                        0 off the CPU. benchmarks/perf/bench.py measures the modes.
+    threads:            torch intra-op / BLAS / OpenCV threads of the harness process while a method runs;
+                        None: with workers, the cores not taken by them (at least 1), without, unchanged
+                        (torch's default). Workers always run single-threaded.
     """
 
     protocol: str = "synth"
@@ -185,8 +200,14 @@ class BenchConfig:
     published: str | None = None
     resume: bool = True
     command: list[str] | None = None
+    workers: int | None = None
+    threads: int | None = None
 
     def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
         if self.syncnet not in ("expert", "official"):
             raise ValueError(f"syncnet must be 'expert' or 'official', got {self.syncnet!r}")
         if not self.methods:
@@ -484,10 +505,34 @@ def _detector_key(m: _Metric) -> tuple[str, str]:
     return ("metric", m.name)
 
 
+@dataclass
+class _ClipOutcome:
+    """One clip of one method until it is accounted (in clip order, `_Runner.run_method`).
+
+    failure:        (file, stage, error) when loading or generating failed, else None.
+    outcomes:       metric -> (error message or None, seconds of input preparation + update).
+    prepared:       metric -> seconds its inputs took here, while its worker updates it.
+    update_seconds: metric -> seconds of its update here (the first clip's share out the metrics).
+    """
+
+    selection: Selection
+    file: str | None = None
+    failure: tuple[str | None, str, BaseException] | None = None
+    outcomes: dict[str, tuple[str | None, float]] = field(default_factory=dict)
+    prepared: dict[str, float] = field(default_factory=dict)
+    update_seconds: dict[str, float] = field(default_factory=dict)
+
+    def complete(self, live: list[_Metric]) -> bool:
+        return self.failure is not None or all(m.name in self.outcomes for m in live)
+
+
 class _Runner:
     def __init__(self, config: BenchConfig, log: Callable[[str], None]):
         self.config = config
         self.log = log
+        # seconds per clip outside the metric updates and of each metric's update, measured on the
+        # run's first scored clip (`run_method` shares the metrics out among workers by them)
+        self._costs: tuple[float, dict[str, float]] | None = None
         # (detector key, clip_id) -> {frame index: (68, 2) float32 landmarks, NaN when no face}
         self._landmarks: dict[tuple[tuple[str, str], str], dict[int, np.ndarray]] = {}
 
@@ -731,9 +776,9 @@ class _Runner:
                 elif column in m.column_na:
                     result.na[column] = m.column_na[column]
 
-        def fail(clip: Selection | None, file: str | None, stage: str, error: BaseException) -> None:
+        def fail(clip: Selection | None, file: str | None, stage: str, error: BaseException | str) -> None:
             record = {"method": name, "clip_id": clip.clip_id if clip else None, "file": file, "stage": stage,
-                      "error": _reason(error)}
+                      "error": error if isinstance(error, str) else _reason(error)}
             result.errors.append(record)
             where = f"{record['clip_id']} ({file}) failed at {stage}" if clip else f"{stage} failed"
             self.log(f"[{name}] {where}: {record['error']}")
@@ -753,109 +798,221 @@ class _Runner:
         for m in live:
             m.instance.reset()
             result.metric_clips[m.name] = 0
-        bar = progress_bar(selections, desc=f"{name} {config.protocol}", unit="clip", disable=not config.progress)
-        for selection in bar:
-            file = None
-            try:
-                data = load_clip(store, selection)
-                file = data.file
-            except Exception as error:  # noqa: BLE001
-                fail(selection, str(store.path(selection.entry)) if hasattr(store, "path") else None, "load", error)
+        workers = self.worker_count(len(selections), live)
+        threads = config.threads if config.threads is not None else (
+            max(1, available_cores() - workers) if workers else None)
+        pool: MetricWorkers | None = None
+        owners: dict[str, int] = {}  # metric -> its worker (absent: scored here)
+        ledger: dict[int, _ClipOutcome] = {}  # clips not accounted yet, by position in `selections`
+        accounted = 0
+
+        def account(entry: _ClipOutcome) -> None:
+            """Record one clip's outcome; called in clip order (the sequential run's order)."""
+            if entry.failure is not None:
+                fail(entry.selection, *entry.failure)
                 result.clips_failed += 1
-                continue
-            data.request.ground_truth = data.real_frames if give_truth else None
-            # before generation: a method that writes into its request cannot change them
-            pose: dict[str, torch.Tensor | BaseException] = {}
-            for m in live:
-                if "pose_landmarks" in m.inputs or "pose_landmarks" in m.optional_inputs:
-                    try:
-                        pose[m.name] = self.pose_landmarks(m, data)
-                    except Exception as error:  # noqa: BLE001 - recorded as this metric's failure below
-                        pose[m.name] = error
-            stage = "generate"
-            try:
-                tick = time.perf_counter()
-                with torch.no_grad():
-                    raw = generator.generate(data.request)
-                result.metric_seconds["generate"] = (result.metric_seconds.get("generate", 0.0)
-                                                     + time.perf_counter() - tick)
-                stage = "output"
-                fake = self.check_output(raw, data)
-            except Exception as error:  # noqa: BLE001
-                fail(selection, file, stage, error)
-                result.clips_failed += 1
-                continue
-            inputs = data.metric_inputs(fake)
+                return
             clip_ok = True
             for m in live:
-                try:
-                    tick = time.perf_counter()
-                    args = {k: inputs[k].to(config.device) for k in m.inputs if k not in LANDMARK_INPUTS}
-                    if "real_landmarks" in m.inputs or "real_landmarks" in m.optional_inputs:
-                        landmarks = self.real_landmarks(m, data)
-                        if landmarks is None and "real_landmarks" in m.inputs:
-                            landmarks = data.real_landmarks  # required and not detectable here: the store's
-                        if landmarks is not None:
-                            args["real_landmarks"] = landmarks.to(config.device)
-                    if m.name in pose:
-                        if isinstance(pose[m.name], BaseException):
-                            raise pose[m.name]
-                        args["pose_landmarks"] = pose[m.name].to(config.device)
-                    if "fake_landmarks" in m.optional_inputs:
-                        landmarks = self.fake_landmarks(m, name, data, fake)
-                        if landmarks is not None:
-                            args["fake_landmarks"] = landmarks.to(config.device)
-                    args.update({k: inputs[k].to(config.device) for k in m.optional_inputs
-                                 if k not in LANDMARK_INPUTS and inputs.get(k) is not None})
-                    with torch.no_grad():
-                        m.instance.update(**args)
-                    result.metric_clips[m.name] += 1
-                    result.metric_seconds[m.name] = result.metric_seconds.get(m.name, 0.0) + time.perf_counter() - tick
-                except Exception as error:  # noqa: BLE001 - the other metrics and clips go on
-                    fail(selection, file, f"metric:{m.name}", error)
+                error, seconds = entry.outcomes[m.name]
+                if error is not None:
+                    fail(entry.selection, entry.file, f"metric:{m.name}", error)
                     clip_ok = False
+                    continue
+                result.metric_clips[m.name] += 1
+                result.metric_seconds[m.name] = result.metric_seconds.get(m.name, 0.0) + seconds
             if clip_ok:
                 result.clips_ok += 1
             else:
                 result.clips_failed += 1
-            if selection.clip_id in sample_ids:
-                clip = samples.setdefault(selection.clip_id, {"audio": data.request.audio.numpy(), "frames": {}})
-                count = min(len(fake), config.sample_frames)
-                clip["frames"][name] = (fake[:count].permute(0, 2, 3, 1).mul(255).round().byte().cpu().numpy())
-        bar.close()
 
-        for m in live:
-            if result.metric_clips.get(m.name, 0) == 0:
-                for column in m.columns:
-                    result.na.setdefault(column, "no clip scored")
-                continue
+        def settle(block: bool) -> None:
+            nonlocal accounted
+            if pool is not None:
+                for index, outcomes in pool.receive(block):
+                    entry = ledger[index]
+                    entry.outcomes.update({k: (error, entry.prepared.pop(k) + seconds)
+                                           for k, (error, seconds) in outcomes.items()})
+            while accounted in ledger and ledger[accounted].complete(live):
+                account(ledger.pop(accounted))
+                accounted += 1
+
+        def start_workers() -> tuple[MetricWorkers | None, dict[str, int]]:
+            shares = {k: n for k, n in assign_metrics(*self._costs, workers).items() if n}
+            if not shares:
+                return None, {}
+            started = MetricWorkers(shares, {m.name: m.instance for m in live})
+            self.log(f"[{name}] {len(started.numbers)} metric worker process(es), torch threads here "
+                     f"{torch.get_num_threads()}: " + "; ".join(
+                         f"worker {n}: {', '.join(k for k in shares if shares[k] == n)}" for n in started.numbers))
+            return started, shares
+
+        with thread_limits(threads):
             try:
-                tick = time.perf_counter()
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", UserWarning)
-                    values = m.instance.compute()
-                result.metric_seconds[m.name] = result.metric_seconds.get(m.name, 0.0) + time.perf_counter() - tick
-            except Exception as error:  # noqa: BLE001
-                fail(None, None, f"compute:{m.name}", error)
+                if workers and self._costs is not None and set(self._costs[1]) == {m.name for m in live}:
+                    pool, owners = start_workers()  # shared out by an earlier method's first clip
+                bar = progress_bar(selections, desc=f"{name} {config.protocol}", unit="clip", disable=not config.progress)
+                for index, selection in enumerate(bar):
+                    entry = ledger[index] = _ClipOutcome(selection)
+                    tick = time.perf_counter()
+                    prepared = self.prepare_clip(generator, give_truth, store, entry, live, result)
+                    if prepared is not None:
+                        data, fake, pose = prepared
+                        remote = self.score_clip(name, data, fake, pose, live, owners, entry)
+                        if remote:
+                            entry.outcomes.update(pool.submit(index, remote))
+                        if selection.clip_id in sample_ids:
+                            clip = samples.setdefault(selection.clip_id,
+                                                      {"audio": data.request.audio.numpy(), "frames": {}})
+                            count = min(len(fake), config.sample_frames)
+                            clip["frames"][name] = (fake[:count].permute(0, 2, 3, 1).mul(255).round().byte()
+                                                    .cpu().numpy())
+                        if pool is None and workers and len(selections) - index > 2:
+                            # the run's first scored clip measured every metric here: share them out, fork
+                            self._costs = (time.perf_counter() - tick - sum(entry.update_seconds.values()),
+                                           dict(entry.update_seconds))
+                            pool, owners = start_workers()
+                    settle(block=False)
+                bar.close()
+                while len(ledger):
+                    settle(block=True)
+
+                remote_values = pool.compute([m.name for m in live if m.name in owners
+                                              and result.metric_clips.get(m.name, 0)]) if pool else {}
+            finally:
+                if pool is not None:
+                    pool.close()
+
+            for m in live:
+                if result.metric_clips.get(m.name, 0) == 0:
+                    for column in m.columns:
+                        result.na.setdefault(column, "no clip scored")
+                    continue
+                if m.name in remote_values:
+                    values, error, seconds, nan_reasons = remote_values[m.name]
+                else:
+                    tick = time.perf_counter()
+                    try:
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore", UserWarning)
+                            values, error = m.instance.compute(), None
+                    except Exception as caught:  # noqa: BLE001
+                        values, error = None, _reason(caught)
+                    seconds = time.perf_counter() - tick
+                    nan_reasons = getattr(m.instance, "nan_reasons", None) or {}
+                if error is not None:
+                    fail(None, None, f"compute:{m.name}", error)
+                    for column in m.columns:
+                        result.na[column] = f"compute failed: {error}"
+                    continue
+                result.metric_seconds[m.name] = result.metric_seconds.get(m.name, 0.0) + seconds
                 for column in m.columns:
-                    result.na[column] = f"compute failed: {_reason(error)}"
-                continue
-            for column in m.columns:
-                if column in m.column_na:
-                    continue
-                value = values.get(column) if isinstance(values, dict) else None
-                if value is None:
-                    result.na[column] = f"{m.name} returned no {column}"
-                    continue
-                number = float(torch.as_tensor(value).float().mean())
-                if np.isfinite(number):
-                    result.values[column] = number
-                    result.na.pop(column, None)
-                else:  # a metric may say why a column can be undefined (`nan_reasons`)
-                    why = (getattr(m.instance, "nan_reasons", None) or {}).get(column)
-                    result.na[column] = why or f"{m.name} returned {number}"
+                    if column in m.column_na:
+                        continue
+                    value = values.get(column) if isinstance(values, dict) else None
+                    if value is None:
+                        result.na[column] = f"{m.name} returned no {column}"
+                        continue
+                    number = float(torch.as_tensor(value).float().mean())
+                    if np.isfinite(number):
+                        result.values[column] = number
+                        result.na.pop(column, None)
+                    else:  # a metric may say why a column can be undefined (`nan_reasons`)
+                        why = nan_reasons.get(column)
+                        result.na[column] = why or f"{m.name} returned {number}"
         result.seconds = time.perf_counter() - start
         return result
+
+    def worker_count(self, clips: int, live: list[_Metric]) -> int:
+        """Metric worker processes for one method (`BenchConfig.workers`, `talkinghead.bench.parallel`):
+        none off the CPU, for fewer than 3 clips or without metrics; at most one per metric."""
+        config = self.config
+        wanted = config.workers if config.workers is not None else default_workers(config.device)
+        if wanted and torch.device(config.device).type != "cpu":
+            self.log(f"workers={wanted} ignored on {config.device}: metric workers are forked, CPU only")
+            return 0
+        return max(0, min(int(wanted), len(live))) if clips >= 3 else 0
+
+    def prepare_clip(self, generator: Any, give_truth: bool, store: Any, entry: _ClipOutcome, live: list[_Metric],
+                     result: MethodResult) -> tuple[protocols.ClipData, torch.Tensor, dict] | None:
+        """Load, detect the pose-source landmarks, generate and check one clip: (clip data, generated
+        frames, metric -> pose landmarks or the error detecting them); None after recording the
+        failure (file, stage, error) in `entry`."""
+        selection = entry.selection
+        try:
+            data = load_clip(store, selection)
+            entry.file = data.file
+        except Exception as error:  # noqa: BLE001
+            entry.failure = (str(store.path(selection.entry)) if hasattr(store, "path") else None, "load", error)
+            return None
+        data.request.ground_truth = data.real_frames if give_truth else None
+        # before generation: a method that writes into its request cannot change them
+        pose: dict[str, torch.Tensor | BaseException] = {}
+        for m in live:
+            if "pose_landmarks" in m.inputs or "pose_landmarks" in m.optional_inputs:
+                try:
+                    pose[m.name] = self.pose_landmarks(m, data)
+                except Exception as error:  # noqa: BLE001 - recorded as this metric's failure
+                    pose[m.name] = error
+        stage = "generate"
+        try:
+            tick = time.perf_counter()
+            with torch.no_grad():
+                raw = generator.generate(data.request)
+            result.metric_seconds["generate"] = result.metric_seconds.get("generate", 0.0) + time.perf_counter() - tick
+            stage = "output"
+            fake = self.check_output(raw, data)
+        except Exception as error:  # noqa: BLE001
+            entry.failure = (data.file, stage, error)
+            return None
+        return data, fake, pose
+
+    def metric_args(self, m: _Metric, method: str, data: protocols.ClipData, fake: torch.Tensor, pose: dict) -> dict:
+        """The keyword arguments of `m.update` for one clip: exactly its ``inputs`` and the
+        ``optional_inputs`` the harness has (landmarks detected here, module docstring)."""
+        device = self.config.device
+        inputs = data.metric_inputs(fake)
+        args = {k: inputs[k].to(device) for k in m.inputs if k not in LANDMARK_INPUTS}
+        if "real_landmarks" in m.inputs or "real_landmarks" in m.optional_inputs:
+            landmarks = self.real_landmarks(m, data)
+            if landmarks is None and "real_landmarks" in m.inputs:
+                landmarks = data.real_landmarks  # required and not detectable here: the store's
+            if landmarks is not None:
+                args["real_landmarks"] = landmarks.to(device)
+        if m.name in pose:
+            if isinstance(pose[m.name], BaseException):
+                raise pose[m.name]
+            args["pose_landmarks"] = pose[m.name].to(device)
+        if "fake_landmarks" in m.optional_inputs:
+            landmarks = self.fake_landmarks(m, method, data, fake)
+            if landmarks is not None:
+                args["fake_landmarks"] = landmarks.to(device)
+        args.update({k: inputs[k].to(device) for k in m.optional_inputs
+                     if k not in LANDMARK_INPUTS and inputs.get(k) is not None})
+        return args
+
+    def score_clip(self, method: str, data: protocols.ClipData, fake: torch.Tensor, pose: dict, live: list[_Metric],
+                   owners: dict[str, int], entry: _ClipOutcome) -> list[tuple[str, dict]]:
+        """Prepare every metric's inputs in metric order, update the metrics scored here (outcomes
+        and update seconds into `entry`); returns [(metric, args)] of those owned by a worker."""
+        remote = []
+        for m in live:
+            tick = time.perf_counter()
+            try:
+                args = self.metric_args(m, method, data, fake, pose)
+                if m.name in owners:
+                    entry.prepared[m.name] = time.perf_counter() - tick
+                    remote.append((m.name, args))
+                    continue
+                updating = time.perf_counter()
+                with torch.no_grad():
+                    m.instance.update(**args)
+                entry.update_seconds[m.name] = time.perf_counter() - updating
+                entry.outcomes[m.name] = (None, time.perf_counter() - tick)
+            except Exception as error:  # noqa: BLE001 - the other metrics and clips go on
+                entry.update_seconds[m.name] = time.perf_counter() - tick
+                entry.outcomes[m.name] = (_reason(error), 0.0)
+        return remote
 
 
 # ---------------------------------------------------------------------------------------------
