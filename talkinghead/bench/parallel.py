@@ -94,18 +94,55 @@ def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def _worker_main(connection: Any, metrics: dict[str, Any]) -> None:
-    """A worker's loop: ("update", clip index, [(metric, args)]) -> ("update", clip index,
+def _interrupt_signals() -> set:
+    """The signals that interrupt a bench run (`talkinghead.bench.resume`)."""
+    import signal
+
+    return {getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)}
+
+
+def _fork(process: Any) -> None:
+    """Start `process` with the interrupting signals blocked: one arriving during the fork would run
+    the harness's handler inside an at-fork callback (logging's), where CPython prints and drops
+    the exception, and the interrupt would be lost. It is delivered when the mask is restored."""
+    import signal
+
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _interrupt_signals())
+    try:
+        process.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _worker_main(connection: Any, metrics: dict[str, Any], inherited: list | None = None) -> None:
+    """A worker's loop (`inherited`: the harness's ends of the workers' pipes, which the fork copied
+    here: closed first, so that the harness's exit, even by SIGKILL, ends this loop with EOF): ("update", clip index, [(metric, args)]) -> ("update", clip index,
     {metric: (error or None, seconds)}); ("compute", [metric]) -> ("compute", {metric: (values or
     None, error or None, seconds, nan_reasons)}); ("stop",) ends it."""
+    import signal
+
     import cv2
     from threadpoolctl import threadpool_limits
 
+    # the parent owns interruption (`talkinghead.bench.resume`): Ctrl-C reaches the whole process
+    # group, and the parent stops its workers; SIGTERM / SIGHUP end a worker at once instead of
+    # raising the parent's inherited `Interrupted` handler here
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _interrupt_signals())  # blocked by the fork (`_fork`)
+    for end in inherited or ():
+        end.close()
+    parent = os.getppid()
     torch.set_num_threads(1)  # see the module docstring: more hangs a forked GNU OpenMP
     cv2.setNumThreads(1)
     threadpool_limits(limits=1)
     while True:
         try:
+            while not connection.poll(1.0):
+                if os.getppid() != parent:  # the harness is gone (its pipe end may live on elsewhere)
+                    return
             message = pickle.loads(connection.recv_bytes())
         except (EOFError, OSError):
             return
@@ -165,9 +202,10 @@ class MetricWorkers:
         for number in self.numbers:
             parent, child = context.Pipe()
             mine = {name: instances[name] for name, owner in self.owners.items() if owner == number}
-            process = context.Process(target=_worker_main, args=(child, mine), daemon=True,
+            ends = [parent, *self.connections.values()]  # the harness's ends so far: closed in the child
+            process = context.Process(target=_worker_main, args=(child, mine, ends), daemon=True,
                                       name=f"bench-metrics-{number}")
-            process.start()
+            _fork(process)
             child.close()
             self.connections[number], self.processes[number] = parent, process
 
