@@ -164,8 +164,10 @@ class BenchConfig:
                         metric is updated in one process, clip by clip in clip order, so the numbers are
                         those of ``workers=0`` (everything in this process, one clip after another: the
                         sequential path) with the same `threads` (torch's float results may depend on its
-                        thread count). None: one per core beyond the first, at most 3 (2 cores: 1);
-                        0 off the CPU. benchmarks/perf/bench.py measures the modes.
+                        thread count). Default 0: on 2 cores benchmarks/perf/bench.py measured no gain
+                        (quiet machine, ground_truth + static, 4 clips x 2 repeats, every metric: 13.35
+                        s/clip sequential vs 12.99 with 1 worker, 1.03x, within noise). None: one per
+                        core beyond the first, at most 3 (for machines with more cores); 0 off the CPU.
     threads:            torch intra-op / BLAS / OpenCV threads of the harness process while a method runs;
                         None: with workers, the cores not taken by them (at least 1), without, unchanged
                         (torch's default). Workers always run single-threaded.
@@ -200,7 +202,7 @@ class BenchConfig:
     published: str | None = None
     resume: bool = True
     command: list[str] | None = None
-    workers: int | None = None
+    workers: int | None = 0
     threads: int | None = None
 
     def __post_init__(self) -> None:
