@@ -39,7 +39,7 @@ PACKAGE = "talkinghead"
 
 #: layer name -> rank (low to high)
 LAYERS = {"base": 0, "data": 1, "nn": 2, "metrics": 3, "training": 4, "methods": 5, "bench": 6, "cli": 7}
-BASE_MODULES = {"errors", "fileio", "weights", "config"}
+BASE_MODULES = {"errors", "fileio", "weights", "config", "progress"}
 REGISTRY = f"{PACKAGE}.methods.registry"
 
 
