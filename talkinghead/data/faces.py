@@ -9,17 +9,36 @@ Conventions
 """
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from talkinghead import weights
 
 # ---------------------------------------------------------------------------------------------
 # Landmark detection backends
 # ---------------------------------------------------------------------------------------------
+
+
+class FrontalFaceDetector:
+    """dlib's HOG frontal face detector, one instance per thread: dlib's Python binding releases
+    the GIL while it scans (so threads run in parallel, `map_frames`), and a detector keeps its
+    scan state in itself, so threads must not share one. Call: (image, upsample) -> dlib rectangles."""
+
+    def __init__(self):
+        self._local = threading.local()
+
+    def __call__(self, image: np.ndarray, upsample: int = 1):
+        detector = getattr(self._local, "detector", None)
+        if detector is None:
+            import dlib
+
+            detector = self._local.detector = dlib.get_frontal_face_detector()
+        return detector(image, upsample)
 
 
 class DlibLandmarks:
@@ -35,7 +54,7 @@ class DlibLandmarks:
         import dlib
 
         self.upsample = upsample
-        self._detector = dlib.get_frontal_face_detector()
+        self._detector = FrontalFaceDetector()
         self._predictor = dlib.shape_predictor(str(weights.resolve("dlib_landmarks68")))
         self._dlib = dlib
 
@@ -107,16 +126,31 @@ def get_landmark_detector(backend: str = "dlib"):
     return LANDMARK_BACKENDS[backend]()
 
 
+def map_frames(function, frames) -> list:
+    """[function(frame) for frame in frames], over torch.get_num_threads() threads: dlib's
+    detector and shape predictors release the GIL, so per-frame detection uses every core torch is
+    allowed (`talkinghead.bench.parallel.thread_limits` sets it). Order and results are those of
+    the plain loop."""
+    threads = min(max(1, torch.get_num_threads()), len(frames))
+    if threads <= 1:
+        return [function(frame) for frame in frames]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(function, frames))
+
+
 def detect_landmarks(frames: np.ndarray, backend: str = "dlib") -> tuple[np.ndarray, np.ndarray]:
-    """Landmarks for each frame of (T, H, W, 3) uint8.
+    """Landmarks for each frame of (T, H, W, 3) uint8 (dlib: frames detected in parallel threads,
+    `map_frames`).
 
     Returns (landmarks (T, 68, 2) float32, found (T,) bool); frames without a face get NaN.
     """
     detector = get_landmark_detector(backend)
     out = np.full((len(frames), 68, 2), np.nan, dtype=np.float32)
     found = np.zeros(len(frames), dtype=bool)
-    for i, frame in enumerate(frames):
-        lm = detector(frame)
+    found_points = map_frames(detector, frames) if backend == "dlib" else [detector(frame) for frame in frames]
+    for i, lm in enumerate(found_points):
         if lm is not None:
             out[i], found[i] = lm, True
     return out, found

@@ -1,9 +1,11 @@
 import numpy as np
 import pytest
 import skimage.data
+import torch
 
 from talkinghead.data import faces
 from talkinghead.data.corpora import read_corpus
+from talkinghead.data.store import ClipStore
 from talkinghead.data.video import read_video
 
 
@@ -136,3 +138,20 @@ def test_track_missing_fills_missed_faces_but_not_frames_without_one():
     assert error.max() < 6.0  # detected frames: about 3-4 px
     assert np.isnan(tracked_landmarks[8:]).all()
     np.testing.assert_array_equal(tracked_landmarks[hidden], masked[hidden])
+
+
+def test_threaded_detection_equals_sequential(synth_vox2_store):
+    """detect_landmarks in threads (one dlib detector per thread) gives the sequential result."""
+    from talkinghead.data.faces import detect_landmarks
+
+    frames = ClipStore(synth_vox2_store).load_frames(0, range(0, 40, 2))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        sequential = detect_landmarks(frames)
+        torch.set_num_threads(4)
+        threaded = detect_landmarks(frames)
+    finally:
+        torch.set_num_threads(before)
+    assert sequential[1].all()
+    assert np.array_equal(sequential[1], threaded[1]) and np.array_equal(sequential[0], threaded[0])

@@ -127,3 +127,14 @@ def test_arcface_pipeline_with_a_small_network(clips):
     assert metric.embedding_name == "arcface-r100"
     metric.update(_tensor(reference[None]), _tensor(reference[None])[0])
     assert metric.compute()["CSIM"].item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_torch_network_equals_dlib_network(clips):
+    """The default torch ResNet gives dlib's own descriptors (float precision) and the same faces."""
+    frames = np.concatenate([later for _, later in clips])
+    ours, found = DlibFaceEmbedding()(frames)
+    theirs, found_dlib = DlibFaceEmbedding(network="dlib")(frames)
+    assert found.any() and np.array_equal(found, found_dlib)
+    assert np.abs(ours[found] - theirs[found]).max() < 1e-5
+    with pytest.raises(ValueError, match="network"):
+        DlibFaceEmbedding(network="tf")
