@@ -60,8 +60,13 @@ def _same_numbers(a: list, b: list, rtol: float = 1e-5) -> bool:
     for (name, values, *rest), (name_b, values_b, *rest_b) in zip(a, b):
         if name != name_b or rest != rest_b or values.keys() != values_b.keys():
             return False
-        if any(abs(values[k] - values_b[k]) > rtol * max(1.0, abs(values_b[k])) for k in values):
-            return False
+        for k in values:
+            x, y = values[k], values_b[k]
+            if isinstance(x, float) and isinstance(y, float):
+                if not (x == y or abs(x - y) <= rtol * max(1.0, abs(y))):
+                    return False
+            elif x != y:
+                return False
     return True
 
 

@@ -9,7 +9,9 @@ Conventions
 """
 from __future__ import annotations
 
+import hashlib
 import threading
+from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
 
@@ -25,20 +27,41 @@ from talkinghead import weights
 
 
 class FrontalFaceDetector:
-    """dlib's HOG frontal face detector, one instance per thread: dlib's Python binding releases
-    the GIL while it scans (so threads run in parallel, `map_frames`), and a detector keeps its
-    scan state in itself, so threads must not share one. Call: (image, upsample) -> dlib rectangles."""
+    """dlib's HOG frontal face detector, one instance per thread, detections remembered by image.
+
+    Threads: dlib's Python binding releases the GIL while it scans (so threads run in parallel,
+    `map_frames`), and a detector keeps its scan state in itself, so threads must not share one.
+    Memory: the boxes of the last `CACHE_SIZE` (image content, upsample) pairs are kept for every
+    instance in the process, so metrics that look at the same frames (LMD's landmarks and CSIM's
+    face chips on the generated frames, the factor estimators) run the detector once per frame.
+    Call: (image (H, W, 3) uint8, upsample) -> dlib rectangles (do not modify them)."""
+
+    CACHE_SIZE = 2048
+    _cache: "OrderedDict[tuple, object]" = OrderedDict()
+    _cache_lock = threading.Lock()
 
     def __init__(self):
         self._local = threading.local()
 
     def __call__(self, image: np.ndarray, upsample: int = 1):
+        image = np.ascontiguousarray(image)
+        key = (hashlib.blake2b(memoryview(image).cast("B"), digest_size=16).digest(), image.shape, upsample)
+        with self._cache_lock:
+            rects = self._cache.get(key)
+            if rects is not None:
+                self._cache.move_to_end(key)
+                return rects
         detector = getattr(self._local, "detector", None)
         if detector is None:
             import dlib
 
             detector = self._local.detector = dlib.get_frontal_face_detector()
-        return detector(image, upsample)
+        rects = detector(image, upsample)
+        with self._cache_lock:
+            self._cache[key] = rects
+            while len(self._cache) > self.CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return rects
 
 
 class DlibLandmarks:

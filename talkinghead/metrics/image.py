@@ -8,11 +8,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import Tensor
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+import torch.nn.functional as F
+from torchmetrics.functional.image import peak_signal_noise_ratio
 
 from talkinghead.metrics.base import ClipMetric, register_metric
 
-__all__ = ["PSNR", "SSIM", "frames_to_uint8"]
+__all__ = ["PSNR", "SSIM", "frames_to_uint8", "gaussian_ssim"]
 
 
 def frames_to_uint8(frames: Tensor) -> np.ndarray:
@@ -35,6 +36,42 @@ def _frame_pair(fake: Tensor, real: Tensor) -> tuple[Tensor, Tensor]:
         raise ValueError(f"fake {tuple(fake.shape)} and real {tuple(real.shape)} frames differ in shape")
     real = real.to(fake.device)
     return fake.float().clamp(0, 1), real.float().clamp(0, 1)
+
+
+def _band(window: Tensor, size: int) -> Tensor:
+    """(size + len(window) - 1, size) matrix M with M[j + k, j] = window[k]: x @ M is the valid
+    1-D correlation of the rows of x with `window`."""
+    taps = len(window)
+    band = window.new_zeros(size + taps - 1, size)
+    for k in range(taps):
+        band[torch.arange(size) + k, torch.arange(size)] = window[k]
+    return band
+
+
+def gaussian_ssim(fake: Tensor, real: Tensor, sigma: float = 1.5, radius: int = 5, data_range: float = 1.0,
+                  k1: float = 0.01, k2: float = 0.03) -> Tensor:
+    """Per-image SSIM (N,) of (N, C, H, W) images, exactly torchmetrics'
+    ``structural_similarity_index_measure(gaussian_kernel=True, sigma=1.5, kernel_size=11)``:
+    reflect padding by `radius`, a normalised Gaussian window of 2 * radius + 1 taps, clamped
+    variances, the map averaged over every pixel. The 2-D window is the outer product of the 1-D
+    one, so the blur runs as two products with banded matrices (rows, then columns), which BLAS
+    does 5x faster than torchmetrics' 11 x 11 grouped convolution on the CPU (that convolution was
+    8 % of a bench run's scoring); equal to torchmetrics' to float rounding
+    (tests/metrics/test_ssim_psnr.py)."""
+    n, channels, height, width = fake.shape
+    taps = torch.arange(-radius, radius + 1, dtype=fake.dtype, device=fake.device)
+    window = torch.exp(-(taps**2) / (2 * sigma**2))
+    window = window / window.sum()
+    fake = F.pad(fake, (radius,) * 4, mode="reflect")
+    real = F.pad(real, (radius,) * 4, mode="reflect")
+    stacked = torch.cat((fake, real, fake * fake, real * real, fake * real)).flatten(0, 1)  # (5 N C, H+2r, W+2r)
+    blurred = _band(window, height).t() @ (stacked @ _band(window, width))  # (5 N C, H, W)
+    mu_x, mu_y, xx, yy, xy = blurred.view(5, n, channels, height, width)
+    mu_xx, mu_yy, mu_xy = mu_x.pow(2), mu_y.pow(2), mu_x * mu_y
+    var_x, var_y = (xx - mu_xx).clamp(min=0.0), (yy - mu_yy).clamp(min=0.0)
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    ssim_map = ((2 * mu_xy + c1) * (2 * (xy - mu_xy) + c2)) / ((mu_xx + mu_yy + c1) * (var_x + var_y + c2))
+    return ssim_map.reshape(n, -1).mean(-1)
 
 
 class _FrameAverage(ClipMetric):
@@ -65,7 +102,8 @@ class SSIM(_FrameAverage):
     gaussian window 11 x 11 with sigma 1.5, K1 = 0.01, K2 = 0.03, population (not sample)
     covariances, computed per colour channel and averaged over the channels (not on a gray
     image). The SSIM map is averaged over every pixel of the frame, the 5-pixel border included
-    (reflect-padded; torchmetrics' functional SSIM). scikit-image's ``structural_similarity``
+    (reflect-padded; torchmetrics' functional SSIM, computed by `gaussian_ssim` with a separable
+    window). scikit-image's ``structural_similarity``
     (``gaussian_weights=True, use_sample_covariance=False``) gives the same map inside that border
     but averages without it, which differs by a few 1e-3. Per frame, then averaged over frames,
     then over clips.
@@ -80,18 +118,8 @@ class SSIM(_FrameAverage):
 
     def update(self, fake: Tensor, real: Tensor) -> None:
         fake, real = _frame_pair(fake, real)
-        values = [
-            structural_similarity_index_measure(
-                fake[i : i + self.frame_batch],
-                real[i : i + self.frame_batch],
-                gaussian_kernel=True,
-                sigma=1.5,
-                kernel_size=11,
-                data_range=1.0,
-                reduction="none",
-            )
-            for i in range(0, len(fake), self.frame_batch)
-        ]
+        values = [gaussian_ssim(fake[i : i + self.frame_batch], real[i : i + self.frame_batch])
+                  for i in range(0, len(fake), self.frame_batch)]
         self._add_clip(torch.cat(values) if values else fake.new_zeros(0))
 
     def compute(self) -> dict[str, Tensor]:

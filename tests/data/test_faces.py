@@ -155,3 +155,24 @@ def test_threaded_detection_equals_sequential(synth_vox2_store):
         torch.set_num_threads(before)
     assert sequential[1].all()
     assert np.array_equal(sequential[1], threaded[1]) and np.array_equal(sequential[0], threaded[0])
+
+
+def test_detections_are_remembered_by_image(synth_vox2_store, monkeypatch):
+    """FrontalFaceDetector runs dlib once per (image content, upsample), across instances, and
+    keeps at most CACHE_SIZE entries."""
+    from talkinghead.data.faces import FrontalFaceDetector
+
+    monkeypatch.setattr(FrontalFaceDetector, "_cache", type(FrontalFaceDetector._cache)())
+    monkeypatch.setattr(FrontalFaceDetector, "CACHE_SIZE", 3)
+    frames = ClipStore(synth_vox2_store).load_frames(0, [0, 10, 20, 30])
+    first, second = FrontalFaceDetector(), FrontalFaceDetector()
+    boxes = first(frames[0], 1)
+    assert len(boxes) == 1
+    assert second(frames[0].copy(), 1) is boxes  # same content, another array and instance
+    assert second(frames[0], 0) is not boxes  # another upsample is another detection
+    changed = frames[0].copy()
+    changed[:8] = 0
+    assert second(changed, 1) is not boxes
+    for frame in frames[1:]:
+        first(frame, 1)
+    assert len(FrontalFaceDetector._cache) == 3 and first(frames[0], 1) is not boxes  # evicted, detected anew

@@ -91,3 +91,23 @@ def test_frames_to_uint8_round_trip(sharp):
     images = frames_to_uint8(frames)
     assert images.shape == (1, 224, 224, 3) and images.dtype == np.uint8
     assert np.array_equal(images[0], np.round(sharp * 255).astype(np.uint8))
+
+
+def test_separable_ssim_equals_torchmetrics(sharp):
+    """gaussian_ssim (two 1-D passes) gives torchmetrics' 11 x 11 Gaussian SSIM per image."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    from talkinghead.metrics.image import gaussian_ssim
+
+    rng = np.random.default_rng(1)
+    fakes = [cv2.GaussianBlur(sharp, (0, 0), 1.5), np.clip(sharp + rng.normal(0, 0.1, sharp.shape), 0, 1),
+             sharp[::-1].copy(), np.full_like(sharp, 0.5)]
+    fake = _frames(*[f.astype(np.float32) for f in fakes])
+    real = _frames(*([sharp] * len(fakes)))
+    expected = structural_similarity_index_measure(fake, real, gaussian_kernel=True, sigma=1.5, kernel_size=11,
+                                                   data_range=1.0, reduction="none")
+    ours = gaussian_ssim(fake, real)
+    # float32 rounding: up to ~3e-5 on the flat image, whose variance is a difference of near-equal terms
+    assert ours.shape == (4,) and torch.allclose(ours, expected, atol=1e-4, rtol=0), (ours, expected)
+    assert torch.allclose(ours[:3], expected[:3], atol=1e-5, rtol=0), (ours, expected)
+    assert len(set(ours.tolist())) == 4  # the four pairs differ: a wrong window would show
