@@ -1,9 +1,10 @@
 """Running a benchmark's metric updates in worker processes beside the harness (`BenchConfig.workers`).
 
-Why processes: the heavy metrics are dlib (CSIM's face descriptor, landmark detection), which
-holds the GIL (measured: two threads running dlib's descriptor take 2.6x the time of one, i.e.
-no overlap), so threads cannot use a second core for them; torch ops do release it but are
-already spread over cores by torch's own threads.
+Why processes: dlib's Python calls hold the GIL except while its face detector scans (which
+`talkinghead.data.faces.map_frames` runs in threads, one detector per thread), so threads cannot
+spread the rest of dlib's work over cores; torch ops release it but are already spread over cores
+by torch's own threads. CSIM's descriptor, the heaviest dlib call (measured: two threads running
+it took 2.6x the time of one), now runs in torch (`talkinghead.nn.dlib_resnet`).
 
 How the numbers stay those of the sequential run: each metric lives in exactly one process and
 sees every clip, in clip order, there. The harness scores the run's first clip itself (timing

@@ -306,6 +306,9 @@ class DlibFaceResNet(nn.Module):
         for kind, details in parsed["layers"]:
             if kind[0] == "con":
                 conv = next(pending)
+                if (conv.stride[0], conv.padding[0]) != (details["stride"], details["padding"]):
+                    raise DlibFormatError(f"{path}: convolution stride/padding {details['stride']}/{details['padding']}, "
+                                          f"expected {conv.stride[0]}/{conv.padding[0]}")
                 conv.weight.data.copy_(torch.from_numpy(details["weight"]))
                 conv.bias.data.copy_(torch.from_numpy(details["bias"]))
             elif kind[0] == "affine":  # fold: scale * (w * x + b) + shift
