@@ -164,10 +164,11 @@ class BenchConfig:
                         metric is updated in one process, clip by clip in clip order, so the numbers are
                         those of ``workers=0`` (everything in this process, one clip after another: the
                         sequential path) with the same `threads` (torch's float results may depend on its
-                        thread count). Default 0: on 2 cores benchmarks/perf/bench.py measured no gain
-                        (quiet machine, ground_truth + static, 4 clips x 2 repeats, every metric: 13.35
-                        s/clip sequential vs 12.99 with 1 worker, 1.03x, within noise). None: one per
-                        core beyond the first, at most 3 (for machines with more cores); 0 off the CPU.
+                        thread count). Default 0: on 2 cores the one-process path already keeps both
+                        busy (torch threads, threaded face detection), and benchmarks/perf/bench.py
+                        measured a loss with a worker (quiet machine, ground_truth + static, 4 clips x 2
+                        repeats, every metric: 3.97 s/clip sequential vs 4.76 with 1 worker). None: one
+                        per core beyond the first, at most 3 (for machines with more cores); 0 off the CPU.
     threads:            torch intra-op / BLAS / OpenCV threads of the harness process while a method runs;
                         None: with workers, the cores not taken by them (at least 1), without, unchanged
                         (torch's default). Workers always run single-threaded.
