@@ -68,7 +68,8 @@ class DlibFaceEmbedding:
     faster than dlib's own CPU code, which also holds the GIL; equal descriptors to float
     precision); "dlib" calls ``dlib.face_recognition_model_v1`` frame by frame. Detection, shape
     and chip run in torch.get_num_threads() threads (`map_frames`: dlib's detector releases the
-    GIL); the results do not depend on the thread count."""
+    GIL); the faces found do not depend on the thread count (the descriptors' last float bits
+    may, as any torch result)."""
 
     name = "dlib-resnet128"
     dim = 128
