@@ -61,6 +61,18 @@ def audio_of():
 
 
 @pytest.fixture(scope="session")
+def wandb_offline():
+    """``wandb_offline(mp)``: W&B offline through `mp` (a ``pytest.MonkeyPatch``): WANDB_MODE=offline,
+    no API key and no project override from the environment, so runs land in local folders."""
+    def apply(mp: pytest.MonkeyPatch) -> None:
+        for name in ("WANDB_API_KEY", "WANDB_PROJECT"):
+            mp.delenv(name, raising=False)
+        mp.setenv("WANDB_MODE", "offline")
+
+    return apply
+
+
+@pytest.fixture(scope="session")
 def check_augment():
     """``check_augment(augment, frames)``: the contract of a frame augmentation
     (`talkinghead.data.datamodule.Augment`): same shape, dtype and device, finite, in [0, 1], the

@@ -23,12 +23,10 @@ pytest.importorskip("wandb")
 
 
 @pytest.fixture(scope="module")
-def trained(synth_vox2_store, tmp_path_factory):
+def trained(synth_vox2_store, tmp_path_factory, wandb_offline):
     """A 2-batch PC-AVS ``full`` stage (tiny config) with W&B offline and one validation clip."""
     mp = pytest.MonkeyPatch()
-    for name in ("WANDB_API_KEY", "WANDB_PROJECT"):
-        mp.delenv(name, raising=False)
-    mp.setenv("WANDB_MODE", "offline")
+    wandb_offline(mp)
     out = tmp_path_factory.mktemp("tracking") / "pcavs-run"
     try:
         last = train(get_method("pcavs"), "tiny", [

@@ -11,10 +11,8 @@ pytest.importorskip("wandb")
 
 
 @pytest.fixture
-def offline(monkeypatch):
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.delenv("WANDB_PROJECT", raising=False)
-    monkeypatch.setenv("WANDB_MODE", "offline")
+def offline(monkeypatch, wandb_offline):
+    wandb_offline(monkeypatch)
 
 
 def _config(store, tmp, **changes) -> BenchConfig:
@@ -26,12 +24,10 @@ def _config(store, tmp, **changes) -> BenchConfig:
 
 
 @pytest.fixture(scope="module")
-def bench_runs(synth_vox2_store, tmp_path_factory):
+def bench_runs(synth_vox2_store, tmp_path_factory, wandb_offline):
     """One offline bench run of ground_truth and static with the control matrix: (result, W&B runs by method)."""
     mp = pytest.MonkeyPatch()
-    for name in ("WANDB_API_KEY", "WANDB_PROJECT"):
-        mp.delenv(name, raising=False)
-    mp.setenv("WANDB_MODE", "offline")
+    wandb_offline(mp)
     try:
         tmp = tmp_path_factory.mktemp("bench_wandb")
         messages: list[str] = []
