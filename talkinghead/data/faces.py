@@ -150,10 +150,10 @@ def get_landmark_detector(backend: str = "dlib"):
 
 
 def map_frames(function, frames) -> list:
-    """[function(frame) for frame in frames], over torch.get_num_threads() threads: dlib's
-    detector and shape predictors release the GIL, so per-frame detection uses every core torch is
-    allowed (`talkinghead.bench.parallel.thread_limits` sets it). Order and results are those of
-    the plain loop."""
+    """[function(frame) for frame in frames], over torch.get_num_threads() threads: dlib's face
+    detector releases the GIL while it scans (`FrontalFaceDetector`), so per-frame detection uses
+    every core torch is allowed (`talkinghead.bench.parallel.thread_limits` sets it). Order and
+    results are those of the plain loop."""
     threads = min(max(1, torch.get_num_threads()), len(frames))
     if threads <= 1:
         return [function(frame) for frame in frames]

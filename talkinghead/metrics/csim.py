@@ -83,6 +83,7 @@ class DlibFaceEmbedding:
         self.padding = padding
         self.network = network
         self.batch_size = batch_size
+        self._dlib = dlib
         self._detector = FrontalFaceDetector()
         self._shape = dlib.shape_predictor(str(weights.resolve("dlib_landmarks5")))
         descriptor = weights.resolve("dlib_face_descriptor")
@@ -103,10 +104,8 @@ class DlibFaceEmbedding:
         return image, self._shape(image, rect)
 
     def _chip(self, image: np.ndarray) -> np.ndarray | None:
-        import dlib
-
         face = self._face(image)
-        return None if face is None else dlib.get_face_chip(face[0], face[1], size=150, padding=self.padding)
+        return None if face is None else self._dlib.get_face_chip(face[0], face[1], size=150, padding=self.padding)
 
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out = np.full((len(images), self.dim), np.nan, dtype=np.float32)

@@ -50,7 +50,7 @@ def _band(window: Tensor, size: int) -> Tensor:
 
 def gaussian_ssim(fake: Tensor, real: Tensor, sigma: float = 1.5, radius: int = 5, data_range: float = 1.0,
                   k1: float = 0.01, k2: float = 0.03) -> Tensor:
-    """Per-image SSIM (N,) of (N, C, H, W) images, exactly torchmetrics'
+    """Per-image SSIM (N,) of (N, C, H, W) images as torchmetrics'
     ``structural_similarity_index_measure(gaussian_kernel=True, sigma=1.5, kernel_size=11)``:
     reflect padding by `radius`, a normalised Gaussian window of 2 * radius + 1 taps, clamped
     variances, the map averaged over every pixel. The 2-D window is the outer product of the 1-D
