@@ -315,7 +315,20 @@ def test_expression_generator_can_start_from_stage1_g0(tmp_path):
     g = started.model.net_generator.state_dict()
     same = [k for k in g if k in g0 and g[k].shape == g0[k].shape]
     assert same and all(torch.equal(g[k], g0[k]) for k in same)
-    assert any(k in g0 and g[k].shape != g0[k].shape for k in g)  # the style affines stay G's own
+    assert any(k in g0 and g[k].shape != g0[k].shape for k in g)  # the style affines differ in shape
+    # ... and start from G_0's appearance columns: with zero codes G draws what G_0 draws with a zero
+    # unified motion code; the codes' columns start at zero
+    app = started.model.appearance(torch.rand(2, 3, 32, 32) * 2 - 1)
+    cfg = started.config
+    zeros = lambda d: torch.zeros(2, d)  # noqa: E731
+    with torch.no_grad():
+        ours = started.model.generate(app.feature, app.feature_map, zeros(cfg.lip_dim), zeros(cfg.emo_dim),
+                                      zeros(cfg.eye_dim), zeros(cfg.pose_dim), noise_mode="const")
+        theirs = motion.net_generator0(torch.cat([app.feature, zeros(cfg.motion.motion_dim)], 1),
+                                       identity_map=app.feature_map, noise_mode="const")
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    affine = started.model.net_generator.conv1.conv.modulation.weight
+    assert not affine[:, cfg.appearance_dim:].any() and affine[:, :cfg.appearance_dim].any()
     scratch = PDFGCModule("expression", model=tiny_model())
     scratch.load_stage_weights(ckpt)
     convs = [k for k in same if k.startswith("convs.") and k.endswith("weight")]
@@ -324,17 +337,23 @@ def test_expression_generator_can_start_from_stage1_g0(tmp_path):
         PDFGCModule("expression", model=tiny_model(), generator_init="g0")
 
 
-def test_fine_stage_lip_trunk_trains_the_trunk_through_the_lip_loss_only():
+def test_fine_stage_trunk_trains_the_trunk_through_the_named_branches_only():
+    """trunk [lip, pose]: one optimiser, the trunk moves by the lip and pose losses, never the eye's."""
     torch.manual_seed(0)
     module = PDFGCModule("fine", model=tiny_model(), optim={"lr": 1e-3}, loss={"lip_other_clips": True},
-                         lip_trunk=True)
-    assert "trunk" in module.stage_parameters("fine")["lip"]
+                         trunk=["pose", "lip"])
+    assert module.trunk == ("lip", "pose")
+    assert list(module.stage_parameters("fine")) == ["fine"] and "trunk" in module.stage_parameters("fine")["fine"]
     before = snapshot(module)
     fit(module, steps=2, window=4)
     assert changed(before, module, "model.net_motion.model.")
-    # eye and pose read the trunk detached: their gradients never reach it
-    module.zero_grad()
+    trunk = list(module.model.net_motion.model.parameters())
     batch = torch.utils.data.default_collate([synthetic_sample(i, window=4) for i in range(3)])
-    losses = module.fine_losses(batch)
-    (losses["eye"]["loss"] + losses["pose"]["loss"]).backward()
-    assert all(p.grad is None or not p.grad.any() for p in module.model.net_motion.model.parameters())
+    for branch, reaches in (("eye", False), ("pose", True), ("lip", True)):
+        module.zero_grad()
+        module.fine_losses(batch)[branch]["loss"].backward()
+        assert any(p.grad is not None and p.grad.any() for p in trunk) == reaches, branch
+    # the paper: no trunk, three optimisers
+    assert list(PDFGCModule("fine", model=tiny_model()).stage_parameters("fine")) == ["lip", "eye", "pose"]
+    with pytest.raises(ValueError, match="unknown fine-stage branches"):
+        PDFGCModule("fine", model=tiny_model(), trunk=["mouth"])

@@ -95,10 +95,12 @@ class PDFGCStage(StageConfig):
     data: PDFGCDataOverrides = field(default_factory=PDFGCDataOverrides)  # None = the shared `data` value
     optim: PDFGCOptim = field(default_factory=PDFGCOptim)
     loss: PDFGCLoss = field(default_factory=PDFGCLoss)
-    lip_trunk: bool = False        # fine stage: the lip InfoNCE also trains E_mot's trunk (group "trunk";
-                                   # paper: the trunk is fixed after the motion stage)
+    trunk: List[str] = field(default_factory=list)  # fine stage: branches (lip, eye, pose) whose losses
+                                   # also train E_mot's trunk (group "trunk", one optimiser "fine");
+                                   # paper: none, the trunk is fixed after the motion stage
     generator_init: str = "scratch"  # expression stage: scratch (paper) | stage1 = G starts from the motion
-                                   # stage's G_0 wherever their tensors match (all but the style affines)
+                                   # stage's G_0 (its tensors of G's shapes; the style affines from G_0's
+                                   # appearance columns, the codes' columns zero)
 
 
 @dataclass

@@ -102,7 +102,7 @@ def build_module(cfg, stage: str):
                        optim=to_dict(scfg.optim), bank_size=int(cfg.bank_size),
                        sample_every_n_steps=int(scfg.sample_every_n_steps), name=str(cfg.name),
                        gradient_clip=scfg.gradient_clip, max_nonfinite_in_a_row=int(cfg.trainer.max_nonfinite_in_a_row),
-                       generator_init=str(scfg.generator_init), lip_trunk=bool(scfg.lip_trunk))
+                       generator_init=str(scfg.generator_init), trunk=list(scfg.trunk))
 
 
 def _generator():

@@ -15,9 +15,11 @@ loss weights (reference-facts "PD-FGC official inference, details").
                 ``to_embed``), G_0 and D. Losses: hinge GAN, feature matching, VGG19 perceptual, L1,
                 identity cross-entropy of E_app's ``fc`` on the appearance code.
 ``fine``        fine-grained motion (paper 3.2). E_mot's trunk (the unified motion feature F_n) is
-                frozen (``lip_trunk``, a CPU-config aid: the lip InfoNCE trains it too); three
-                branches read F_n, each with its own optimiser (the paper trains them separately;
-                their losses touch disjoint parameters):
+                frozen; three branches read F_n, each with its own optimiser (the paper trains them
+                separately; their losses touch disjoint parameters). ``trunk`` (a CPU-config aid,
+                paper: empty) names branches whose losses also train the trunk: then one optimiser
+                steps on the sum of the three losses (Adam is per parameter, so each branch still
+                moves by its own loss alone) and the trunk by the named ones:
                 * lip: E_lip (``to_mouth`` -> ``mouth_embed``) of the frames and E_aud
                   (``net_audio``, -> ``mouth_embed``) of their mel windows, InfoNCE (paper eq. 2-3,
                   cosine / temperature) in both directions over the lip codes; candidates of frame
@@ -73,6 +75,7 @@ BatchNorm statistics and dropout do not move). Every optimiser has a StepLR step
 """
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -96,6 +99,8 @@ from talkinghead.training.module import StagedModule, config_section, resize_ima
 __all__ = ["PDFGCModule", "STAGES", "STAGE_OUTPUTS", "lip_info_nce", "resize_images"]
 
 STAGES = ("motion", "fine", "expression")
+#: the fine stage's branches (each a loss on E_mot's unified motion feature F_n)
+FINE_BRANCHES = ("lip", "eye", "pose")
 #: What each stage trains and hands on (G_0 and the discriminators are not handed on).
 STAGE_OUTPUTS = {"motion": ("net_appearance", "net_motion"), "fine": ("net_motion", "net_audio"),
                  "expression": ("net_motion", "net_generator")}
@@ -172,11 +177,14 @@ class PDFGCModule(StagedModule):
     def __init__(self, stage: str = "expression", model: dict | None = None, loss: dict | None = None,
                  optim: dict | None = None, bank_size: int = 512, sample_every_n_steps: int = 200,
                  name: str = "pdfgc", gradient_clip: float | None = None, max_nonfinite_in_a_row: int = 20,
-                 generator_init: str = "scratch", lip_trunk: bool = False):
+                 generator_init: str = "scratch", trunk: list[str] | tuple[str, ...] = ()):
         if generator_init not in ("scratch", "stage1"):
             raise ValueError(f"generator_init must be 'scratch' or 'stage1', got {generator_init!r}")
+        unknown = sorted(set(trunk) - set(FINE_BRANCHES))
+        if unknown:
+            raise ValueError(f"trunk: unknown fine-stage branches {unknown}; valid: {list(FINE_BRANCHES)}")
         self.generator_init = generator_init
-        self.lip_trunk = bool(lip_trunk)
+        self.trunk = tuple(name for name in FINE_BRANCHES if name in trunk)
         optim_cfg = config_section(PDFGCOptim, optim, "optim")
         super().__init__(stage, freeze=optim_cfg["freeze"], lr_mult=optim_cfg["lr_mult"], ema=0.0,
                          gradient_clip=gradient_clip, sample_every_n_steps=sample_every_n_steps,
@@ -187,7 +195,7 @@ class PDFGCModule(StagedModule):
         self.save_hyperparameters({"stage": stage, "model": self.config.to_dict(), "loss": dict(loss or {}),
                                    "optim": dict(optim or {}), "bank_size": int(bank_size),
                                    "sample_every_n_steps": int(sample_every_n_steps), "name": name,
-                                   "generator_init": generator_init, "lip_trunk": bool(lip_trunk)})
+                                   "generator_init": generator_init, "trunk": list(self.trunk)})
         self.loss_cfg = config_section(PDFGCLoss, loss, "loss")
         self.optim_cfg = optim_cfg
         self.model = PDFGC(self.config)
@@ -205,24 +213,40 @@ class PDFGCModule(StagedModule):
 
     def load_stage_weights(self, checkpoint) -> list[str]:
         """The base's loading, plus with ``generator_init: stage1`` in the expression stage: G starts
-        from the motion stage's G_0 wherever the two hold tensors of one name and shape (the
-        synthesis convolutions, to-RGB layers and noise strengths; not the style affines, whose inputs
-        differ: [appearance, unified motion] vs. the 2590-d style), so G need not learn to draw a face
-        again (a CPU-budget aid; the paper trains G in its own stage)."""
+        from the motion stage's G_0 (a CPU-budget aid; the paper trains G in its own stage), so that
+        it need not learn to draw a face again: every tensor of one name and shape (the synthesis
+        convolutions, to-RGB layers, noise strengths), and each style affine (``*.modulation``, whose
+        input differs: [appearance, unified motion] vs. [appearance, lip, emotion, eye, pose]) with
+        G_0's appearance columns (rescaled for the equalised-lr scale of the wider input) and bias,
+        the new codes' columns zero: G starts as G_0 with the motion code's share removed, and
+        the codes grow in from there."""
         loaded = super().load_stage_weights(checkpoint)
         if self.stage != "expression" or self.generator_init != "stage1":
             return loaded
         data = torch.load(checkpoint, map_location="cpu", weights_only=True)
         if data.get("hyper_parameters", {}).get("stage") != "motion":
             return loaded
-        ours = self.model.net_generator.state_dict()
+        g = self.model.net_generator
+        ours = g.state_dict()
         prefix = "net_generator0."
         g0 = {k[len(prefix):]: v for k, v in data["state_dict"].items() if k.startswith(prefix)}
         shared = {k: v for k, v in g0.items() if k in ours and tuple(v.shape) == tuple(ours[k].shape)}
         if not shared:
             raise ValueError(f"{checkpoint}: generator_init stage1, but no G_0 tensor fits G")
-        self.model.net_generator.load_state_dict(shared, strict=False)
-        return [*loaded, f"model.net_generator <- net_generator0 ({len(shared)} of {len(ours)} tensors)"]
+        g.load_state_dict(shared, strict=False)
+        app = self.config.appearance_dim
+        affines = 0
+        with torch.no_grad():
+            for name, module in g.named_modules():
+                old = g0.get(f"{name}.weight")
+                if not name.endswith("modulation") or old is None or old.shape[0] != module.weight.shape[0]:
+                    continue
+                module.weight.zero_()
+                module.weight[:, :app] = old[:, :app] * (math.sqrt(module.weight.shape[1]) / math.sqrt(old.shape[1]))
+                module.bias.copy_(g0[f"{name}.bias"])
+                affines += 1
+        return [*loaded, f"model.net_generator <- net_generator0 ({len(shared)} of {len(ours)} tensors; "
+                         f"{affines} style affines from its appearance columns, the codes' columns zero)"]
 
     # ------------------------------------------------------------------------------- params
     @staticmethod
@@ -232,8 +256,8 @@ class PDFGCModule(StagedModule):
 
     def stage_parameters(self, stage: str) -> dict[str, dict[str, list[torch.nn.Parameter]]]:
         """motion: generator {appearance, motion, generator0}, discriminator {netD};
-        fine: lip {lip, audio}, eye {eye}, pose {pose}; expression: generator {expression, generator},
-        discriminator {netD}."""
+        fine: lip {lip, audio}, eye {eye}, pose {pose}, or with ``trunk`` one optimiser fine {lip, audio,
+        eye, pose, trunk}; expression: generator {expression, generator}, discriminator {netD}."""
         m = self.model
         mot, app = m.net_motion, m.net_appearance
         if stage == "motion":
@@ -242,10 +266,11 @@ class PDFGCModule(StagedModule):
             if hasattr(self, "net_generator0"):
                 groups["generator"]["generator0"] = self._generator_parts(self.net_generator0)
         elif stage == "fine":
-            groups = {"lip": {"lip": [mot.to_mouth, mot.mouth_embed], "audio": [m.net_audio.model, m.net_audio.mouth_embed],
-                              **({"trunk": [mot.model]} if self.lip_trunk and self.stage == "fine" else {})},
+            groups = {"lip": {"lip": [mot.to_mouth, mot.mouth_embed], "audio": [m.net_audio.model, m.net_audio.mouth_embed]},
                       "eye": {"eye": [mot.to_eye, mot.eye_embed]},
                       "pose": {"pose": [mot.to_headpose, mot.headpose_embed]}}
+            if self.trunk and self.stage == "fine":
+                groups = {"fine": {**{k: v for g in groups.values() for k, v in g.items()}, "trunk": [mot.model]}}
         else:
             groups = {"generator": {"expression": [mot.to_emo, mot.emo_embed],
                                     "generator": self._generator_parts(m.net_generator)}}
@@ -409,12 +434,12 @@ class PDFGCModule(StagedModule):
         frames = batch["frames"]
         b, t = frames.shape[:2]
         flat = frames.reshape(b * t, *frames.shape[2:])
-        # with lip_trunk the lip InfoNCE trains the trunk too; the eye and pose branches read it fixed
-        lip_feat = mot.forward_feature(self._motion_in(flat)) if self.lip_trunk else self._features(flat)
-        feat = lip_feat.detach()
+        # F_n with the trunk's gradient for the branches in ``trunk``, detached for the others
+        trained = mot.forward_feature(self._motion_in(flat)) if self.trunk else self._features(flat)
+        feat = {name: trained if name in self.trunk else trained.detach() for name in FINE_BRANCHES}
         out: dict[str, dict[str, torch.Tensor]] = {}
         # lip: visual lip code vs audio lip code
-        visual = mot.mouth_embed(mot.to_mouth(lip_feat)).view(b, t, -1)
+        visual = mot.mouth_embed(mot.to_mouth(feat["lip"])).view(b, t, -1)
         audio = m.net_audio(batch["mel"]).mouth_embed.view(b, t, -1)
         negatives = None
         neg = batch.get("negative_mel")
@@ -427,15 +452,19 @@ class PDFGCModule(StagedModule):
         out["lip"] = lip
         # eye: anchor = donor's eye region on the base frame; positive donor, negative base
         if lc["eye"] > 0 and "eye_anchor" in batch:
-            eye = lambda x: mot.embed("eye", self._features(x.reshape(b * t, 3, *x.shape[-2:])))  # noqa: E731
-            f1, f2, fa = eye(batch["eye_donor"]), mot.embed("eye", feat), eye(batch["eye_anchor"])
+            def eye(x: torch.Tensor) -> torch.Tensor:
+                x = x.reshape(b * t, 3, *x.shape[-2:])
+                return mot.embed("eye", mot.forward_feature(self._motion_in(x)) if "eye" in self.trunk
+                                 else self._features(x))
+
+            f1, f2, fa = eye(batch["eye_donor"]), mot.embed("eye", feat["eye"]), eye(batch["eye_anchor"])
             loss = info_nce(fa, f1, f2.unsqueeze(1), lc["temperature"])
             with torch.no_grad():
                 acc = (F.cosine_similarity(fa, f1) > F.cosine_similarity(fa, f2)).float().mean()
             out["eye"] = {"loss": loss * lc["eye"], "acc": acc}
         # pose: L1 to the normalised pose prior
         if lc["pose"] > 0:
-            pred = mot.pose(feat)
+            pred = mot.pose(feat["pose"])
             target = self.pose_target(batch["pose"].reshape(b * t, -1))
             err = (pred - target).abs().mean()
             out["pose"] = {"loss": err * lc["pose"], "mae": err.detach()}
@@ -452,11 +481,12 @@ class PDFGCModule(StagedModule):
         opts = dict(zip(self.trained_groups(), self.optimizer_list()))
         b = batch["frames"].shape[0]
         logs = {}
-        for name, opt in opts.items():
-            if name not in losses:
-                continue
-            self.guarded_step(opt, losses[name]["loss"], name)  # disjoint parameters: no toggling needed
-            logs.update({f"train/{name}_{k}": v.detach() for k, v in losses[name].items()})
+        for name, opt in opts.items():  # disjoint parameters: no toggling needed
+            branches = [n for n in FINE_BRANCHES if n in losses and (name == "fine" or n == name)]
+            if branches:
+                self.guarded_step(opt, sum(losses[n]["loss"] for n in branches), name)
+        for name, values in losses.items():
+            logs.update({f"train/{name}_{k}": v.detach() for k, v in values.items()})
         self.log_dict(logs, on_step=True, batch_size=b)
         self.log("train/loss_lip", losses["lip"]["loss"].detach(), on_step=True, prog_bar=True, batch_size=b)
         samples = {"frames": batch["frames"][:, 0]}
