@@ -1,0 +1,145 @@
+"""What a trained PD-FGC reads and what its generator obeys, measured against SynthTalk's truth.
+
+    python benchmarks/pdfgc_probes.py runs/pdfgc/expression/checkpoints/last.ckpt
+    python benchmarks/pdfgc_probes.py RUN/fine/checkpoints/last.ckpt --train-clips 48 --test-clips 12
+
+1. Probes. For every representation E_mot gives (the unified motion feature F_n and the visual lip,
+   eye, pose and emotion codes), a ridge regression (lambda 1e-2, on standardised features) is
+   fitted on frames of the store's train split and scored on frames of its test split (other
+   identities): Pearson r of the prediction with each true factor (blink, gaze x / y, mouth
+   opening, pitch / yaw / roll of the renderer's head pose). A factor a representation cannot read
+   scores about 0. The pose code is also scored against the store's pose prior (the rigid landmark
+   fit the fine stage regresses to: `prior-*`).
+2. Generator sensitivity (expression-stage checkpoints): for each test reference, the mean absolute
+   change of G's output (in [-1, 1]) when one code (audio lip, emotion, eye, pose) is replaced by
+   that of a frame of another test clip, the others kept at the reference's own codes. A code G
+   ignores changes nothing.
+
+Frames are read from the clip store at every `--step`-th frame. About 1 min on two cores.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from talkinghead.data.store import ClipStore  # noqa: E402
+from talkinghead.methods.pdfgc.generate import load_model  # noqa: E402
+
+FACTORS = ("blink", "gaze-x", "gaze-y", "mouth-open", "pitch", "yaw", "roll")
+PRIOR = ("prior-pitch", "prior-yaw", "prior-roll")
+
+
+def model_input(frames: np.ndarray, size: int) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, size, size) in [-1, 1] (as generation prepares frames)."""
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=x.shape[-1] > size)
+    return x * 2.0 - 1.0
+
+
+@torch.no_grad()
+def representations(model, store: ClipStore, clips: list[dict], step: int) -> tuple[dict, np.ndarray]:
+    """{name: (N, D) features} of every `step`-th frame of `clips`, and the (N, 10) targets
+    (FACTORS then PRIOR)."""
+    mot, size = model.net_motion, model.config.motion_input_size
+    feats: dict[str, list[np.ndarray]] = {"F_n": [], "lip code": [], "eye code": [], "pose code": [], "emotion code": []}
+    targets = []
+    for clip in clips:
+        idx = list(range(0, clip["num_frames"], step))
+        f = mot.forward_feature(model_input(store.load_frames(clip, idx), size))
+        feats["F_n"].append(f.flatten(1).numpy())
+        feats["lip code"].append(mot.mouth_embed(mot.to_mouth(f)).numpy())
+        feats["eye code"].append(mot.embed("eye", f).numpy())
+        feats["pose code"].append(mot.pose(f).numpy())
+        feats["emotion code"].append(mot.embed("emo", f).numpy())
+        truth = store.load(clip, ["truth_blink", "truth_gaze", "truth_mouth", "truth_pose", "pose"])
+        targets.append(np.c_[truth["truth_blink"][idx], truth["truth_gaze"][idx], truth["truth_mouth"][idx, 0],
+                             truth["truth_pose"][idx, :3], truth["pose"][idx, :3]])
+    return {k: np.concatenate(v) for k, v in feats.items()}, np.concatenate(targets)
+
+
+def probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
+          lam: float = 1e-2) -> np.ndarray:
+    """Ridge regression on standardised features; Pearson r per target column on the test set."""
+    mu, sd = train_x.mean(0), train_x.std(0) + 1e-6
+    x = np.c_[(train_x - mu) / sd, np.ones(len(train_x))]
+    w = np.linalg.solve(x.T @ x + lam * len(x) * np.eye(x.shape[1]), x.T @ train_y)
+    pred = np.c_[(test_x - mu) / sd, np.ones(len(test_x))] @ w
+    return np.array([np.corrcoef(pred[:, i], test_y[:, i])[0, 1] if pred[:, i].std() > 0 else 0.0
+                     for i in range(test_y.shape[1])])
+
+
+@torch.no_grad()
+def sensitivity(model, store: ClipStore, clips: list[dict]) -> dict[str, float]:
+    """Mean |G(codes with one swapped) - G(own codes)| per code, over the test references."""
+    from talkinghead.data.audio import mel_spectrogram, mel_windows
+
+    cfg = model.config
+    changes: dict[str, list[float]] = {"lip": [], "emotion": [], "eye": [], "pose": []}
+    for i, clip in enumerate(clips):
+        other = clips[(i + 1) % len(clips)]
+        ref = store.load_frames(clip, [0])
+        app = model.appearance(model_input(ref, cfg.reference_size))
+        own = model.motion_codes(model_input(ref, cfg.motion_input_size))
+        donor = model.motion_codes(model_input(store.load_frames(other, [other["num_frames"] // 2]),
+                                               cfg.motion_input_size))
+
+        def lip_of(c: dict) -> torch.Tensor:
+            audio = torch.from_numpy(store.load(c, ["audio"])["audio"]).float()
+            mel = mel_windows(mel_spectrogram(audio), c["num_frames"])
+            return model.lip_code(mel[c["num_frames"] // 2][None], cfg.lip_scale)
+
+        base = dict(lip=lip_of(clip), emo=own.emo, eye=own.eye, pose=own.pose)
+        swaps = {"lip": dict(lip=lip_of(other)), "emotion": dict(emo=donor.emo), "eye": dict(eye=donor.eye),
+                 "pose": dict(pose=donor.pose)}
+
+        def draw(codes: dict) -> torch.Tensor:
+            return model.generate(app.feature, app.feature_map, codes["lip"], codes["emo"], codes["eye"],
+                                  codes["pose"], noise_mode="const")
+
+        reference_out = draw(base)
+        for name, swap in swaps.items():
+            changes[name].append(float((draw({**base, **swap}) - reference_out).abs().mean()))
+    return {k: float(np.mean(v)) for k, v in changes.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="a PDFGCModule checkpoint (fine or expression stage) or an official folder")
+    parser.add_argument("--store", default="data/store/synth-vox2", help="a SynthTalk clip store (truth_* keys)")
+    parser.add_argument("--train-clips", type=int, default=48)
+    parser.add_argument("--test-clips", type=int, default=12)
+    parser.add_argument("--step", type=int, default=3, help="every step-th frame of a clip")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    model, info = load_model(args.checkpoint)
+    store = ClipStore(args.store)
+    train, test = store.clips("train")[: args.train_clips], store.clips("test")[: args.test_clips]
+    if not train or not test:
+        raise SystemExit(f"{args.store}: needs clips in both the train and the test split")
+    train_x, train_y = representations(model, store, train, args.step)
+    test_x, test_y = representations(model, store, test, args.step)
+    print(f"{args.checkpoint}: probes, Pearson r on {len(test_y)} test frames (fitted on {len(train_y)} train frames)")
+    columns = FACTORS + PRIOR
+    print(f"| representation | dims | {' | '.join(columns)} |")
+    print("|:---|---:|" + "---:|" * len(columns))
+    for name in train_x:
+        r = probe(train_x[name], train_y, test_x[name], test_y)
+        print(f"| {name} | {train_x[name].shape[1]} | " + " | ".join(f"{v:.2f}" for v in r) + " |")
+    if info.get("stage") in (None, "expression"):
+        change = sensitivity(model, store, test)
+        print("generator: mean |change| of the output when one code comes from another clip: "
+              + ", ".join(f"{k} {v:.4f}" for k, v in change.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
