@@ -68,13 +68,14 @@ def representations(model, store: ClipStore, clips: list[dict], step: int) -> tu
 
 def probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
           lam: float = 1e-2) -> np.ndarray:
-    """Ridge regression on standardised features; Pearson r per target column on the test set."""
+    """Ridge regression on standardised features; Pearson r per target column on the test set (0 where
+    the prediction or the target is constant)."""
     mu, sd = train_x.mean(0), train_x.std(0) + 1e-6
     x = np.c_[(train_x - mu) / sd, np.ones(len(train_x))]
     w = np.linalg.solve(x.T @ x + lam * len(x) * np.eye(x.shape[1]), x.T @ train_y)
     pred = np.c_[(test_x - mu) / sd, np.ones(len(test_x))] @ w
-    return np.array([np.corrcoef(pred[:, i], test_y[:, i])[0, 1] if pred[:, i].std() > 0 else 0.0
-                     for i in range(test_y.shape[1])])
+    return np.array([np.corrcoef(pred[:, i], test_y[:, i])[0, 1] if pred[:, i].std() > 0 and test_y[:, i].std() > 0
+                     else 0.0 for i in range(test_y.shape[1])])
 
 
 @torch.no_grad()
