@@ -25,41 +25,40 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from talkinghead.data.store import ClipStore  # noqa: E402
-from talkinghead.methods.pdfgc.generate import load_model  # noqa: E402
+from talkinghead.methods.pdfgc.generate import PDFGCGenerator, load_model  # noqa: E402
 
 FACTORS = ("blink", "gaze-x", "gaze-y", "mouth-open", "pitch", "yaw", "roll")
 PRIOR = ("prior-pitch", "prior-yaw", "prior-roll")
 
 
-def model_input(frames: np.ndarray, size: int) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, 3, size, size) in [-1, 1] (as generation prepares frames)."""
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
-    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=x.shape[-1] > size)
-    return x * 2.0 - 1.0
+def model_input(generator: PDFGCGenerator, frames: np.ndarray, size: int) -> torch.Tensor:
+    """Store frames (N, H, W, 3) uint8 -> the model's input (N, 3, size, size) in [-1, 1], as
+    generation prepares them (`PDFGCGenerator.prepare`)."""
+    return generator.prepare(torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0, size)
 
 
 @torch.no_grad()
-def representations(model, store: ClipStore, clips: list[dict], step: int) -> tuple[dict, np.ndarray]:
+def representations(generator: PDFGCGenerator, store: ClipStore, clips: list[dict], step: int
+                    ) -> tuple[dict, np.ndarray]:
     """{name: (N, D) features} of every `step`-th frame of `clips`, and the (N, 10) targets
     (FACTORS then PRIOR)."""
-    mot, size = model.net_motion, model.config.motion_input_size
+    model = generator.model
     feats: dict[str, list[np.ndarray]] = {"F_n": [], "lip code": [], "eye code": [], "pose code": [], "emotion code": []}
     targets = []
     for clip in clips:
         idx = list(range(0, clip["num_frames"], step))
-        f = mot.forward_feature(model_input(store.load_frames(clip, idx), size))
-        feats["F_n"].append(f.flatten(1).numpy())
-        feats["lip code"].append(mot.mouth_embed(mot.to_mouth(f)).numpy())
-        feats["eye code"].append(mot.embed("eye", f).numpy())
-        feats["pose code"].append(mot.pose(f).numpy())
-        feats["emotion code"].append(mot.embed("emo", f).numpy())
+        out = model.motion(model_input(generator, store.load_frames(clip, idx), model.config.motion_input_size))
+        feats["F_n"].append(out.feature.flatten(1).numpy())
+        feats["lip code"].append(model.net_motion.mouth_embed(out.mouth).numpy())
+        feats["eye code"].append(out.eye.numpy())
+        feats["pose code"].append(out.pose.numpy())
+        feats["emotion code"].append(out.emo.numpy())
         truth = store.load(clip, ["truth_blink", "truth_gaze", "truth_mouth", "truth_pose", "pose"])
         targets.append(np.c_[truth["truth_blink"][idx], truth["truth_gaze"][idx], truth["truth_mouth"][idx, 0],
                              truth["truth_pose"][idx, :3], truth["pose"][idx, :3]])
@@ -79,18 +78,18 @@ def probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: 
 
 
 @torch.no_grad()
-def sensitivity(model, store: ClipStore, clips: list[dict]) -> dict[str, float]:
+def sensitivity(generator: PDFGCGenerator, store: ClipStore, clips: list[dict]) -> dict[str, float]:
     """Mean |G(codes with one swapped) - G(own codes)| per code, over the test references."""
     from talkinghead.data.audio import mel_spectrogram, mel_windows
 
-    cfg = model.config
+    model, cfg = generator.model, generator.model.config
     changes: dict[str, list[float]] = {"lip": [], "emotion": [], "eye": [], "pose": []}
     for i, clip in enumerate(clips):
         other = clips[(i + 1) % len(clips)]
         ref = store.load_frames(clip, [0])
-        app = model.appearance(model_input(ref, cfg.reference_size))
-        own = model.motion_codes(model_input(ref, cfg.motion_input_size))
-        donor = model.motion_codes(model_input(store.load_frames(other, [other["num_frames"] // 2]),
+        app = model.appearance(model_input(generator, ref, cfg.reference_size))
+        own = model.motion_codes(model_input(generator, ref, cfg.motion_input_size))
+        donor = model.motion_codes(model_input(generator, store.load_frames(other, [other["num_frames"] // 2]),
                                                cfg.motion_input_size))
 
         def lip_of(c: dict) -> torch.Tensor:
@@ -122,12 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model, info = load_model(args.checkpoint)
+    generator = PDFGCGenerator(model, crop=info["crop"])
     store = ClipStore(args.store)
     train, test = store.clips("train")[: args.train_clips], store.clips("test")[: args.test_clips]
     if not train or not test:
         raise SystemExit(f"{args.store}: needs clips in both the train and the test split")
-    train_x, train_y = representations(model, store, train, args.step)
-    test_x, test_y = representations(model, store, test, args.step)
+    train_x, train_y = representations(generator, store, train, args.step)
+    test_x, test_y = representations(generator, store, test, args.step)
     print(f"{args.checkpoint}: probes, Pearson r on {len(test_y)} test frames (fitted on {len(train_y)} train frames)")
     columns = FACTORS + PRIOR
     print(f"| representation | dims | {' | '.join(columns)} |")
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         r = probe(train_x[name], train_y, test_x[name], test_y)
         print(f"| {name} | {train_x[name].shape[1]} | " + " | ".join(f"{v:.2f}" for v in r) + " |")
     if info.get("stage") in (None, "expression"):
-        change = sensitivity(model, store, test)
+        change = sensitivity(generator, store, test)
         print("generator: mean |change| of the output when one code comes from another clip: "
               + ", ".join(f"{k} {v:.4f}" for k, v in change.items()))
     return 0
