@@ -225,3 +225,39 @@ def test_landmark_edge_map_batches_and_rescales(synth_frame):
     assert torch.equal(edges[0, 0], landmark_edge_map(scaled, 256))
     thick = landmark_edge_map(landmarks, SIZE, thickness=4.0)
     assert thick.sum() > 1.5 * landmark_edge_map(landmarks, SIZE).sum()
+
+
+def test_rasterize_does_not_depend_on_how_triangle_windows_are_chunked(synth_frame, monkeypatch):
+    # rasterize scans (frame, triangle) pairs in chunks; one pair per chunk must give the same z-buffer
+    from talkinghead.methods.rhythmic import render
+
+    _, landmarks, pose = synth_frame
+    mesh = FaceMesh(landmarks, pose, _procedural_texture({}, landmarks))
+    poses = np.repeat(pose[None], 3, 0)
+    poses[:, 1] += np.array([0.0, 0.5, -0.3])
+    vertices = mesh.posed_vertices(poses)
+    tri_id, bary = rasterize(vertices, mesh.triangles, SIZE, mesh.facing)
+    monkeypatch.setattr(render, "_RASTER_CHUNK", 1)
+    tri_one, bary_one = rasterize(vertices, mesh.triangles, SIZE, mesh.facing)
+    assert (tri_id >= 0).sum() > 10000
+    assert torch.equal(tri_id, tri_one) and torch.equal(bary, bary_one)
+
+
+def test_piece_curve_is_the_official_polynomial_fit():
+    # the official piece curve is np.polyfit of degree len - 1 through 2 or 3 points
+    from talkinghead.methods.rhythmic.render import _piece_curve
+
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(200):
+        n = int(rng.integers(2, 4))
+        points = np.cumsum(rng.uniform(0.5, 4.0, (n, 2)) * rng.choice([-1, 1], 2), axis=0)
+        curve = _piece_curve(points)
+        if curve is points:  # degenerate or too curved: the polyline itself
+            continue
+        major = 0 if np.abs(np.diff(points, axis=0)).max(0)[0] >= np.abs(np.diff(points, axis=0)).max(0)[1] else 1
+        coeffs = np.polyfit(points[:, major], points[:, 1 - major], n - 1)
+        np.testing.assert_allclose(curve[:, 1 - major], np.polyval(coeffs, curve[:, major]), atol=1e-9)
+        np.testing.assert_allclose(curve[[0, -1]], points[[0, -1]], atol=1e-9)
+        checked += 1
+    assert checked > 150

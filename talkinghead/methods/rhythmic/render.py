@@ -249,6 +249,10 @@ def _barycentric_planes(screen: torch.Tensor, triangles: torch.Tensor) -> tuple[
     return rows / safe[..., None, None], area2
 
 
+#: Window pixels evaluated per chunk of (frame, triangle) pairs in `rasterize` (memory ~ 100 bytes each).
+_RASTER_CHUNK = 1 << 18
+
+
 def rasterize(vertices: torch.Tensor, triangles: torch.Tensor, size: int | tuple[int, int],
               facing: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Z-buffered rasterisation of one triangle list in T poses.
@@ -278,25 +282,32 @@ def rasterize(vertices: torch.Tensor, triangles: torch.Tensor, size: int | tuple
     hi = torch.minimum(hi, limit)
     drawable &= (hi >= lo).all(-1)
 
-    # z-buffer key: quantised depth (1/256 px) then triangle index, one scatter-amax per triangle
+    # z-buffer key: quantised depth (1/256 px) then triangle index; the (frame, triangle) pairs are
+    # scanned in chunks of similar bounding-box size, each chunk over one padded window, and their
+    # keys reduced with scatter-amax (order-free, so the result does not depend on the chunking)
     keys = torch.full((num_frames * height * width,), -1, dtype=torch.int64)
     tri_bits = max(1, int(num_tris).bit_length())
     depth_offset = 1 << 22  # depths of +-16k px stay positive after the offset (1/256 px steps)
-    for f in range(num_tris):
-        frames = torch.nonzero(drawable[:, f]).squeeze(1)
-        if frames.numel() == 0:
-            continue
-        flo, fhi = lo[frames, f].long(), hi[frames, f].long()
-        ext = (fhi - flo).amax(0) + 1  # (2,) window width, height
+    pair_t, pair_f = torch.nonzero(drawable, as_tuple=True)
+    pair_lo, pair_hi = lo[pair_t, pair_f].long(), hi[pair_t, pair_f].long()
+    extent = pair_hi - pair_lo + 1  # (P, 2) window width, height per pair
+    order = torch.argsort(extent.prod(1), descending=True)
+    start = 0
+    while start < order.numel():
+        count = max(1, _RASTER_CHUNK // int(extent[order[start]].prod()))
+        chunk = order[start:start + count]
+        start += count
+        frames, tris, flo, fhi = pair_t[chunk], pair_f[chunk], pair_lo[chunk], pair_hi[chunk]
+        ext = extent[chunk].amax(0)
         xs = flo[:, 0, None] + torch.arange(int(ext[0]))  # (n, w)
         ys = flo[:, 1, None] + torch.arange(int(ext[1]))  # (n, h)
-        pl = planes[frames, f]  # (n, 3, 3)
+        pl = planes[frames, tris]  # (n, 3, 3)
         xd, yd = xs.double()[:, None, None, :], ys.double()[:, None, :, None]
         lam = pl[:, :, 0, None, None] * xd + pl[:, :, 1, None, None] * yd + pl[:, :, 2, None, None]  # (n, 3, h, w)
-        inside = (lam >= -_INSIDE_EPS).all(1) & (xs < width)[:, None, :] & (ys < height)[:, :, None]
-        dp = depth_plane[frames, f]
+        inside = (lam >= -_INSIDE_EPS).all(1) & (xs <= fhi[:, 0, None])[:, None, :] & (ys <= fhi[:, 1, None])[:, :, None]
+        dp = depth_plane[frames, tris]
         depth = dp[:, 0, None, None] * xd[:, 0] + dp[:, 1, None, None] * yd[:, 0] + dp[:, 2, None, None]
-        key = (torch.round(depth * 256.0).long() + depth_offset) << tri_bits | f
+        key = (torch.round(depth * 256.0).long() + depth_offset) << tri_bits | tris[:, None, None]
         pixel = (frames[:, None, None] * height + ys[:, :, None]) * width + xs[:, None, :]
         keys.scatter_reduce_(0, pixel[inside], key[inside], reduce="amax")
 
@@ -419,18 +430,27 @@ def upper_face_points(landmarks: np.ndarray) -> np.ndarray:
 def _piece_curve(points: np.ndarray) -> np.ndarray:
     """Dense samples of the official piece curve: a parabola (2 points: a line) through the points,
     as a function of the coordinate with the larger consecutive extent, from the first to the last
-    point; the straight polyline where the fit is degenerate or too curved (|a| > 1 px^-1)."""
+    point; the straight polyline where the fit is degenerate or too curved (|a| > 1 px^-1).
+
+    The 2 or 3 points fix the curve exactly (the official least-squares fit interpolates them), so it
+    is evaluated in Newton's divided-difference form."""
+    if len(points) < 2:
+        return points
     steps = np.abs(np.diff(points, axis=0)).max(0)
     major = 0 if steps[0] >= steps[1] else 1
     u, v = points[:, major], points[:, 1 - major]
-    if len(points) < 2 or np.ptp(u) < 1e-6 or len(np.unique(np.round(u, 6))) < len(u):
+    rounded = np.round(u, 6)
+    if u.max() - u.min() < 1e-6 or len(set(rounded.tolist())) < len(u):
         return points
-    coeffs = np.polyfit(u, v, min(2, len(points) - 1))
-    if len(points) >= 3 and abs(coeffs[0]) > 1:
-        return points
+    slope = (v[1] - v[0]) / (u[1] - u[0])
+    curvature = 0.0
+    if len(points) >= 3:
+        curvature = ((v[2] - v[1]) / (u[2] - u[1]) - slope) / (u[2] - u[0])
+        if abs(curvature) > 1:
+            return points
     n = max(2, int(np.ceil(abs(u[-1] - u[0]))) * 2 + 1)
     su = np.linspace(u[0], u[-1], n)
-    sv = np.polyval(coeffs, su)
+    sv = v[0] + (su - u[0]) * (slope + curvature * (su - u[1]))
     out = np.empty((n, 2))
     out[:, major], out[:, 1 - major] = su, sv
     return out
