@@ -1,0 +1,64 @@
+"""benchmarks/rhythmic_probes.py: the mouth-luminance measure, and the script end to end on a tiny store,
+model and SyncNet expert."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "rhythmic_probes.py"
+TINY_SYNCNET = {"audio_channels": [8, 16, 16, 16, 16, 32], "lip_channels": [8, 16, 16, 16, 16, 32], "fc_hidden": 32,
+                "embedding": 16, "image_size": [64, 96], "crop": [0.375, 0.8125, 0.1875, 0.8125]}
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("rhythmic_probes", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_inner_mouth_luminance_reads_the_inner_lip_polygon():
+    probes = load_script()
+    landmarks = np.zeros((2, 68, 2))
+    ring = np.array([[10, 14], [12, 12], [16, 12], [18, 14], [16, 17], [12, 17], [10, 14], [10, 14]], float)
+    landmarks[:, 60:68] = ring
+    frames = torch.ones(2, 3, 32, 32)
+    frames[1, :, 12:18, 10:19] = 0.2  # a dark open mouth in frame 1
+    values = probes.inner_mouth_luminance(frames, landmarks)
+    assert values[0] == 1.0 and values[1] < 0.25
+
+
+def test_script_prints_every_column_for_every_clip(synth_vox2_store, tmp_path, capsys):
+    from lightning.pytorch import Trainer
+
+    from talkinghead.methods.rhythmic.composer import ComposerConfig
+    from talkinghead.methods.rhythmic.module import RhythmicModule
+    from talkinghead.methods.rhythmic.networks import RhythmicConfig
+    from talkinghead.metrics.syncnet_expert import save_expert
+    from talkinghead.nn.syncnet import SyncNet, SyncNetConfig
+
+    torch.manual_seed(0)
+    composer = ComposerConfig.tiny(image_size=32, n_shot=2, n_downsample_G=2, n_adaptive_layers=1)
+    config = RhythmicConfig.tiny(image_size=32, tau=16, num_references=2, composer=composer)
+    module = RhythmicModule(stage="generator", model=config.to_dict(), store=str(synth_vox2_store))
+    module.fit_statistics()
+    trainer = Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, max_steps=0)
+    trainer.strategy.connect(module)
+    ckpt = tmp_path / "last.ckpt"
+    trainer.save_checkpoint(ckpt)
+    expert = save_expert(tmp_path / "expert.pt", SyncNet(SyncNetConfig.from_dict(TINY_SYNCNET)).eval(), "tiny", 1,
+                         synth_vox2_store)
+    probes = load_script()
+    assert probes.main([str(ckpt), "--store", str(synth_vox2_store), "--expert", str(expert)]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| id") or line.startswith("| **mean**")]
+    assert len(rows) == 2  # the one test clip and the mean
+    values = [float(v.strip("*")) for v in rows[0].strip("| ").split(" | ")[1:]]
+    assert len(values) == len(probes.COLUMNS) and all(np.isfinite(values))
+    # an untrained generator is farther from the real frames than the copied matched reference
+    columns = dict(zip(probes.COLUMNS, values))
+    assert columns["L1 gen"] > columns["L1 copy"] > 0
