@@ -18,6 +18,21 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="session")
+def benchmark_script():
+    """Load a script of benchmarks/ as a module: benchmark_script("pdfgc_probes")."""
+    import importlib.util
+
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
 TINY_VOX2 = SynthConfig(layout="vox2", train_identities=3, test_identities=1, clips_per_video=1, duration=1.6)
 
 

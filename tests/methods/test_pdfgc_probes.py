@@ -1,26 +1,14 @@
 """benchmarks/pdfgc_probes.py: the ridge probe, and the script end to end on a tiny store and model."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from talkinghead.methods.pdfgc.networks import PDFGC, PDFGCConfig
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "pdfgc_probes.py"
 
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("pdfgc_probes", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_probe_reads_a_linear_factor_and_not_an_unrelated_one():
-    probes = load_script()
+def test_probe_reads_a_linear_factor_and_not_an_unrelated_one(benchmark_script):
+    probes = benchmark_script("pdfgc_probes")
     rng = np.random.default_rng(0)
     x_train, x_test = rng.normal(size=(400, 12)) * 5.0 + 3.0, rng.normal(size=(200, 12)) * 5.0 + 3.0
     w = rng.normal(size=12)
@@ -35,13 +23,13 @@ def test_probe_reads_a_linear_factor_and_not_an_unrelated_one():
                                    targets(np.ones((20, 12)))[:, :1]), 0.0)
 
 
-def test_script_prints_every_probe_and_the_generator_sensitivity(synth_vox2_store, tmp_path, capsys):
+def test_script_prints_every_probe_and_the_generator_sensitivity(synth_vox2_store, tmp_path, capsys, benchmark_script):
     torch.manual_seed(0)
     config = PDFGCConfig.tiny(image_size=32, num_identities=3)
     ckpt = tmp_path / "last.ckpt"
     state = {f"model.{k}": v for k, v in PDFGC(config).state_dict().items()}
     torch.save({"hyper_parameters": {"model": config.to_dict(), "stage": "expression"}, "state_dict": state}, ckpt)
-    assert load_script().main([str(ckpt), "--store", str(synth_vox2_store), "--step", "8"]) == 0
+    assert benchmark_script("pdfgc_probes").main([str(ckpt), "--store", str(synth_vox2_store), "--step", "8"]) == 0
     out = capsys.readouterr().out
     for name in ("F_n", "lip code", "eye code", "pose code", "emotion code"):
         row = next(line for line in out.splitlines() if line.startswith(f"| {name} |"))

@@ -2,26 +2,15 @@
 model and SyncNet expert."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "rhythmic_probes.py"
 TINY_SYNCNET = {"audio_channels": [8, 16, 16, 16, 16, 32], "lip_channels": [8, 16, 16, 16, 16, 32], "fc_hidden": 32,
                 "embedding": 16, "image_size": [64, 96], "crop": [0.375, 0.8125, 0.1875, 0.8125]}
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("rhythmic_probes", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_inner_mouth_luminance_reads_the_inner_lip_polygon():
-    probes = load_script()
+def test_inner_mouth_luminance_reads_the_inner_lip_polygon(benchmark_script):
+    probes = benchmark_script("rhythmic_probes")
     landmarks = np.zeros((2, 68, 2))
     ring = np.array([[10, 14], [12, 12], [16, 12], [18, 14], [16, 17], [12, 17], [10, 14], [10, 14]], float)
     landmarks[:, 60:68] = ring
@@ -31,7 +20,7 @@ def test_inner_mouth_luminance_reads_the_inner_lip_polygon():
     assert values[0] == 1.0 and values[1] < 0.25
 
 
-def test_script_prints_every_column_for_every_clip(synth_vox2_store, tmp_path, capsys):
+def test_script_prints_every_column_for_every_clip(synth_vox2_store, tmp_path, capsys, benchmark_script):
     from lightning.pytorch import Trainer
 
     from talkinghead.methods.rhythmic.composer import ComposerConfig
@@ -52,7 +41,7 @@ def test_script_prints_every_column_for_every_clip(synth_vox2_store, tmp_path, c
     trainer.save_checkpoint(ckpt)
     expert = save_expert(tmp_path / "expert.pt", SyncNet(SyncNetConfig.from_dict(TINY_SYNCNET)).eval(), "tiny", 1,
                          synth_vox2_store)
-    probes = load_script()
+    probes = benchmark_script("rhythmic_probes")
     assert probes.main([str(ckpt), "--store", str(synth_vox2_store), "--expert", str(expert)]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| id") or line.startswith("| **mean**")]
