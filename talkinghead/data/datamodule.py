@@ -50,9 +50,12 @@ clip_index             () int64                  position of the clip in the sto
                                                  (`ClipStore.clips()` / shards' clips.json)
 augmented              (T, 3, S, S) float32      augment given: `frames` (in [0, 1]) through
                                                  `augment`, then mapped to [-1, 1]
-eye_donor              (T, 3, S, S) float32      eye_pairs: a window of another clip, [-1, 1]
+eye_donor              (T, 3, S, S) float32      eye_pairs: a window of another clip (``eye_donor="other_clip"``,
+                                                 the paper) or of the same clip at least min_shift frames away
+                                                 (``"same_clip"``: same identity), [-1, 1]
 eye_donor_landmarks    (T, 68, 2) float32        its landmarks (output pixels)
 eye_donor_clip_index   () int64                  its clip
+eye_donor_frame_index  (T,) int64                its frames
 eye_anchor             (T, 3, S, S) float32      composite_eye_region(base=frames, donor=eye_donor,
                                                  mask=eye_region_mask(donor landmarks)), [-1, 1]
 window_frames          (K, 3, S, S) float32      in_window=K > 0: the K frames centred on the middle
@@ -105,6 +108,9 @@ Augment = Callable[[torch.Tensor], torch.Tensor]
 #: window spans mel frames 4(f-2) .. 4(f-2)+19 of M = 4T+7, i.e. it fits for 2 <= f <= T-2.
 AUDIO_MARGIN = (2, 1)
 _STREAMS = {"train": 0, "val": 1, "test": 2, "predict": 3}
+#: Where an eye donor window comes from: another clip (the paper: another person), or the same clip
+#: at least ``min_shift`` frames away (the same person, so only the eye motion tells donor from base).
+EYE_DONORS = ("other_clip", "same_clip")
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,7 @@ class SampleConfig:
     image_size: int = 224
     augment: Augment | None = None
     eye_pairs: bool = False
+    eye_donor: str = "other_clip"
     in_window: int = 0
     reference_span: int = 0
     decode_frames: bool = True
@@ -133,6 +140,8 @@ class SampleConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.image_size < 8:
             raise ValueError(f"image_size must be >= 8, got {self.image_size}")
+        if self.eye_donor not in EYE_DONORS:
+            raise ValueError(f"eye_donor must be one of {EYE_DONORS}, got {self.eye_donor!r}")
         if not self.decode_frames and (self.augment is not None or self.eye_pairs or self.in_window):
             raise ValueError("decode_frames=False reads no images, so augment, eye_pairs and in_window must be off")
         if self.augment is not None and (isinstance(self.augment, str) or not callable(self.augment)):
@@ -385,9 +394,13 @@ class WindowDataset(Dataset):
 
         donor01 = None
         if cfg.eye_pairs:
-            donor = self.positions[self._other_clip(rng, local)]
-            donor_frames = int(self.source.entry(donor)["num_frames"])
-            donor_idx = self._indices(self._random_start(rng, donor_frames), donor_frames)
+            if cfg.eye_donor == "same_clip":
+                donor, donor_frames = pos, num_frames
+                donor_idx = self._indices(self._shifted_start(rng, start, num_frames), num_frames)
+            else:
+                donor = self.positions[self._other_clip(rng, local)]
+                donor_frames = int(self.source.entry(donor)["num_frames"])
+                donor_idx = self._indices(self._random_start(rng, donor_frames), donor_frames)
             donor_decoded, dsx, dsy = self._frames(donor, donor_idx)
             donor01 = self._gather(donor_decoded, donor_idx)
             donor_lm = self._scale_points(self.source.take_rows(donor, "landmarks", donor_idx), dsx, dsy)
@@ -395,6 +408,7 @@ class WindowDataset(Dataset):
             sample["eye_donor"] = _signed(donor01)
             sample["eye_donor_landmarks"] = donor_lm
             sample["eye_donor_clip_index"] = torch.tensor(donor, dtype=torch.int64)
+            sample["eye_donor_frame_index"] = torch.from_numpy(donor_idx)
             sample["eye_anchor"] = _signed(composite_eye_region(frames01, donor01, mask))
 
         if self._augment is not None or self._in_window is not None:
@@ -481,6 +495,7 @@ class TalkingHeadDataModule(LightningDataModule):
             -> key `augmented` (e.g. `transforms.MotionAppearanceAugment()`, or a method's own
             augmentation). Seeded per sample; the method maps its config's choice to the object.
         eye_pairs: eye-contrastive anchors (`eye_donor`, `eye_anchor`; PD-FGC uses them).
+        eye_donor: where the eye donor comes from, `EYE_DONORS` ("other_clip": the paper).
         in_window: in-window decorrelation frames (`window_frames`, `transforms.InWindowAugment`), 0 = off.
         reference_span: > 0: the `reference_span` frames right before the window are its context
             (``context_*`` keys: landmarks, poses, audio; no images) and the references come from
@@ -512,6 +527,7 @@ class TalkingHeadDataModule(LightningDataModule):
         image_size: int = 224,
         augment: Augment | None = None,
         eye_pairs: bool = False,
+        eye_donor: str = "other_clip",
         in_window: int = 0,
         reference_span: int = 0,
         decode_frames: bool = True,
@@ -540,7 +556,7 @@ class TalkingHeadDataModule(LightningDataModule):
         self.sample_config = SampleConfig(
             window=window, num_references=num_references, num_negatives=num_negatives,
             num_shifted=num_shifted, min_shift=min_shift, image_size=image_size, augment=augment,
-            eye_pairs=eye_pairs, in_window=in_window, reference_span=reference_span,
+            eye_pairs=eye_pairs, eye_donor=eye_donor, in_window=in_window, reference_span=reference_span,
             decode_frames=decode_frames, audio_samples=audio_samples,
         )
         if batch_size < 1:

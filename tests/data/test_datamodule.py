@@ -206,6 +206,19 @@ def test_pdfgc_batch(tiny):
     assert torch.allclose(anchor.masked_select(outside), base.masked_select(outside), atol=5e-3)
 
 
+def test_same_clip_eye_donor_is_the_same_clip_min_shift_away(tiny):
+    root, _ = tiny
+    dm = TalkingHeadDataModule(store=str(root), batch_size=8, seed=3, samples_per_epoch=32,
+                               **dict(PDFGC, eye_donor="same_clip", in_window=0, augment=None))
+    for batch in batches(dm):
+        assert torch.equal(batch["eye_donor_clip_index"], batch["clip_index"])
+        shift = batch["eye_donor_frame_index"][:, 0] - batch["frame_index"][:, 0]
+        assert shift.abs().min() >= 5
+        assert not torch.equal(batch["eye_donor"], batch["frames"])
+    with pytest.raises(ValueError, match="eye_donor"):
+        TalkingHeadDataModule(store=str(root), batch_size=2, eye_pairs=True, eye_donor="same_person")
+
+
 def test_determinism_across_workers_and_runs(tiny):
     root, _ = tiny
     cfg = dict(store=str(root), batch_size=4, seed=7, samples_per_epoch=10, **PCAVS, eye_pairs=True, in_window=5)

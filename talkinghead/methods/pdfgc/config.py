@@ -82,6 +82,8 @@ class PDFGCData:
     min_shift: int = 5
     augment: str = "none"          # none | pdfgc (colour jitter + perspective of the motion branch's input)
     eye_pairs: bool = False        # fine stage: eye donor / anchor frames
+    eye_donor: str = "other_clip"  # fine stage: the eye donor from another clip (paper: another person) or
+                                   # from the same clip min_shift+ frames away ("same_clip": same person)
     in_window: int = 0             # expression stage: frames of the in-window average (paper 13)
     num_workers: int = 0
     source: str = "store"          # store | shards
