@@ -52,8 +52,8 @@ def render_all(identity: puppet.Identity) -> list[tuple[np.ndarray, np.ndarray]]
             for rotation, mouth, blink, emotion in [REST, *VARIANTS]]
 
 
-def measure(seed: int, first: int, count: int, embed: DlibFaceEmbedding) -> dict:
-    renders = [render_all(puppet.make_identity(i, seed)) for i in range(first, first + count)]
+def measure(seed: int, first: int, count: int, embed: DlibFaceEmbedding, candidates: int = puppet.CANDIDATES) -> dict:
+    renders = [render_all(puppet.make_identity(i, seed, candidates)) for i in range(first, first + count)]
     per = len(renders[0])
     frames = np.stack([f for rs in renders for f, _ in rs])
     truth = np.stack([lm for rs in renders for _, lm in rs])
@@ -87,16 +87,18 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--first", type=int, default=48, help="first identity (default: the default corpus's test split)")
     parser.add_argument("--count", type=int, default=12)
+    parser.add_argument("--candidates", type=int, default=puppet.CANDIDATES,
+                        help="draws per identity the corpus chooses from (1: the first detectable draw, no choice)")
     args = parser.parse_args(argv)
     embed = DlibFaceEmbedding()
-    print(f"dlib descriptor distances, identities {args.first}-{args.first + args.count - 1}, "
-          f"frontal rest-pose renders; threshold {THRESHOLD}")
+    print(f"dlib descriptor distances, identities {args.first}-{args.first + args.count - 1} chosen from "
+          f"{args.candidates} draws each, frontal rest-pose renders; threshold {THRESHOLD}")
     print("seed | frontal found | pairs | median | min | max | pairs > 0.6 | renders detected | "
           "identities separated | NN accuracy | dlib landmark error (px) | s")
     rows = []
     for seed in args.seeds:
         start = time.perf_counter()
-        r = measure(seed, args.first, args.count, embed)
+        r = measure(seed, args.first, args.count, embed, args.candidates)
         rows.append(r)
         print(f"{seed} | {r['frontal_found']}/{r['count']} | {r['pairs']} | {r['median']:.3f} | {r['min']:.3f} | "
               f"{r['max']:.3f} | {100 * r['above']:.0f}% | {100 * r['detected']:.0f}% | "

@@ -20,6 +20,7 @@ from talkinghead.bench.cli import add_bench_parser
 from talkinghead.bench.compare import add_compare_parser
 from talkinghead.bench.dashboard import add_dashboard_parser
 from talkinghead.data.corpora import READERS
+from talkinghead.data.synthtalk import puppet
 from talkinghead.data.synthtalk.generate import LAYOUTS, MOTIONS, SynthConfig
 
 
@@ -38,10 +39,12 @@ def _synth_config(args: argparse.Namespace, layout: str, motion: str | None = No
     duration = args.duration * duration_factor
     if layout == "mead":
         return SynthConfig(layout=layout, train_identities=args.mead_actors, test_identities=0,
-                           clips_per_video=1, duration=duration, motion=motion, seed=args.seed)
+                           clips_per_video=1, duration=duration, motion=motion, seed=args.seed,
+                           identity_candidates=args.identity_candidates)
     return SynthConfig(layout=layout, train_identities=args.train_identities, test_identities=args.test_identities,
                        videos_per_identity=args.videos_per_identity, clips_per_video=args.clips_per_video,
-                       duration=duration, lrw_words=args.lrw_words, motion=motion, seed=args.seed)
+                       duration=duration, lrw_words=args.lrw_words, motion=motion, seed=args.seed,
+                       identity_candidates=args.identity_candidates)
 
 
 def _print_failures(kind: str, failed: list) -> None:
@@ -203,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--lrw-words", type=int, default=10)
         p.add_argument("--mead-actors", type=int, default=6)
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--identity-candidates", type=int, default=puppet.CANDIDATES,
+                       help="draws per identity that each group of 12 identities is chosen from, so that a face "
+                            "recogniser tells them apart (about 45 s per group); 1: the first usable draw, no choice")
         p.add_argument("--workers", type=int, default=2)
         p.add_argument("--motion", choices=MOTIONS, default="natural",
                        help="head motion: natural, or large (yaw +-35, pitch +-20, roll +-15 deg, translation, scale)")

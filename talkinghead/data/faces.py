@@ -139,6 +139,47 @@ class FaceAlignmentLandmarks:
 LANDMARK_BACKENDS = {"dlib": DlibLandmarks, "face_alignment": FaceAlignmentLandmarks}
 
 
+class DlibFaceDescriptor:
+    """dlib's face-recognition pipeline: HOG detector (largest face) -> 5-point shape predictor ->
+    150 px face chip (`padding` 0.25) -> dlib's ResNet 128-d descriptor (unit length; dlib's "same
+    person" threshold is a Euclidean distance of 0.6).
+
+    `face(image)` -> (image, 5-point shape) or None; `chip(image)` -> (150, 150, 3) uint8 or None;
+    `__call__(image)` -> (128,) float32 or None, computed by dlib's own CPU code one image at a
+    time (the data layer's use: choosing SynthTalk identities). CSIM
+    (`talkinghead.metrics.csim.DlibFaceEmbedding`) cuts the same chips here and runs the same ResNet
+    batched in torch, with equal descriptors to float precision."""
+
+    def __init__(self, upsample: int = 1, padding: float = 0.25):
+        import dlib
+
+        self.upsample, self.padding = upsample, padding
+        self._dlib = dlib
+        self._detector = FrontalFaceDetector()
+        self._shape = dlib.shape_predictor(str(weights.resolve("dlib_landmarks5")))
+        self._model = None
+
+    def face(self, image: np.ndarray):
+        image = np.ascontiguousarray(image)
+        rects = self._detector(image, self.upsample)
+        if len(rects) == 0:
+            return None
+        rect = max(rects, key=lambda r: r.width() * r.height())
+        return image, self._shape(image, rect)
+
+    def chip(self, image: np.ndarray) -> np.ndarray | None:
+        face = self.face(image)
+        return None if face is None else self._dlib.get_face_chip(face[0], face[1], size=150, padding=self.padding)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray | None:
+        face = self.face(image)
+        if face is None:
+            return None
+        if self._model is None:
+            self._model = self._dlib.face_recognition_model_v1(str(weights.resolve("dlib_face_descriptor")))
+        return np.asarray(self._model.compute_face_descriptor(*face, 0, self.padding), dtype=np.float32)
+
+
 @lru_cache(maxsize=4)
 def get_landmark_detector(backend: str = "dlib"):
     """The landmark detector of `backend` (cached per process). Unknown names list the choices."""

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from talkinghead import weights
-from talkinghead.data.faces import FrontalFaceDetector, map_frames
+from talkinghead.data.faces import DlibFaceDescriptor, map_frames
 from talkinghead.metrics.base import ClipMetric, register_metric
 from talkinghead.metrics.image import frames_to_uint8
 
@@ -61,7 +61,8 @@ class FaceEmbedding(Protocol):
 # dlib's 128-d descriptor
 # ---------------------------------------------------------------------------------------------
 class DlibFaceEmbedding:
-    """dlib HOG detector -> 5-point shape predictor -> 150 px face chip -> ResNet 128-d descriptor.
+    """dlib HOG detector -> 5-point shape predictor -> 150 px face chip -> ResNet 128-d descriptor
+    (the chips of `talkinghead.data.faces.DlibFaceDescriptor`).
 
     `network`: "torch" (default) runs dlib's ResNet as `talkinghead.nn.dlib_resnet.DlibFaceResNet`,
     read from the same ``.dat`` file, batched over the frames with torch's threads (about 10x
@@ -75,49 +76,28 @@ class DlibFaceEmbedding:
     dim = 128
 
     def __init__(self, upsample: int = 1, padding: float = 0.25, network: str = "torch", batch_size: int = 32):
-        import dlib
-
         if network not in ("torch", "dlib"):
             raise ValueError(f"network must be 'torch' or 'dlib', got {network!r}")
         self.upsample = upsample
         self.padding = padding
         self.network = network
         self.batch_size = batch_size
-        self._dlib = dlib
-        self._detector = FrontalFaceDetector()
-        self._shape = dlib.shape_predictor(str(weights.resolve("dlib_landmarks5")))
-        descriptor = weights.resolve("dlib_face_descriptor")
+        self._faces = DlibFaceDescriptor(upsample, padding)
         if network == "torch":
             from talkinghead.nn.dlib_resnet import DlibFaceResNet
 
-            self._resnet = DlibFaceResNet.from_dlib_file(descriptor)
-        else:
-            self._model = dlib.face_recognition_model_v1(str(descriptor))
-
-    def _face(self, image: np.ndarray):
-        """(image, 5-point shape) of the largest face, or None."""
-        image = np.ascontiguousarray(image)
-        rects = self._detector(image, self.upsample)
-        if len(rects) == 0:
-            return None
-        rect = max(rects, key=lambda r: r.width() * r.height())
-        return image, self._shape(image, rect)
-
-    def _chip(self, image: np.ndarray) -> np.ndarray | None:
-        face = self._face(image)
-        return None if face is None else self._dlib.get_face_chip(face[0], face[1], size=150, padding=self.padding)
+            self._resnet = DlibFaceResNet.from_dlib_file(weights.resolve("dlib_face_descriptor"))
 
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out = np.full((len(images), self.dim), np.nan, dtype=np.float32)
         found = np.zeros(len(images), dtype=bool)
         if self.network == "dlib":
             for i, image in enumerate(images):
-                face = self._face(image)
-                if face is not None:
-                    out[i] = np.asarray(self._model.compute_face_descriptor(*face, 0, self.padding), dtype=np.float32)
-                    found[i] = True
+                descriptor = self._faces(image)
+                if descriptor is not None:
+                    out[i], found[i] = descriptor, True
             return out, found
-        chips = map_frames(self._chip, images)
+        chips = map_frames(self._faces.chip, images)
         index = [i for i, chip in enumerate(chips) if chip is not None]
         with torch.inference_mode():
             for start in range(0, len(index), self.batch_size):

@@ -123,7 +123,7 @@ def test_loader_crop_maps_points_with_the_image():
 def test_track_missing_fills_missed_faces_but_not_frames_without_one():
     from talkinghead.data.synthtalk.generate import factor_sweep
 
-    frames, truth = factor_sweep(48, 0, 8)
+    frames, truth = factor_sweep(48, 0, 8, candidates=1)
     noise = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
     frames = np.concatenate([frames, noise])
     landmarks, found = faces.detect_landmarks(frames)

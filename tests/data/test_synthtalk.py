@@ -8,6 +8,9 @@ from talkinghead.data.synthtalk.generate import (LRW_FRAMES, SynthConfig, genera
                                                  render_clip)
 from talkinghead.data.video import probe_video, read_video
 
+TINY_VOX2 = SynthConfig(layout="vox2", train_identities=3, test_identities=1, clips_per_video=1, duration=1.6,
+                        identity_candidates=1)  # the config of conftest's synth_vox2 fixture
+
 
 def test_vox2_layout_reads_back_with_truth_and_disjoint_test_identities(synth_vox2):
     clips = read_corpus("vox2", synth_vox2)
@@ -28,8 +31,7 @@ def test_vox2_layout_reads_back_with_truth_and_disjoint_test_identities(synth_vo
 
 def test_generation_is_deterministic_and_resumable(synth_vox2, tmp_path):
     clip = read_corpus("vox2", synth_vox2)[0]
-    job = next(j for j in plan_jobs(synth_vox2, SynthConfig(layout="vox2", train_identities=3, test_identities=1,
-                                                            clips_per_video=1, duration=1.6))
+    job = next(j for j in plan_jobs(synth_vox2, TINY_VOX2)
                if j.video == str(clip.video))
     again = tmp_path / "again.mp4"
     render_clip(type(job)(**{**job.__dict__, "video": str(again), "audio": None}))
@@ -40,8 +42,7 @@ def test_generation_is_deterministic_and_resumable(synth_vox2, tmp_path):
     # the first render can round differently (known issue, see the README), the content is the same.
     diff = np.abs(read_video(clip.video)[0].astype(int) - read_video(again)[0].astype(int))
     assert diff.mean() < 2.0
-    result = generate(synth_vox2, SynthConfig(layout="vox2", train_identities=3, test_identities=1,
-                                              clips_per_video=1, duration=1.6), workers=1, progress=False)
+    result = generate(synth_vox2, TINY_VOX2, workers=1, progress=False)
     assert result["skipped"] == 4 and result["written"] == 0
 
 
@@ -83,7 +84,7 @@ def test_head_motion_is_smooth_and_independent_of_speech():
 
 
 def test_fifty_identities_differ_visibly():
-    identities = [puppet.make_identity(i, 0) for i in range(60)]
+    identities = [puppet.make_identity(i, 0, candidates=1) for i in range(60)]
     shapes = np.array([[v for v in ident.shape.values()] for ident in identities])
     assert len({tuple(np.round(s, 6)) for s in shapes}) == 60
     looks = {(ident.background, ident.hair_lab, ident.mirror) for ident in identities}
@@ -96,7 +97,7 @@ def test_fifty_identities_differ_visibly():
 
 
 def test_lrw_and_mead_layouts(tmp_path):
-    config = SynthConfig(layout="lrw", train_identities=2, test_identities=1, lrw_words=1)
+    config = SynthConfig(layout="lrw", train_identities=2, test_identities=1, lrw_words=1, identity_candidates=1)
     generate(tmp_path / "lrw", config, workers=1, progress=False)
     clips = read_corpus("lrw", tmp_path / "lrw")
     assert len(clips) == 6 and {c.split for c in clips} == {"train", "val", "test"}
@@ -109,7 +110,8 @@ def test_lrw_and_mead_layouts(tmp_path):
         spoken = [(s, e) for p, s, e in zip(truth["phone_names"], truth["phone_start"], truth["phone_end"])
                   if str(p) != "sil" and s >= start - 0.011 and e <= end + 0.011]
         assert spoken and abs(spoken[0][0] - start) < 0.011 and abs(spoken[-1][1] - end) < 0.011
-    config = SynthConfig(layout="mead", train_identities=1, test_identities=0, clips_per_video=1, duration=0.8)
+    config = SynthConfig(layout="mead", train_identities=1, test_identities=0, clips_per_video=1, duration=0.8,
+                         identity_candidates=1)
     generate(tmp_path / "mead", config, workers=1, progress=False)
     clips = read_corpus("mead", tmp_path / "mead")
     assert len(clips) == 22  # 7 emotions x 3 levels + neutral level 1
@@ -131,7 +133,7 @@ def test_identities_of_a_block_differ_in_half_of_the_coded_factors():
     assert set(np.unique(codes)) == {-1.0, 1.0}
     differ = (codes[:, None] != codes[None]).sum(-1)
     assert (differ[~np.eye(16, dtype=bool)] == len(puppet.CODE_FACTORS) // 2).all()
-    ident = puppet.make_identity(5, 3)
+    ident = puppet.make_identity(5, 3, candidates=1)
     for name, (lo, hi) in puppet.SHAPE_RANGES.items():  # each factor on its coded side of the middle
         assert np.sign(ident.shape[name] - 0.5 * (lo + hi)) == dict(zip(puppet.CODE_FACTORS, codes[5]))[name]
 
@@ -140,7 +142,7 @@ def test_a_face_recogniser_tells_synthtalk_identities_apart():
     from talkinghead.metrics.csim import DlibFaceEmbedding
 
     poses = [np.array([0, 0, 0, 112, 96, 0.0]), np.array([0.1, 0.3, 0, 110, 98, 0.05])]
-    renders = [puppet.Renderer(puppet.make_identity(i, 1)).render(p, np.array([0.2, 0.45, 0]), 0, (0, 0))[0]
+    renders = [puppet.Renderer(puppet.make_identity(i, 1, candidates=1)).render(p, np.array([0.2, 0.45, 0]), 0, (0, 0))[0]
                for i in range(4) for p in poses]
     emb, found = DlibFaceEmbedding()(np.stack(renders))
     assert found.all()
@@ -152,6 +154,47 @@ def test_a_face_recogniser_tells_synthtalk_identities_apart():
     assert across - within > 0.12, (within, across)
     np.fill_diagonal(dist, np.inf)
     assert (dist.argmin(1) // 2 == np.arange(8) // 2).all()  # each render's nearest is its own identity
+
+
+def _pairs_apart(points: np.ndarray) -> int:
+    d = np.linalg.norm(points[:, None] - points[None], axis=-1)[np.triu_indices(len(points), 1)]
+    return int((d > puppet.SAME_PERSON_DISTANCE).sum())
+
+
+def test_identity_choice_separates_the_candidates_a_recogniser_confuses():
+    # 4 identities x 3 candidates in 2-D: candidate 0 of each lies near the origin (everyone looks
+    # alike), candidate 1 on a unit circle at the identity's own angle, candidate 2 near candidate 1
+    angles = np.pi / 2 * np.arange(4)
+    circle = np.stack([np.cos(angles), np.sin(angles)], 1)
+    descriptors = np.stack([0.05 * circle, circle, 0.9 * circle + 0.02], 1)  # (4, 3, 2)
+    eligible = np.ones((4, 3), dtype=bool)
+    chosen = puppet.choose_separated(descriptors, eligible)
+    picked = descriptors[np.arange(4), chosen]
+    assert _pairs_apart(picked) == 6 and _pairs_apart(descriptors[:, 0]) == 0
+    eligible[2, 1:] = False  # identity 2 may only be its look-alike candidate
+    eligible[3] = False  # identity 3 has none
+    chosen = puppet.choose_separated(descriptors, eligible)
+    assert chosen[2] == 0 and chosen[3] == -1 and all(c in (1, 2) for c in chosen[:2])
+
+
+def test_chosen_identities_are_usable_draws_more_distinct_than_the_first_draws():
+    from talkinghead.metrics.csim import DlibFaceEmbedding
+
+    chosen = puppet.choose_group(0, 5, candidates=2)
+    assert [i.index for i in chosen] == list(range(12))
+    first = [puppet.draw_identity(i, 5, 0) for i in range(12)]
+    draws = [[puppet.draw_identity(i, 5, k) for k in range(2)] for i in range(12)]
+    # one of the candidate draws, or (no candidate usable) the first usable milder draw after them
+    assert all(c in row or c == puppet.first_detectable_draw(c.index, 5, 2) for c, row in zip(chosen, draws))
+    assert sum(c in row for c, row in zip(chosen, draws)) >= 9
+    assert all(puppet.detectable(c) for c in chosen)
+
+    def frontal(identities):
+        frames = [puppet.Renderer(i).render(puppet.REST_POSE, puppet.REST_MOUTH, 0.0, (0.0, 0.0))[0] for i in identities]
+        emb, found = DlibFaceEmbedding()(np.stack(frames))
+        return emb[found]
+
+    assert _pairs_apart(frontal(chosen)) > _pairs_apart(frontal(first))
 
 
 def test_large_motion_covers_voxceleb2_head_pose_ranges():

@@ -21,7 +21,7 @@ def synth_frame():
     """One SynthTalk frame (slightly turned head) with its exact landmarks and fitted pose."""
     from talkinghead.data.synthtalk import puppet
 
-    renderer = puppet.Renderer(puppet.make_identity(0, 0))
+    renderer = puppet.Renderer(puppet.make_identity(0, 0, candidates=1))
     frame, landmarks = renderer.render(np.array([0.0, 0.05, 0.0, 112.0, 96.0, 0.0]), np.array([0.4, 0.5, 0.2]), 0.0, np.zeros(2))
     pose = faces.estimate_head_pose(landmarks[None])[0]
     return frame, landmarks, pose

@@ -46,6 +46,7 @@ class SynthConfig:
     mead_views: tuple[str, ...] = ("front",)
     motion: str = "natural"  # head motion (MOTIONS): "large" for the large-motion variant
     seed: int = 0
+    identity_candidates: int = puppet.CANDIDATES  # draws per identity to choose from (puppet.make_identity); 1: no choice
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class ClipJob:
 
     video: str  # output mp4 path
     audio: str | None  # separate m4a twin, or None
-    identity: int
+    identity: puppet.Identity  # chosen once by plan_jobs, so worker processes do not choose again
     background_variant: int
     seed: tuple[int, ...]
     duration: float
@@ -150,15 +151,16 @@ def viseme_ids(phones: list[tuple[str, float, float]], num_frames: int) -> np.nd
     return ids
 
 
-def factor_sweep(identity_index: int, seed: int, num_frames: int, motion: str = "natural",
-                 emotion: str = "neutral", level: int = 1) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def factor_sweep(identity_index: int, seed: int, num_frames: int, motion: str = "natural", emotion: str = "neutral",
+                 level: int = 1, candidates: int = puppet.CANDIDATES) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Frames of one identity whose factors are drawn independently per frame, for validating
     factor estimators: (frames (T, 224, 224, 3) uint8, truth) with truth keys landmarks (T, 68, 2),
     pose (T, 6) (`head_pose_track` of `motion`), mouth (T, 3) uniform (open in [0, 1], width in
     [0.2, 0.8], round in [0, 0.5]), blink (T,) (0 or uniform in [0, 1], 40 % of frames), gaze (T, 2)
-    uniform in [-0.8, 0.8] x [-0.5, 0.5]. Not video: no temporal smoothness but the pose's."""
+    uniform in [-0.8, 0.8] x [-0.5, 0.5]. Not video: no temporal smoothness but the pose's.
+    `candidates`: as `puppet.make_identity`."""
     rng = np.random.default_rng([seed, identity_index, 44])
-    renderer = puppet.Renderer(puppet.make_identity(identity_index, seed))
+    renderer = puppet.Renderer(puppet.make_identity(identity_index, seed, candidates))
     pose = head_pose_track(rng, num_frames, 1.0, motion=motion)
     mouth = np.stack([rng.uniform(0, 1, num_frames), rng.uniform(0.2, 0.8, num_frames),
                       rng.uniform(0, 0.5, num_frames)], 1)
@@ -209,7 +211,7 @@ def _render_clip(job: ClipJob) -> dict:
     from talkinghead.data.video import write_audio, write_video
 
     rng = np.random.default_rng(job.seed)
-    identity = puppet.make_identity(job.identity, job.seed[0])
+    identity = job.identity
     renderer = puppet.Renderer(identity, background_variant=job.background_variant)
     utterance, word_span = _utterance(job, identity, rng)
     num_frames = int(round(job.duration * FPS))
@@ -232,7 +234,7 @@ def _render_clip(job: ClipJob) -> dict:
         Path(job.audio).parent.mkdir(parents=True, exist_ok=True)
         write_audio(job.audio, audio, SAMPLE_RATE)
     if job.lrw_txt:
-        atomic_write_text(Path(job.lrw_txt), lrw_text(Path(job.video).parent.parent.name, word_span, job.identity))
+        atomic_write_text(Path(job.lrw_txt), lrw_text(Path(job.video).parent.parent.name, word_span, identity.index))
     names = [p for p, _, _ in utterance.phones]
     truth = dict(
         landmarks=landmarks, pose=pose.astype(np.float32), mouth=mouth, blink=blink.astype(np.float32),
@@ -240,7 +242,7 @@ def _render_clip(job: ClipJob) -> dict:
         phone_id=speech.phone_ids(utterance.phones), phone_names=np.array(names),
         phone_start=np.array([s for _, s, _ in utterance.phones], np.float32),
         phone_end=np.array([e for _, _, e in utterance.phones], np.float32),
-        identity=np.int32(job.identity), mirror=np.bool_(identity.mirror), emotion=np.array(emotion),
+        identity=np.int32(identity.index), mirror=np.bool_(identity.mirror), emotion=np.array(emotion),
         level=np.int32(level), fps=np.int32(FPS), sample_rate=np.int32(SAMPLE_RATE),
         pose_reference_iod=np.float32(puppet.FRAME_IOD),
     )
@@ -265,7 +267,10 @@ def _youtube_id(rng: np.random.Generator) -> str:
 
 
 def plan_jobs(root: str | Path, config: SynthConfig) -> list[ClipJob]:
-    """Every clip of the corpus, in a deterministic order."""
+    """Every clip of the corpus, in a deterministic order. Chooses the corpus's identities
+    (`puppet.make_identity`: about 45 s per group of 12 the first time in a process)."""
+    if config.identity_candidates < 1:
+        raise ValueError(f"identity_candidates must be at least 1, got {config.identity_candidates}")
     if config.layout not in LAYOUTS:
         raise ValueError(f"unknown layout {config.layout!r}; choose one of: {', '.join(LAYOUTS)}")
     if config.motion not in MOTIONS:
@@ -273,6 +278,7 @@ def plan_jobs(root: str | Path, config: SynthConfig) -> list[ClipJob]:
     root = Path(root)
     seed = config.seed
     n_train, n_test = config.train_identities, config.test_identities
+    people = {i: puppet.make_identity(i, seed, config.identity_candidates) for i in range(n_train + n_test)}
     jobs: list[ClipJob] = []
     if config.layout == "vox2":
         for ident in range(n_train + n_test):
@@ -286,7 +292,7 @@ def plan_jobs(root: str | Path, config: SynthConfig) -> list[ClipJob]:
                     jobs.append(ClipJob(
                         video=str(root / part / "mp4" / speaker / yt / f"{name}.mp4"),
                         audio=str(root / part / "aac" / speaker / yt / f"{name}.m4a"),
-                        identity=ident, background_variant=v, seed=(seed, ident, v, c, 11),
+                        identity=people[ident], background_variant=v, seed=(seed, ident, v, c, 11),
                         duration=config.duration, motion=config.motion))
     elif config.layout == "lrw":
         word_rng = np.random.default_rng([seed, 2])
@@ -301,14 +307,14 @@ def plan_jobs(root: str | Path, config: SynthConfig) -> list[ClipJob]:
                 ident = pool[(w * 7 + k * 3) % len(pool)]
                 stem = root / "lipread_mp4" / name / split / f"{name}_{k + 1:05d}"
                 jobs.append(ClipJob(
-                    video=str(stem) + ".mp4", audio=None, identity=ident, background_variant=k,
+                    video=str(stem) + ".mp4", audio=None, identity=people[ident], background_variant=k,
                     seed=(seed, ident, w, k, 22), duration=LRW_FRAMES / FPS, word=tuple(phones),
                     lrw_txt=str(stem) + ".txt", motion=config.motion))
     else:  # mead: one actor per identity; male/female prefix from the voice
         view_yaw = {"front": 0.0, "left_30": 0.3, "right_30": -0.3, "left_60": 0.45, "right_60": -0.45,
                     "down": 0.0, "top": 0.0}
         for ident in range(n_train + n_test):
-            identity = puppet.make_identity(ident, seed)
+            identity = people[ident]
             actor = f"{'W' if identity.voice_f0 >= 160 else 'M'}{ident + 1:03d}"
             for emotion, levels in MEAD_LEVELS.items():
                 for level in levels:
@@ -321,7 +327,7 @@ def plan_jobs(root: str | Path, config: SynthConfig) -> list[ClipJob]:
                             jobs.append(ClipJob(
                                 video=str(root / actor / "video" / view / emotion / f"level_{level}" / f"{name}.mp4"),
                                 audio=str(root / actor / "audio" / emotion / f"level_{level}" / f"{name}.m4a"),
-                                identity=ident, background_variant=0, seed=clip_seed,
+                                identity=identity, background_variant=0, seed=clip_seed,
                                 duration=config.duration, emotion=emotion, level=level,
                                 yaw_bias=view_yaw[view], motion=config.motion))
     return jobs

@@ -279,23 +279,113 @@ def _on_side(rng: np.random.Generator, sign: float, lo: float, hi: float, streng
 
 MAX_DRAWS = 30
 SHAPE_STRENGTH = 0.8  # of the ranges below: wider shapes separate identities more but pull dlib's landmarks off (README)
+IDENTITY_GROUP = 12  # identities chosen together: the default corpus has 4 groups of train identities, 1 of test
+CANDIDATES = 24  # draws per identity that its group's identities are chosen from (README: identities)
+SAME_PERSON_DISTANCE = 0.6  # dlib's threshold on its descriptor's Euclidean distance
+CANDIDATE_MAX_LANDMARK_ERROR = 4.0  # px at 224: dlib's 68 landmarks against the truth, frontal at rest
+REST_POSE = np.array([0.0, 0.0, 0.0, *FRAME_EYE_CENTRE, 0.0])
+REST_MOUTH = np.array([0.0, 0.45, 0.0])
 
 
 @lru_cache(maxsize=None)
-def make_identity(index: int, seed: int = 0) -> Identity:
+def make_identity(index: int, seed: int = 0, candidates: int = CANDIDATES) -> Identity:
     """Identity `index` of the corpus made with `seed`: deterministic, visibly distinct.
 
     Shape factors multiply (or, for offsets, add to, in IOD) the base face's proportions; each lies
-    in the outer half of a wide range, on the side `identity_code` gives, so that a face recogniser
-    tells identities apart (benchmarks/identities.py measures it). A draw whose rest-pose render
-    (frontal or at +-20 degrees yaw) dlib's face detector misses is drawn again (the preprocessing must find every face);
-    the draws are seeded, so the result is the same in every process.
+    in the outer half of a wide range, on the side `identity_code` gives. On top of that, the
+    identities of a group of 12 are chosen together from `candidates` random draws each so that
+    dlib's face descriptor (what CSIM uses) tells them apart (`choose_group`). `candidates=1` skips the
+    choice: the first draw whose face dlib finds (frontal and at +-20 degrees yaw), drawn again
+    with milder shapes otherwise. Everything is seeded, so the result is the same in every process.
     """
-    for draw in range(MAX_DRAWS):
-        identity = draw_identity(index, seed, draw)
+    if candidates <= 1:
+        return first_detectable_draw(index, seed)
+    return choose_group(index // IDENTITY_GROUP, seed, candidates)[index % IDENTITY_GROUP]
+
+
+def first_detectable_draw(index: int, seed: int, first_draw: int = 0) -> Identity:
+    """The first draw from `first_draw` on that dlib finds (`detectable`), each redraw with milder shapes."""
+    for draw in range(first_draw, first_draw + MAX_DRAWS):
+        identity = draw_identity(index, seed, draw, SHAPE_STRENGTH * 0.9 ** (draw - first_draw))
         if detectable(identity):
             return identity
     raise RuntimeError(f"SynthTalk identity {index} (seed {seed}): dlib found no face in {MAX_DRAWS} draws")
+
+
+def _candidate_features(identity: Identity) -> tuple[np.ndarray | None, float]:
+    """(frontal rest-pose render, error (px) of dlib's 68 landmarks against its truth; inf when no face)."""
+    frame, truth = Renderer(identity).render(REST_POSE, REST_MOUTH, 0.0, (0.0, 0.0))
+    points = faces.get_landmark_detector("dlib")(frame)
+    return frame, (float("inf") if points is None else float(faces.landmark_error(points[None], truth[None])[0]))
+
+
+@lru_cache(maxsize=None)
+def choose_group(group: int, seed: int, candidates: int = CANDIDATES) -> tuple[Identity, ...]:
+    """The identities of group `group` (indices 12 * group ... 12 * group + 11), each one of draws
+    0 .. candidates - 1 (all at `SHAPE_STRENGTH`), chosen together by `choose_separated` on dlib's
+    face descriptor of each draw's frontal rest-pose render.
+
+    A draw is eligible when dlib finds its face frontal (with its 68 landmarks within
+    `CANDIDATE_MAX_LANDMARK_ERROR` of the truth: the preprocessing and the factor estimators read
+    dlib's landmarks) and at +-20 degrees yaw (`detectable`, checked on the chosen draws, which are
+    chosen again when one fails). An identity with no eligible draw takes `first_detectable_draw`
+    from draw `candidates` on. About 45 s per group on two cores.
+    """
+    indices = range(group * IDENTITY_GROUP, (group + 1) * IDENTITY_GROUP)
+    pool = [[draw_identity(i, seed, k) for k in range(candidates)] for i in indices]
+    features = faces.map_frames(_candidate_features, [c for row in pool for c in row])
+    describe = faces.DlibFaceDescriptor()
+    descriptors = np.full((len(indices), candidates, 128), np.nan)
+    eligible = np.zeros((len(indices), candidates), dtype=bool)
+    for flat, (frame, error) in enumerate(features):
+        if error <= CANDIDATE_MAX_LANDMARK_ERROR:
+            descriptor = describe(frame)
+            if descriptor is not None:
+                descriptors[divmod(flat, candidates)] = descriptor
+                eligible[divmod(flat, candidates)] = True
+    side_checked = np.zeros_like(eligible)
+    while True:
+        chosen = choose_separated(descriptors, eligible)
+        failed = False
+        for row, k in enumerate(chosen):
+            if k >= 0 and not side_checked[row, k]:
+                side_checked[row, k] = True
+                if not detectable(pool[row][k]):
+                    eligible[row, k], failed = False, True
+        if not failed:
+            break
+    return tuple(pool[row][k] if k >= 0 else first_detectable_draw(i, seed, candidates)
+                 for row, (i, k) in enumerate(zip(indices, chosen)))
+
+
+def choose_separated(descriptors: np.ndarray, eligible: np.ndarray, max_sweeps: int = 20) -> list[int]:
+    """One candidate per identity, so that as many pairs as possible are farther apart than
+    `SAME_PERSON_DISTANCE` (and, second, pairs closer than 0.7 are pushed apart).
+
+    descriptors (N, K, D) face descriptors of K candidates of N identities; eligible (N, K) bool.
+    Coordinate ascent from each identity's first eligible candidate: each identity in turn takes the
+    candidate that scores best against the others' current choices, until a sweep changes nothing.
+    Returns the chosen candidate per identity (-1 where none is eligible).
+    """
+    n = len(descriptors)
+    chosen = [int(np.argmax(row)) if row.any() else -1 for row in eligible]
+    for _ in range(max_sweeps):
+        changed = False
+        for i in range(n):
+            if chosen[i] < 0:
+                continue
+            others = [descriptors[j, chosen[j]] for j in range(n) if j != i and chosen[j] >= 0]
+            if not others:
+                continue
+            distance = np.linalg.norm(descriptors[i][:, None] - np.stack(others)[None], axis=-1)
+            score = (distance > SAME_PERSON_DISTANCE).sum(1) + 0.1 * np.minimum(distance, SAME_PERSON_DISTANCE + 0.1).sum(1)
+            score = np.where(eligible[i], score, -np.inf)
+            best = int(np.argmax(score))
+            if best != chosen[i]:
+                chosen[i], changed = best, True
+        if not changed:
+            break
+    return chosen
 
 
 DETECTION_CHECK_YAWS = (0.0, 0.35, -0.35)  # radians: frontal and about +-20 degrees
@@ -306,17 +396,17 @@ def detectable(identity: Identity) -> bool:
     renderer = Renderer(identity)
     detector = faces.get_landmark_detector("dlib")
     for yaw in DETECTION_CHECK_YAWS:
-        frame, _ = renderer.render(np.array([0, yaw, 0, *FRAME_EYE_CENTRE, 0.0]), np.array([0, 0.45, 0]), 0, (0, 0))
+        frame, _ = renderer.render(np.array([0, yaw, 0, *FRAME_EYE_CENTRE, 0.0]), REST_MOUTH, 0, (0, 0))
         if detector(frame) is None:
             return False
     return True
 
 
-def draw_identity(index: int, seed: int, draw: int = 0) -> Identity:
-    """One random draw of identity `index` (see `make_identity`)."""
+def draw_identity(index: int, seed: int, draw: int = 0, strength: float = SHAPE_STRENGTH) -> Identity:
+    """One random draw of identity `index` (see `make_identity`); `strength` scales the shape
+    factors' distance from the middle of their ranges (the sides stay the code's)."""
     rng = np.random.default_rng([seed, index, 7919, draw])
     code = dict(zip(CODE_FACTORS, identity_code(index, seed)))
-    strength = SHAPE_STRENGTH * 0.9 ** draw  # each redraw keeps the code's sides, with milder shape changes
     male = rng.random() < 0.5
     shape = {name: _on_side(rng, code[name], lo, hi, strength) for name, (lo, hi) in SHAPE_RANGES.items()}
     donor = {region: float(rng.choice([0.0, rng.uniform(0.35, 1.0)])) for region in ("face", "eyes", "nose", "mouth")}
