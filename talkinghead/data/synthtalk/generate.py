@@ -268,7 +268,7 @@ def _youtube_id(rng: np.random.Generator) -> str:
 
 def plan_jobs(root: str | Path, config: SynthConfig) -> list[ClipJob]:
     """Every clip of the corpus, in a deterministic order. Chooses the corpus's identities
-    (`puppet.make_identity`: about 45 s per group of 12 the first time in a process)."""
+    (`puppet.make_identity`: about 90 s per group of 12 the first time in a process)."""
     if config.identity_candidates < 1:
         raise ValueError(f"identity_candidates must be at least 1, got {config.identity_candidates}")
     if config.layout not in LAYOUTS:
