@@ -13,6 +13,7 @@ test split never appear in train/val.
 from __future__ import annotations
 
 import string
+import sys
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -357,6 +358,10 @@ def generate(root: str | Path, config: SynthConfig = SynthConfig(), workers: int
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    if progress and config.identity_candidates > 1:
+        groups = -(-(config.train_identities + config.test_identities) // puppet.IDENTITY_GROUP)
+        print(f"synthtalk {config.layout}: choosing {groups} groups of {puppet.IDENTITY_GROUP} identities from "
+              f"{config.identity_candidates} draws each (about 90 s per group, once per process)", file=sys.stderr, flush=True)
     jobs = plan_jobs(root, config)
     todo = [j for j in jobs if not Path(j.video).with_name(Path(j.video).stem + ".truth.npz").exists()]
     failed: list[tuple[str, str]] = []
