@@ -312,7 +312,7 @@ def first_detectable_draw(index: int, seed: int, first_draw: int = 0) -> Identit
     raise RuntimeError(f"SynthTalk identity {index} (seed {seed}): dlib found no face in {MAX_DRAWS} draws")
 
 
-def _candidate_features(identity: Identity) -> tuple[np.ndarray | None, float]:
+def _candidate_features(identity: Identity) -> tuple[np.ndarray, float]:
     """(frontal rest-pose render, error (px) of dlib's 68 landmarks against its truth; inf when no face)."""
     frame, truth = Renderer(identity).render(REST_POSE, REST_MOUTH, 0.0, (0.0, 0.0))
     points = faces.get_landmark_detector("dlib")(frame)
