@@ -33,8 +33,8 @@ from talkinghead.data import faces  # noqa: E402
 from talkinghead.data.synthtalk import puppet  # noqa: E402
 from talkinghead.metrics.csim import DlibFaceEmbedding  # noqa: E402
 
-THRESHOLD = 0.6  # dlib's same-person distance
-REST = (np.zeros(3), np.array([0.0, 0.45, 0.0]), 0.0, "neutral")
+THRESHOLD = puppet.SAME_PERSON_DISTANCE  # dlib's same-person distance
+REST = (puppet.REST_POSE[:3], puppet.REST_MOUTH, 0.0, "neutral")  # the render the identity choice describes
 VARIANTS = [  # (rotation vector, mouth (open, width, round), blink, emotion)
     (np.array([0.0, 0.35, 0.0]), np.array([0.0, 0.45, 0.0]), 0.0, "neutral"),
     (np.array([0.0, -0.35, 0.0]), np.array([0.0, 0.45, 0.0]), 0.0, "neutral"),

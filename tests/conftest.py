@@ -38,6 +38,12 @@ TINY_VOX2 = SynthConfig(layout="vox2", train_identities=3, test_identities=1, cl
 
 
 @pytest.fixture(scope="session")
+def synth_vox2_config() -> SynthConfig:
+    """The config the `synth_vox2` corpus was written with."""
+    return TINY_VOX2
+
+
+@pytest.fixture(scope="session")
 def synth_vox2(tmp_path_factory):
     """A SynthTalk corpus in the VoxCeleb2 layout: 3 train + 1 test identity, one 40-frame clip each."""
     root = tmp_path_factory.mktemp("synth") / "vox2"

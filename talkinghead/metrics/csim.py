@@ -78,8 +78,6 @@ class DlibFaceEmbedding:
     def __init__(self, upsample: int = 1, padding: float = 0.25, network: str = "torch", batch_size: int = 32):
         if network not in ("torch", "dlib"):
             raise ValueError(f"network must be 'torch' or 'dlib', got {network!r}")
-        self.upsample = upsample
-        self.padding = padding
         self.network = network
         self.batch_size = batch_size
         self._faces = DlibFaceDescriptor(upsample, padding)

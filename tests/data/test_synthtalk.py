@@ -8,9 +8,6 @@ from talkinghead.data.synthtalk.generate import (LRW_FRAMES, SynthConfig, genera
                                                  render_clip)
 from talkinghead.data.video import probe_video, read_video
 
-TINY_VOX2 = SynthConfig(layout="vox2", train_identities=3, test_identities=1, clips_per_video=1, duration=1.6,
-                        identity_candidates=1)  # the config of conftest's synth_vox2 fixture
-
 
 def test_vox2_layout_reads_back_with_truth_and_disjoint_test_identities(synth_vox2):
     clips = read_corpus("vox2", synth_vox2)
@@ -29,9 +26,9 @@ def test_vox2_layout_reads_back_with_truth_and_disjoint_test_identities(synth_vo
         assert str(truth["emotion"]) in puppet.EMOTIONS
 
 
-def test_generation_is_deterministic_and_resumable(synth_vox2, tmp_path):
+def test_generation_is_deterministic_and_resumable(synth_vox2, synth_vox2_config, tmp_path):
     clip = read_corpus("vox2", synth_vox2)[0]
-    job = next(j for j in plan_jobs(synth_vox2, TINY_VOX2)
+    job = next(j for j in plan_jobs(synth_vox2, synth_vox2_config)
                if j.video == str(clip.video))
     again = tmp_path / "again.mp4"
     render_clip(type(job)(**{**job.__dict__, "video": str(again), "audio": None}))
@@ -42,7 +39,7 @@ def test_generation_is_deterministic_and_resumable(synth_vox2, tmp_path):
     # the first render can round differently (known issue, see the README), the content is the same.
     diff = np.abs(read_video(clip.video)[0].astype(int) - read_video(again)[0].astype(int))
     assert diff.mean() < 2.0
-    result = generate(synth_vox2, TINY_VOX2, workers=1, progress=False)
+    result = generate(synth_vox2, synth_vox2_config, workers=1, progress=False)
     assert result["skipped"] == 4 and result["written"] == 0
 
 
