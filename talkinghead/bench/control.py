@@ -102,6 +102,15 @@ def natural_spread(estimates: list[np.ndarray]) -> np.ndarray:
     return np.where(np.isfinite(spread) & (spread > 1e-9), spread, np.nan)
 
 
+def _rms_over_measured_frames(delta: np.ndarray) -> np.ndarray:
+    """RMS over time of (T, F) changes, per feature, over the frames where it was measured (finite);
+    features never measured (no face found, or no natural spread) are left out."""
+    finite = np.isfinite(delta)
+    frames = finite.sum(axis=0)
+    squares = np.where(finite, delta, 0.0) ** 2
+    return np.sqrt(squares.sum(axis=0)[frames > 0] / frames[frames > 0])
+
+
 @dataclass
 class ControlClips:
     """What every method's matrix shares: the clips, loaded self-driven, and the natural spread
@@ -144,9 +153,9 @@ def control_matrix(generator: Any, shared: ControlClips, log: Callable[[str], No
                     for g, group in enumerate(GROUPS):
                         cols = _columns(group)
                         delta = (changed[:n, cols] - base[:n, cols]) / spread[cols]
-                        rms = np.sqrt(np.nanmean(delta ** 2, axis=0))  # per feature
-                        if np.isfinite(rms).any():
-                            sums[d, g] += float(np.nanmean(rms))
+                        rms = _rms_over_measured_frames(delta)
+                        if rms.size:
+                            sums[d, g] += float(rms.mean())
                             counts[d, g] += 1
         except Exception as error:  # noqa: BLE001 - the other clips still count
             errors.append(f"{data.selection.clip_id}: {type(error).__name__}: {error}")

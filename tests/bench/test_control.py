@@ -1,9 +1,11 @@
 """The factor-control matrix: a method that follows one driver moves only that row."""
 import json
+import warnings
 
+import numpy as np
 import pytest
 
-from talkinghead.bench.control import DRIVERS, GROUPS, control_clips, control_matrix
+from talkinghead.bench.control import DRIVERS, GROUPS, _rms_over_measured_frames, control_clips, control_matrix
 from talkinghead.bench.harness import BenchConfig, run_benchmark
 from talkinghead.bench.methods import METHODS, build_method, register_method
 from talkinghead.bench.protocol import get_protocol, select_clips
@@ -55,3 +57,13 @@ def test_bench_writes_the_matrix_table_and_heat_map(synth_vox2_store, tmp_path):
     assert (tmp_path / "run" / "plots" / "control_matrix.png").stat().st_size > 1000
     saved = json.loads((tmp_path / "run" / "control_matrix.json").read_text())
     assert saved[1]["values"][DRIVERS.index("pose")][GROUPS.index("pose")] > 0.5
+
+
+def test_cell_rms_leaves_out_frames_and_features_never_measured():
+    # feature 0: changes 3 and 4 with one frame unmeasured; feature 1: no face in any frame
+    delta = np.array([[3.0, np.nan], [np.nan, np.nan], [4.0, np.nan]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an all-NaN feature must not warn (it did: "mean of empty slice")
+        rms = _rms_over_measured_frames(delta)
+    assert rms == pytest.approx([np.sqrt(12.5)])
+    assert _rms_over_measured_frames(np.full((4, 2), np.nan)).size == 0
