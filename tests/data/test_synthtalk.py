@@ -174,6 +174,14 @@ def test_identity_choice_separates_the_candidates_a_recogniser_confuses():
     assert chosen[2] == 0 and chosen[3] == -1 and all(c in (1, 2) for c in chosen[:2])
 
 
+def test_the_choice_wants_dlib_to_read_the_face_at_other_poses_and_expressions_too():
+    # a draw dlib finds frontal (landmarks 1.7 px off) and at +-20 deg yaw, but whose happy face it
+    # misreads by 16 px: one such face dominates a bench's mean landmark distance
+    misread = puppet.draw_identity(52, 0, 28)
+    assert puppet.detectable(misread) and not puppet.dlib_reads(misread)
+    assert puppet.dlib_reads(puppet.draw_identity(48, 0, 0))
+
+
 def test_chosen_identities_are_usable_draws_more_distinct_than_the_first_draws():
     from talkinghead.metrics.csim import DlibFaceEmbedding
 
@@ -184,7 +192,8 @@ def test_chosen_identities_are_usable_draws_more_distinct_than_the_first_draws()
     # one of the candidate draws, or (no candidate usable) the first usable milder draw after them
     assert all(c in row or c == puppet.first_detectable_draw(c.index, 5, 2) for c, row in zip(chosen, draws))
     assert sum(c in row for c, row in zip(chosen, draws)) >= 9
-    assert all(puppet.detectable(c) for c in chosen)
+    # a chosen draw is one dlib reads at other poses and expressions too; a fallback is at least detectable
+    assert all(puppet.dlib_reads(c) if c in row else puppet.detectable(c) for c, row in zip(chosen, draws))
 
     def frontal(identities):
         frames = [puppet.Renderer(i).render(puppet.REST_POSE, puppet.REST_MOUTH, 0.0, (0.0, 0.0))[0] for i in identities]
