@@ -360,17 +360,45 @@ def choose_group(group: int, seed: int, candidates: int = CANDIDATES) -> tuple[I
                  for row, (i, k) in enumerate(zip(indices, chosen)))
 
 
-def choose_separated(descriptors: np.ndarray, eligible: np.ndarray, max_sweeps: int = 20) -> list[int]:
+SEPARATION_RESTARTS = 16  # random starting choices of the coordinate ascent, besides each identity's first candidate
+
+
+def separation_score(picked: np.ndarray) -> float:
+    """How well (N, D) descriptors, one per identity, are told apart: the number of pairs farther apart
+    than `SAME_PERSON_DISTANCE`, plus 0.1 x the sum over pairs of min(distance, that + 0.1) (ties)."""
+    distance = np.linalg.norm(picked[:, None] - picked[None], axis=-1)[np.triu_indices(len(picked), 1)]
+    return float((distance > SAME_PERSON_DISTANCE).sum() + 0.1 * np.minimum(distance, SAME_PERSON_DISTANCE + 0.1).sum())
+
+
+def choose_separated(descriptors: np.ndarray, eligible: np.ndarray, max_sweeps: int = 20,
+                     restarts: int = SEPARATION_RESTARTS) -> list[int]:
     """One candidate per identity, so that as many pairs as possible are farther apart than
-    `SAME_PERSON_DISTANCE` (and, second, pairs closer than 0.7 are pushed apart).
+    `SAME_PERSON_DISTANCE` (and, second, pairs closer than 0.7 are pushed apart): `separation_score`.
 
     descriptors (N, K, D) face descriptors of K candidates of N identities; eligible (N, K) bool.
-    Coordinate ascent from each identity's first eligible candidate: each identity in turn takes the
-    candidate that scores best against the others' current choices, until a sweep changes nothing.
+    Coordinate ascent: each identity in turn takes the candidate that scores best against the
+    others' current choices, until a sweep changes nothing. It starts from each identity's first
+    eligible candidate, and again from `restarts` random eligible choices (seeded: the result is
+    deterministic); the best-scoring end wins (a single ascent stops in a local optimum: on the
+    candidates of seeds 0 and 1, 88% and 92% of pairs above 0.6 against 94% with 16 restarts).
     Returns the chosen candidate per identity (-1 where none is eligible).
     """
-    n = len(descriptors)
-    chosen = [int(np.argmax(row)) if row.any() else -1 for row in eligible]
+    rng = np.random.default_rng(0)
+    starts = [[int(np.argmax(row)) if row.any() else -1 for row in eligible]]
+    starts += [[int(rng.choice(np.flatnonzero(row))) if row.any() else -1 for row in eligible] for _ in range(restarts)]
+    best, best_score = starts[0], -np.inf
+    for start in starts:
+        chosen = _ascend(descriptors, eligible, start, max_sweeps)
+        picked = np.array([descriptors[i, k] for i, k in enumerate(chosen) if k >= 0])
+        score = separation_score(picked) if len(picked) > 1 else 0.0
+        if score > best_score:
+            best, best_score = chosen, score
+    return best
+
+
+def _ascend(descriptors: np.ndarray, eligible: np.ndarray, chosen: list[int], max_sweeps: int) -> list[int]:
+    """`choose_separated`'s coordinate ascent from `chosen`."""
+    n, chosen = len(descriptors), list(chosen)
     for _ in range(max_sweeps):
         changed = False
         for i in range(n):
@@ -388,9 +416,6 @@ def choose_separated(descriptors: np.ndarray, eligible: np.ndarray, max_sweeps: 
         if not changed:
             break
     return chosen
-
-
-DETECTION_CHECK_YAWS = (0.0, 0.35, -0.35)  # radians: frontal and about +-20 degrees
 
 
 READ_CHECKS = (  # (rotation vector, mouth (open, width, round), blink, emotion, level): poses and expressions of speech
@@ -417,6 +442,9 @@ def dlib_reads(identity: Identity) -> bool:
         if points is None or faces.landmark_error(points[None], truth[None])[0] > READ_MAX_LANDMARK_ERROR:
             return False
     return True
+
+
+DETECTION_CHECK_YAWS = (0.0, 0.35, -0.35)  # radians: frontal and about +-20 degrees
 
 
 def detectable(identity: Identity) -> bool:
