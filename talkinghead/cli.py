@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--identity-candidates", type=int, default=puppet.CANDIDATES,
                        help="draws per identity that each group of 12 identities is chosen from, so that a face "
-                            "recogniser tells them apart (about 90 s per group of 12); 1: the first usable draw, no choice")
+                            "recogniser tells them apart (about 70 s per group of 12); 1: the first usable draw, no choice")
         p.add_argument("--workers", type=int, default=2)
         p.add_argument("--motion", choices=MOTIONS, default="natural",
                        help="head motion: natural, or large (yaw +-35, pitch +-20, roll +-15 deg, translation, scale)")

@@ -269,7 +269,7 @@ def _youtube_id(rng: np.random.Generator) -> str:
 
 def plan_jobs(root: str | Path, config: SynthConfig) -> list[ClipJob]:
     """Every clip of the corpus, in a deterministic order. Chooses the corpus's identities
-    (`puppet.make_identity`: about 90 s per group of 12 the first time in a process)."""
+    (`puppet.make_identity`: about 70 s per group of 12 the first time in a process)."""
     if config.identity_candidates < 1:
         raise ValueError(f"identity_candidates must be at least 1, got {config.identity_candidates}")
     if config.layout not in LAYOUTS:
@@ -361,7 +361,7 @@ def generate(root: str | Path, config: SynthConfig = SynthConfig(), workers: int
     if progress and config.identity_candidates > 1:
         groups = -(-(config.train_identities + config.test_identities) // puppet.IDENTITY_GROUP)
         print(f"synthtalk {config.layout}: choosing {groups} groups of {puppet.IDENTITY_GROUP} identities from "
-              f"{config.identity_candidates} draws each (about 90 s per group, once per process)", file=sys.stderr, flush=True)
+              f"{config.identity_candidates} draws each (about 70 s per group, once per process)", file=sys.stderr, flush=True)
     jobs = plan_jobs(root, config)
     todo = [j for j in jobs if not Path(j.video).with_name(Path(j.video).stem + ".truth.npz").exists()]
     failed: list[tuple[str, str]] = []

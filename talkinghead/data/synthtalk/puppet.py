@@ -330,8 +330,8 @@ def choose_group(group: int, seed: int, candidates: int = CANDIDATES) -> tuple[I
     (`dlib_reads`, checked on the chosen draws, which are chosen again when one fails): the
     preprocessing, the landmark metrics (LMD) and the factor estimators all read dlib's landmarks,
     and one face dlib misreads in some frames dominates a bench's mean LMD. An identity with no
-    eligible draw takes `first_detectable_draw` from draw `candidates` on. About 90 s per group (48
-    candidates) on two cores.
+    eligible draw takes `first_detectable_draw` from draw `candidates` on. About 70 s per group (48
+    candidates) on two quiet cores.
     """
     indices = range(group * IDENTITY_GROUP, (group + 1) * IDENTITY_GROUP)
     pool = [[draw_identity(i, seed, k) for k in range(candidates)] for i in indices]
