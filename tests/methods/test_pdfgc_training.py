@@ -225,6 +225,26 @@ def test_lip_info_nce_falls_when_learning_a_toy_alignment():
     assert losses[-1] < 0.3 * losses[0]
 
 
+def test_lip_info_nce_gives_a_speaker_shortcut_nothing_with_same_clip_negatives():
+    """Codes that hold only who speaks (one vector per clip, as a face and a voice can share) are
+    rewarded when other clips are negatives, and score exactly chance with the paper's same-clip
+    negatives, so only lip timing can lower the loss there."""
+    b, t, d = 4, 8, 4
+    speaker = torch.eye(d)[:b] * 20.0  # clip c's visual and audio code both = speaker c
+    codes = speaker[:, None].expand(b, t, d)
+    clip, frame = torch.arange(b), torch.arange(t).expand(b, t)
+    same_clip = lip_info_nce(codes, codes, clip, frame, min_shift=5, other_clips=False, temperature=0.1)
+    other_clips = lip_info_nce(codes, codes, clip, frame, min_shift=5, other_clips=True, temperature=0.1)
+    # same clip: every candidate scores alike -> mean log(number of candidates) per anchor
+    candidates = (frame[0, :, None] - frame[0, None, :]).abs() >= 5
+    chance = torch.log(1.0 + candidates.sum(1).float()).mean()
+    assert same_clip["v2a"].item() == pytest.approx(chance.item(), rel=1e-5)
+    # other clips: their b - 1 clips' t candidates each are told apart by the speaker alone
+    all_chance = torch.log(1.0 + candidates.sum(1).float() + (b - 1) * t).mean()
+    assert other_clips["v2a"].item() < all_chance.item() - 1.0
+    assert other_clips["v2a"].item() == pytest.approx(chance.item(), abs=1e-3)
+
+
 def test_eye_contrastive_loss_prefers_the_donor_and_falls():
     """Eq. 4 through info_nce: positive (donor, anchor), one negative (base, anchor)."""
     f1, f2, fa = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 1.0]])
