@@ -2,14 +2,14 @@
 
 One class serves every method: each method's trainer says what a sample carries (window size,
 references, negatives, an augmentation object, ...); nothing here is specific to one method. A
-sample is a window of `window` consecutive frames of one clip, plus whatever the method needs
-around it (references, negative audio, augmented copies, eye anchors, in-window frames). Only
-the frames a sample uses are read and decoded.
+sample is a window of `window` frames of one clip, `frame_step` apart (1: consecutive), plus
+whatever the method needs around it (references, negative audio, augmented copies, eye anchors,
+in-window frames). Only the frames a sample uses are read and decoded.
 
 Sample dict (one item; the default collate adds a leading batch dimension B)
 ---------------------------------------------------------------------------
 T = window, R = num_references, N = num_negatives + num_shifted, S = image_size,
-A = audio_samples.
+A = audio_samples. A window spans (T - 1) * frame_step + 1 frames.
 
 =====================  ========================  ===================================================
 key                    shape, dtype              content
@@ -118,6 +118,7 @@ class SampleConfig:
     """What one sample holds (see the module docstring)."""
 
     window: int = 5
+    frame_step: int = 1
     num_references: int = 1
     num_negatives: int = 0
     num_shifted: int = 0
@@ -134,6 +135,8 @@ class SampleConfig:
     def __post_init__(self) -> None:
         if self.window < 1:
             raise ValueError(f"window must be >= 1, got {self.window}")
+        if self.frame_step < 1:
+            raise ValueError(f"frame_step must be >= 1, got {self.frame_step}")
         for name in ("num_references", "num_negatives", "num_shifted", "min_shift", "in_window", "reference_span",
                      "audio_samples"):
             if getattr(self, name) < 0:
@@ -200,10 +203,15 @@ class WindowDataset(Dataset):
         return self.length
 
     # -- random choices (numpy Generator) -------------------------------------------------
+    @property
+    def _span(self) -> int:
+        """Frames a window covers, first to last."""
+        return (self.config.window - 1) * self.config.frame_step + 1
+
     def _start_range(self, num_frames: int) -> tuple[int, int]:
         """Inclusive range of window starts (audio margins when the clip is long enough; after
         `reference_span` context frames when it is long enough for that too)."""
-        w = self.config.window
+        w = self._span
         lo, hi = AUDIO_MARGIN[0], num_frames - w - AUDIO_MARGIN[1]
         if hi < lo:
             lo, hi = 0, max(0, num_frames - w)
@@ -213,7 +221,8 @@ class WindowDataset(Dataset):
         return lo, hi
 
     def _indices(self, start: int, num_frames: int) -> np.ndarray:
-        return np.clip(start + np.arange(self.config.window), 0, num_frames - 1).astype(np.int64)
+        steps = np.arange(self.config.window) * self.config.frame_step
+        return np.clip(start + steps, 0, num_frames - 1).astype(np.int64)
 
     def _random_start(self, rng: np.random.Generator, num_frames: int) -> int:
         lo, hi = self._start_range(num_frames)
@@ -229,7 +238,7 @@ class WindowDataset(Dataset):
     def _shifted_start(self, rng: np.random.Generator, start: int, num_frames: int) -> int:
         lo, hi = self._start_range(num_frames)
         if hi - lo < self.config.min_shift:  # too short for the margins: use the whole clip
-            lo, hi = 0, max(0, num_frames - self.config.window)
+            lo, hi = 0, max(0, num_frames - self._span)
         starts = np.arange(lo, hi + 1)
         far = starts[np.abs(starts - start) >= self.config.min_shift]
         if far.size == 0:  # clip too short: as far as it allows
@@ -486,7 +495,9 @@ class TalkingHeadDataModule(LightningDataModule):
         store: clip store folder (`talkinghead preprocess`); or
         shards: LitData shard folder (`write_shards`); exactly one of the two.
         train_split / val_split / test_split: split names (test_split None -> val_split).
-        window: consecutive target frames per sample.
+        window: target frames per sample.
+        frame_step: frames from one target frame to the next (1: consecutive; larger spreads the
+            window over the clip, e.g. so that every pair of its frames is >= min_shift apart).
         num_references: random frames of the same clip (outside the window when possible).
         num_negatives: mel windows from other clips; num_shifted: time-shifted mel windows of the
             same clip, |shift| >= min_shift frames, either direction.
@@ -520,6 +531,7 @@ class TalkingHeadDataModule(LightningDataModule):
         val_split: str = "test",
         test_split: str | None = None,
         window: int = 5,
+        frame_step: int = 1,
         num_references: int = 1,
         num_negatives: int = 0,
         num_shifted: int = 0,
@@ -554,7 +566,7 @@ class TalkingHeadDataModule(LightningDataModule):
         self.val_split = val_split
         self.test_split = test_split if test_split is not None else val_split
         self.sample_config = SampleConfig(
-            window=window, num_references=num_references, num_negatives=num_negatives,
+            window=window, frame_step=frame_step, num_references=num_references, num_negatives=num_negatives,
             num_shifted=num_shifted, min_shift=min_shift, image_size=image_size, augment=augment,
             eye_pairs=eye_pairs, eye_donor=eye_donor, in_window=in_window, reference_span=reference_span,
             decode_frames=decode_frames, audio_samples=audio_samples,

@@ -166,6 +166,31 @@ def test_negatives_other_clips_and_shifted_same_clip(tiny):
                     assert not torch.equal(batch["negative_mel"][i, n], batch["mel"][i])
 
 
+def test_frame_step_spreads_the_window(tiny):
+    """frame_step=5: the window's frames are 5 apart, inside the clip and its audio margins, with the
+    frames, landmarks and mel windows of exactly those frames; shifted negatives are spread the same way."""
+    root, made = tiny
+    dm = TalkingHeadDataModule(store=str(root), batch_size=4, seed=4, window=4, frame_step=5, num_shifted=2,
+                               num_references=1, samples_per_epoch=16, image_size=SIZE)
+    cs = store.ClipStore(root)
+    for batch in batches(dm):
+        fi = batch["frame_index"]
+        assert torch.all(fi[:, 1:] - fi[:, :-1] == 5) and fi.min() >= 2
+        assert torch.all(batch["negative_frame_index"][..., 1:] - batch["negative_frame_index"][..., :-1] == 5)
+        for i in range(len(fi)):
+            entry = cs.clips()[int(batch["clip_index"][i])]
+            arrays, idx = made[entry["clip_id"]], fi[i].numpy()
+            assert idx.max() <= entry["num_frames"] - 2
+            assert int(batch["reference_index"][i, 0]) not in idx
+            frames = store.decode_frames(arrays["frames"], arrays["frame_offsets"], idx)
+            np.testing.assert_allclose(((batch["frames"][i] + 1) * 127.5).permute(0, 2, 3, 1).numpy(), frames,
+                                       atol=1e-3)
+            np.testing.assert_array_equal(batch["landmarks"][i].numpy(), arrays["landmarks"][idx])
+            assert torch.equal(batch["mel"][i], mel_windows(torch.from_numpy(arrays["mel"]), entry["num_frames"])[idx])
+    with pytest.raises(ValueError, match="frame_step must be >= 1"):
+        TalkingHeadDataModule(store=str(root), frame_step=0)
+
+
 def test_shift_directions_both_occur(tiny):
     root, _ = tiny
     dm = TalkingHeadDataModule(store=str(root), batch_size=8, seed=0, num_shifted=1, num_references=0,

@@ -183,6 +183,39 @@ def test_configs_load():
     assert base.expression.data.in_window == 13 and base.bank_size == 512
 
 
+def test_pose_standardise_makes_the_fine_targets_unit_variance(tmp_path):
+    """loss.pose_standardise: the fine module's pose targets of the train split's frames have mean 0 and
+    std 1 per dimension (the offsets / scales from the store); off, the fixed base offsets are used."""
+    import importlib.util
+
+    import numpy as np
+
+    from talkinghead.config import load_config
+    from talkinghead.data.store import ClipStore
+    from talkinghead.methods.pdfgc.method import build_module, pose_statistics
+    from talkinghead.training.method import ROOT
+
+    spec = importlib.util.spec_from_file_location("_store_helpers", ROOT / "tests" / "data" / "test_store.py")
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    helpers.make_store(tmp_path / "store", [("a/v/1", "a", "train", 30), ("b/v/1", "b", "train", 24),
+                                            ("c/v/1", "c", "test", 20)], truth=True)
+    store = ClipStore(tmp_path / "store")
+    poses = torch.from_numpy(np.concatenate([store.load(c, ["pose"])["pose"] for c in store.clips("train")])).float()
+    overrides = [f"store={tmp_path / 'store'}", "model.preset=tiny", "model.image_size=32", "model.appearance_size=32"]
+    cfg = load_config(PDFGCRunConfig, ROOT / "experiments" / "pdfgc" / "base.yaml",
+                      overrides + ["fine.loss.pose_standardise=true"])
+    target = build_module(cfg, "fine").pose_target(poses)
+    assert torch.allclose(target.mean(0), torch.zeros(6), atol=1e-4)
+    assert torch.allclose(target.std(0, unbiased=False), torch.ones(6), atol=1e-4)
+    mean, inv_std = pose_statistics(tmp_path / "store", "train")
+    assert np.allclose(mean, poses.double().mean(0).numpy(), atol=1e-4)
+    plain = build_module(load_config(PDFGCRunConfig, ROOT / "experiments" / "pdfgc" / "base.yaml", overrides), "fine")
+    assert plain.loss_cfg["pose_offset"] == PDFGCRunConfig().fine.loss.pose_offset
+    with pytest.raises(ValueError, match="no clips in split"):
+        pose_statistics(tmp_path / "store", "nope")
+
+
 # ------------------------------------------------------------------------- losses
 def test_lip_info_nce_matches_the_formula_and_masks_near_frames():
     torch.manual_seed(0)

@@ -46,6 +46,8 @@ class PDFGCLoss:
     pose_scale: List[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 0.01, 0.01, 1.0])
                                    # pose prior target = (stored pose - offset) * scale: rotation vector
                                    # (rad), tx, ty (224-px aligned pixels, centred, / 100), log scale
+    pose_standardise: bool = False # fine stage: pose_offset / pose_scale = the train split's per-dimension
+                                   # pose mean / 1 / std instead (each target dimension of unit variance)
     # -- expression stage
     decorrelation: float = 1.0     # lip-motion decorrelation (paper eq. 6) over the memory banks
     motion: float = 1.0            # motion consistency (paper eq. 8, with the substitutes of the module docstring)
@@ -75,7 +77,9 @@ class PDFGCData:
     """`TalkingHeadDataModule` arguments shared by the stages."""
 
     train_split: str = "train"
-    window: int = 1                # consecutive target frames per sample
+    window: int = 1                # target frames per sample
+    frame_step: int = 1            # frames between them (1: consecutive; fine stage: >= min_shift makes
+                                   # every other frame of the window a lip negative, both directions)
     num_references: int = 1
     num_negatives: int = 0         # explicit audio windows of other clips (fine stage)
     num_shifted: int = 0           # explicit time-shifted audio windows of the same clip (fine stage)

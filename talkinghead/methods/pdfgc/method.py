@@ -94,11 +94,34 @@ def build_data(cfg, stage: str, world_size: int):
         augment=augment, eye_pairs=bool(data.pop("eye_pairs")), in_window=in_window, **data)
 
 
+def pose_statistics(store: str | Path, split: str) -> tuple[list[float], list[float]]:
+    """Per-dimension mean and 1 / std of the stored poses (rotation vector, tx, ty, log scale) of
+    every frame of `split`: the fine stage's pose target offset and scale with
+    ``loss.pose_standardise``."""
+    import numpy as np
+
+    from talkinghead.data.store import ClipStore
+
+    clips = ClipStore(store)
+    entries = clips.clips(split)
+    if not entries:
+        raise ValueError(f"{store}: no clips in split {split!r} to standardise the pose prior with")
+    poses = np.concatenate([np.asarray(clips.load(c, ["pose"])["pose"], np.float64).reshape(-1, 6) for c in entries])
+    std = poses.std(0)
+    if np.any(std <= 0):
+        raise ValueError(f"{store}: pose dimension(s) {np.flatnonzero(std <= 0).tolist()} never vary in split "
+                         f"{split!r}; cannot standardise the pose prior (set loss.pose_standardise: false)")
+    return poses.mean(0).tolist(), (1.0 / std).tolist()
+
+
 def build_module(cfg, stage: str):
     from talkinghead.methods.pdfgc.module import PDFGCModule
 
     scfg = cfg[stage]
-    return PDFGCModule(stage=stage, model=_model_config(cfg, stage).to_dict(), loss=to_dict(scfg.loss),
+    loss = to_dict(scfg.loss)
+    if stage == "fine" and loss["pose_standardise"]:
+        loss["pose_offset"], loss["pose_scale"] = pose_statistics(cfg.store, stage_data(cfg, stage)["train_split"])
+    return PDFGCModule(stage=stage, model=_model_config(cfg, stage).to_dict(), loss=loss,
                        optim=to_dict(scfg.optim), bank_size=int(cfg.bank_size),
                        sample_every_n_steps=int(scfg.sample_every_n_steps), name=str(cfg.name),
                        gradient_clip=scfg.gradient_clip, max_nonfinite_in_a_row=int(cfg.trainer.max_nonfinite_in_a_row),
