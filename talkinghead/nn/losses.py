@@ -245,7 +245,9 @@ def pcavs_sync_losses(visual: torch.Tensor, audio: torch.Tensor, contrastive_wei
 def cross_correlation(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Pearson correlation of every feature dimension of `a` with every one of `b` over N samples:
     (N, Da), (N, Db) -> (Da, Db), entry (i, j) = cov(a_i, b_j) / (std(a_i) std(b_j) + eps) with
-    population (1/N) moments. N >= 2. Gradients flow into both inputs."""
+    population (1/N) moments. N >= 2. Gradients flow into both inputs; a constant column gives
+    correlations 0 and finite gradients (its variance is clamped at 1e-12 before the square root,
+    whose gradient at 0 is infinite)."""
     if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[0]:
         raise ValueError(f"need (N, Da) and (N, Db) with the same N, got {tuple(a.shape)} and {tuple(b.shape)}")
     if a.shape[0] < 2:
@@ -254,8 +256,8 @@ def cross_correlation(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> to
     b = b - b.mean(0, keepdim=True)
     n = a.shape[0]
     cov = a.t() @ b / n
-    std_a = a.pow(2).mean(0).clamp_min(0).sqrt()
-    std_b = b.pow(2).mean(0).clamp_min(0).sqrt()
+    std_a = a.pow(2).mean(0).clamp_min(1e-12).sqrt()
+    std_b = b.pow(2).mean(0).clamp_min(1e-12).sqrt()
     return cov / (std_a[:, None] * std_b[None, :] + eps)
 
 
