@@ -321,6 +321,17 @@ def test_decorrelation_loss_formula_and_toy_decrease():
     assert loss.item() < 0.1 * first
 
 
+def test_decorrelation_of_a_constant_code_is_zero_with_finite_gradients():
+    """A constant column (a dead encoder) correlates 0 and must not turn the loss's gradient into NaN
+    (the square root of a zero variance has an infinite derivative)."""
+    code = torch.ones(16, 3, requires_grad=True)
+    audio = torch.randn(16, 4, requires_grad=True)
+    loss = decorrelation_loss(code * 2.0, audio)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.isfinite(code.grad).all() and torch.isfinite(audio.grad).all()
+
+
 def test_memory_bank_keeps_the_latest_rows_newest_first():
     bank = FeatureMemoryBank(5, 2)
     assert bank.latest(3).shape == (0, 2)

@@ -161,6 +161,22 @@ def test_tiny_encoders_clips_and_backward():
     m.emo.sum().backward()
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_conv6_relu_starts_open_for_every_seed(seed):
+    """conv6 maps non-negative heatmaps to one channel before a ReLU: started with default signs its
+    output was negative at some or all positions for 9 of these 12 seeds (all: a trunk that never
+    trains). Started
+    non-negative it is positive at every position, and the feature differs between images."""
+    torch.manual_seed(seed)
+    trunk = FAN(TINY_TRUNK).eval()
+    images = torch.rand(6, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        pre = trunk.conv6(trunk.relu(trunk.bn5(trunk.heatmaps(images))))
+        feature = trunk(images)
+    assert bool((pre > 0).all())
+    assert feature.std(0).max() > 0
+
+
 def test_trunk_forward_matches_official_order():
     """The trunk's forward, written out step by step from FAN_use.forward, equals FAN.forward."""
     torch.manual_seed(0)
