@@ -165,8 +165,8 @@ def test_tiny_encoders_clips_and_backward():
 def test_conv6_relu_starts_open_for_every_seed(seed):
     """conv6 maps non-negative heatmaps to one channel before a ReLU: started with default signs its
     output was negative at some or all positions for 9 of these 12 seeds (all: a trunk that never
-    trains). Started
-    non-negative it is positive at every position, and the feature differs between images."""
+    trains). Started non-negative it is positive at every position, and the feature differs between
+    images."""
     torch.manual_seed(seed)
     trunk = FAN(TINY_TRUNK).eval()
     images = torch.rand(6, 3, 64, 64) * 2 - 1
