@@ -73,6 +73,24 @@ def test_non_finite_steps_are_skipped_counted_and_stop_after_n_in_a_row():
         module.on_save_checkpoint({"state_dict": module.state_dict()})
 
 
+class TwoOptimisers(Toy):
+    """Stage ``second`` with ``a`` and ``b`` under separate optimisers: ``b``'s loss is NaN on every
+    batch, ``a``'s always finite (a generator that never steps beside a discriminator that does)."""
+
+    def stage_parameters(self, stage: str) -> dict:
+        return {"first_opt": {"a": list(self.a.parameters())}, "second_opt": {"b": list(self.b.parameters())}}
+
+    def training_step(self, batch, batch_idx):
+        good, bad = self.optimizer_list()
+        self.guarded_step(good, self.a(batch["x"]).pow(2).mean(), "a")
+        self.guarded_step(bad, self.b(batch["x"]).mean() * float("nan"), "b")
+
+
+def test_skips_are_counted_in_a_row_per_optimiser():
+    with pytest.raises(FloatingPointError, match="3 non-finite steps in a row .last: b loss"):
+        fit(TwoOptimisers("second", max_nonfinite_in_a_row=3), batches(6))
+
+
 def test_freezing_lr_mult_and_ema():
     first = Toy("first")
     assert all(p.requires_grad for p in first.a.parameters())

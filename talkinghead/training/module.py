@@ -25,7 +25,9 @@ The base provides, written once:
   group then splits into ``<group>`` and ``<group>.new``);
 * the non-finite guard: a step whose loss or gradient norm is not finite (on any rank) is skipped,
   counted (``train/skipped``) and logged as a warning; after ``max_nonfinite_in_a_row`` skips in a
-  row training stops with `FloatingPointError`; a checkpoint with a non-finite value is refused;
+  row *of one optimiser* (another optimiser's good steps in between do not reset its count, so a
+  generator whose every step is skipped stops the run while its discriminator still steps) training
+  stops with `FloatingPointError`; a checkpoint with a non-finite value is refused;
 * gradient clipping (``gradient_clip``: max total norm per optimiser step);
 * an exponential moving average of one submodule (``EMA_OF``, kept as ``<EMA_OF>_ema``;
   ``ema`` = decay, 0 = off; short warm-up ``min(decay, (1 + n) / (10 + n))``);
@@ -98,7 +100,7 @@ class StagedModule(LightningModule, abc.ABC):
         ema: decay of the moving average of ``EMA_OF`` (0: off).
         gradient_clip: max gradient norm per optimiser step (None: no clipping).
         sample_every_n_steps: image grid every so many batches (0: at the stage end only).
-        max_nonfinite_in_a_row: stop after this many skipped steps in a row.
+        max_nonfinite_in_a_row: stop after this many skipped steps in a row of one optimiser.
     """
 
     STAGES: ClassVar[tuple[str, ...]] = ()
@@ -123,7 +125,7 @@ class StagedModule(LightningModule, abc.ABC):
         self.sample_every_n_steps = int(sample_every_n_steps)
         self.max_nonfinite_in_a_row = int(max_nonfinite_in_a_row)
         self.skipped = 0
-        self._skipped_in_a_row = 0
+        self._skipped_in_a_row: dict[int, int] = {}  # id(optimiser) -> its skips since its last step
         self._samples: dict[str, torch.Tensor] | None = None
         self._last_sample = -1
 
@@ -233,15 +235,15 @@ class StagedModule(LightningModule, abc.ABC):
             self.manual_backward(sum(p.sum() for p in params) * 0.0)  # keeps the ranks' DDP reducers in step
         opt.zero_grad(set_to_none=True)
         self.skipped += 1
-        self._skipped_in_a_row += 1
+        key = id(getattr(opt, "optimizer", opt))  # the wrapped optimiser (Lightning wraps each one)
+        in_a_row = self._skipped_in_a_row[key] = self._skipped_in_a_row.get(key, 0) + 1
         log.warning("%s %s stage: non-finite %s at batch %d (global step %d); step skipped (%d so far, %d in a row)",
-                    type(self).__name__, self.stage, what, self.batches, self.global_step, self.skipped,
-                    self._skipped_in_a_row)
+                    type(self).__name__, self.stage, what, self.batches, self.global_step, self.skipped, in_a_row)
         if self._trainer is not None:
             self.log("train/skipped", float(self.skipped), on_step=True, sync_dist=False)
-        if self._skipped_in_a_row >= self.max_nonfinite_in_a_row:
+        if in_a_row >= self.max_nonfinite_in_a_row:
             raise FloatingPointError(
-                f"{type(self).__name__} {self.stage} stage: {self._skipped_in_a_row} non-finite steps in a row "
+                f"{type(self).__name__} {self.stage} stage: {in_a_row} non-finite steps in a row "
                 f"(last: {what} at batch {self.batches}); stopping. The last checkpoint holds the weights before "
                 f"the first of them; lower the learning rate or check the data")
 
@@ -260,7 +262,7 @@ class StagedModule(LightningModule, abc.ABC):
             self._skip(opt, params, f"{what} gradient", backward_done=True)
             return False
         opt.step()
-        self._skipped_in_a_row = 0
+        self._skipped_in_a_row[id(getattr(opt, "optimizer", opt))] = 0
         return True
 
     # ------------------------------------------------------------------ EMA
