@@ -90,6 +90,11 @@ def restore_random_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def _optimiser_key(opt) -> int:
+    """Identity of an optimiser for the per-optimiser skip count: the optimiser Lightning wraps, if wrapped."""
+    return id(getattr(opt, "optimizer", opt))
+
+
 class StagedModule(LightningModule, abc.ABC):
     """Base of a method's LightningModule (see the module docstring).
 
@@ -235,7 +240,7 @@ class StagedModule(LightningModule, abc.ABC):
             self.manual_backward(sum(p.sum() for p in params) * 0.0)  # keeps the ranks' DDP reducers in step
         opt.zero_grad(set_to_none=True)
         self.skipped += 1
-        key = id(getattr(opt, "optimizer", opt))  # the wrapped optimiser (Lightning wraps each one)
+        key = _optimiser_key(opt)
         in_a_row = self._skipped_in_a_row[key] = self._skipped_in_a_row.get(key, 0) + 1
         log.warning("%s %s stage: non-finite %s at batch %d (global step %d); step skipped (%d so far, %d in a row)",
                     type(self).__name__, self.stage, what, self.batches, self.global_step, self.skipped, in_a_row)
@@ -262,7 +267,7 @@ class StagedModule(LightningModule, abc.ABC):
             self._skip(opt, params, f"{what} gradient", backward_done=True)
             return False
         opt.step()
-        self._skipped_in_a_row[id(getattr(opt, "optimizer", opt))] = 0
+        self._skipped_in_a_row[_optimiser_key(opt)] = 0
         return True
 
     # ------------------------------------------------------------------ EMA
