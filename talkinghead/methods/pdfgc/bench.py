@@ -7,10 +7,12 @@
   ``emotion_source`` (the clip's own frames in the self-driven protocols, another clip's in the
   cross-driven ones). A folder with the official ``*_model.pth`` files given as the checkpoint
   loads the published model instead.
-* ``pdfgc_fixed_pose``: the same model and default checkpoint, with ``pose_mode="fixed"``: the
-  reference's pose code for every frame, the request's pose source ignored (eyes and emotion still
-  from the request). Against ``pdfgc`` on the ``synth-pose`` protocol it shows whether the pose
-  code transfers head pose.
+* ``pdfgc_fixed_pose`` / ``pdfgc_fixed_eye`` / ``pdfgc_fixed_emotion``: the same model and default
+  checkpoint with one factor fixed (`PDFGCGenerator`'s ``fixed``): the reference's own code for
+  every frame, the request's source for that factor ignored (the other factors still follow the
+  request). Against ``pdfgc`` on the protocol that drives that factor from another clip
+  (``synth-pose`` / ``synth-large-pose``, ``synth-eye``, ``synth-emotion``) it shows whether the
+  factor's code transfers it: the issue's "control error below the same model with that factor fixed".
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from talkinghead.methods.pdfgc.generate import PDFGCGenerator
 
-__all__ = ["build", "build_fixed_pose"]
+__all__ = ["build", "build_fixed_emotion", "build_fixed_eye", "build_fixed_pose"]
 
 
 def _require(checkpoint: Path | None, row: str) -> Path:
@@ -33,9 +35,24 @@ def build(checkpoint: Path | None, device: str) -> PDFGCGenerator:
     return PDFGCGenerator.from_checkpoint(_require(checkpoint, "pdfgc"), device)
 
 
+def _build_fixed(factor: str, checkpoint: Path | None, device: str) -> PDFGCGenerator:
+    row = f"pdfgc_fixed_{factor}"
+    generator = PDFGCGenerator.from_checkpoint(_require(checkpoint, row), device, fixed=(factor,))
+    generator.name = row
+    generator.description = f"{generator.description}; fixed {factor} (the reference's {factor} code for every frame)"
+    return generator
+
+
 def build_fixed_pose(checkpoint: Path | None, device: str) -> PDFGCGenerator:
     """PD-FGC (ours), fixed pose."""
-    generator = PDFGCGenerator.from_checkpoint(_require(checkpoint, "pdfgc_fixed_pose"), device, pose_mode="fixed")
-    generator.name = "pdfgc_fixed_pose"
-    generator.description = f"{generator.description}; fixed pose (the reference's pose code for every frame)"
-    return generator
+    return _build_fixed("pose", checkpoint, device)
+
+
+def build_fixed_eye(checkpoint: Path | None, device: str) -> PDFGCGenerator:
+    """PD-FGC (ours), fixed eyes (blinks and gaze)."""
+    return _build_fixed("eye", checkpoint, device)
+
+
+def build_fixed_emotion(checkpoint: Path | None, device: str) -> PDFGCGenerator:
+    """PD-FGC (ours), fixed emotion."""
+    return _build_fixed("emotion", checkpoint, device)

@@ -54,9 +54,11 @@ from talkinghead.generation import (Control, Generator, audio_and_length, load_l
                                     num_frames_for, paste_loader_crop)
 from talkinghead.methods.pdfgc.networks import BLINK_DIMS, GAZE_DIMS, PDFGC, PDFGCConfig, smooth_lip, smooth_pose
 
-__all__ = ["CONTROLS", "POSE_MODES", "PDFGCGenerator", "generate", "load_model", "num_frames_for"]
+__all__ = ["CONTROLS", "FACTOR_SOURCES", "POSE_MODES", "PDFGCGenerator", "generate", "load_model", "num_frames_for"]
 
 POSE_MODES = ("source", "fixed", "frontal")
+#: the driven factors and the request source that drives each
+FACTOR_SOURCES = {"pose": "pose_source", "eye": "eye_source", "emotion": "emotion_source"}
 #: the driving signals besides reference + audio
 CONTROLS = (
     Control("pose_source", "video", "video whose head pose drives the output (default: the reference's pose)",
@@ -95,8 +97,9 @@ class PDFGCGenerator(Generator):
     A PD-FGC model ready to generate (see the module docstring).
 
     model:      a `PDFGC`.
-    pose_mode:  what `generate(request)` uses for the pose: "source" (the request's pose_source;
-                the reference's pose when absent), "fixed" (the reference's pose) or "frontal".
+    fixed:      factors ("pose", "eye", "emotion") that `generate(request)` keeps at the reference's
+                own code, ignoring the request's source for them (the bench's ``pdfgc_fixed_*``
+                rows: the same model with one factor's driver cut off); the others follow the request.
     smooth:     the official lip / pose smoothing over time.
     batch_size: frames per network call.
     noise_mode: the generator's noise ("const": its fixed buffers).
@@ -108,17 +111,18 @@ class PDFGCGenerator(Generator):
     loop_sources = True
 
     def __init__(self, model: PDFGC, *, device: str | torch.device = "cpu", checkpoint: str | Path | None = None,
-                 description: str = "", pose_mode: str = "source", smooth: bool = True, batch_size: int = 16,
+                 description: str = "", fixed: tuple[str, ...] = (), smooth: bool = True, batch_size: int = 16,
                  noise_mode: str = "const", crop: str | None = None):
         if crop not in (None, "loader"):
             raise ValueError(f"crop must be None or 'loader', got {crop!r}")
-        if pose_mode not in POSE_MODES:
-            raise ValueError(f"pose_mode must be one of {POSE_MODES}, got {pose_mode!r}")
+        unknown = sorted(set(fixed) - set(FACTOR_SOURCES))
+        if unknown:
+            raise ValueError(f"fixed factors must be among {tuple(FACTOR_SOURCES)}, got {unknown}")
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         super().__init__(device=device, checkpoint=checkpoint, description=description)
         self.model = model.to(self.device).eval()
-        self.pose_mode = pose_mode
+        self.fixed = tuple(f for f in FACTOR_SOURCES if f in set(fixed))
         self.smooth = bool(smooth)
         self.batch_size = int(batch_size)
         self.noise_mode = noise_mode
@@ -255,12 +259,11 @@ class PDFGCGenerator(Generator):
             yield self.restore(out, size, reference).cpu()
 
     def request_sources(self, request) -> dict:
-        """`generate(request)`'s controls: the request's pose / eye / emotion sources (the pose by
-        `pose_mode`: the request's source, the reference's pose, or frontal)."""
+        """`generate(request)`'s controls: the request's pose / eye / emotion sources, except those of
+        the `fixed` factors (None: the reference's code)."""
         sources = super().request_sources(request)
-        if self.pose_mode != "source":
-            sources["pose_source"] = None
-            sources["frontal"] = self.pose_mode == "frontal"
+        for factor in self.fixed:
+            sources[FACTOR_SOURCES[factor]] = None
         return sources
 
 

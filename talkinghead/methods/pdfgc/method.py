@@ -168,6 +168,11 @@ BENCH = {
     "pdfgc": _bench_row("build", "PD-FGC (ours, Lightning; pose, eyes and emotion from the request's sources)"),
     "pdfgc_fixed_pose": _bench_row("build_fixed_pose", "PD-FGC (ours), fixed pose: the reference's pose code for "
                                                        "every frame (eyes and emotion from the request's sources)"),
+    "pdfgc_fixed_eye": _bench_row("build_fixed_eye", "PD-FGC (ours), fixed eyes: the reference's eye code for every "
+                                                     "frame (pose and emotion from the request's sources)"),
+    "pdfgc_fixed_emotion": _bench_row("build_fixed_emotion", "PD-FGC (ours), fixed emotion: the reference's emotion "
+                                                             "code for every frame (pose and eyes from the request's "
+                                                             "sources)"),
 }
 
 
