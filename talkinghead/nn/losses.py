@@ -1,7 +1,7 @@
 """Losses of PC-AVS: hinge GAN, discriminator feature matching, audio-visual contrastive (InfoNCE);
 and PD-FGC's feature-level decorrelation (`cross_correlation`, `decorrelation_loss`) with its
-memory bank (`FeatureMemoryBank`); region pixel L1 (`masked_l1`; the mouth box of the CPU configs:
-`mouth_mask`, `mouth_l1_loss`).
+memory bank (`FeatureMemoryBank`); region pixel L1 (`masked_l1`; the mouth and eye boxes of the CPU configs:
+`region_mask`, `mouth_mask`, `mouth_l1_loss`, `eye_l1_loss`).
 
 (The VGG perceptual loss lives in `talkinghead.nn.vgg`.)
 
@@ -42,6 +42,10 @@ __all__ = [
     "masked_l1",
     "mouth_mask",
     "mouth_l1_loss",
+    "eye_l1_loss",
+    "region_mask",
+    "MOUTH_POINTS",
+    "EYE_POINTS",
 ]
 
 DPred = Union[torch.Tensor, Sequence[Union[torch.Tensor, Sequence[torch.Tensor]]]]
@@ -304,10 +308,15 @@ class FeatureMemoryBank(nn.Module):
         return self.features[rows].detach().clone()
 
 
-def mouth_mask(landmarks: torch.Tensor, size: int, margin: float = 0.35) -> torch.Tensor:
-    """(N, 68, 2) landmarks in `size`-px coordinates -> (N, 1, size, size) 0/1 mask of the mouth box
-    (points 48-67, grown by `margin` x its width on every side)."""
-    pts = landmarks[:, 48:68]
+#: landmark ranges of the face regions the region losses box in (dlib 68-point order)
+MOUTH_POINTS = range(48, 68)
+EYE_POINTS = range(36, 48)
+
+
+def region_mask(landmarks: torch.Tensor, size: int, points: range, margin: float) -> torch.Tensor:
+    """(N, 68, 2) landmarks in `size`-px coordinates -> (N, 1, size, size) 0/1 mask of the box of
+    `points`, grown by `margin` x its width on every side."""
+    pts = landmarks[:, points.start:points.stop]
     lo, hi = pts.amin(1), pts.amax(1)
     pad = margin * (hi[:, 0] - lo[:, 0]).clamp_min(1.0)
     lo, hi = lo - pad[:, None], hi + pad[:, None]
@@ -315,6 +324,11 @@ def mouth_mask(landmarks: torch.Tensor, size: int, margin: float = 0.35) -> torc
     inside_x = (coords[None] >= lo[:, 0:1]) & (coords[None] <= hi[:, 0:1])  # (N, S)
     inside_y = (coords[None] >= lo[:, 1:2]) & (coords[None] <= hi[:, 1:2])
     return (inside_y[:, :, None] & inside_x[:, None, :]).unsqueeze(1).to(landmarks.dtype)
+
+
+def mouth_mask(landmarks: torch.Tensor, size: int, margin: float = 0.35) -> torch.Tensor:
+    """The mouth box (points 48-67, grown by `margin` x its width): `region_mask`."""
+    return region_mask(landmarks, size, MOUTH_POINTS, margin)
 
 
 def masked_l1(fake: torch.Tensor, real: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -327,3 +341,10 @@ def mouth_l1_loss(fake: torch.Tensor, real: torch.Tensor, landmarks: torch.Tenso
     (N, 68, 2) landmarks in S-px coordinates. A training aid of the CPU configs (in neither paper):
     it makes a small generator spend capacity on the mouth, a few percent of the frame."""
     return masked_l1(fake, real, mouth_mask(landmarks.to(fake.dtype), fake.shape[-1], margin))
+
+
+def eye_l1_loss(fake: torch.Tensor, real: torch.Tensor, landmarks: torch.Tensor, margin: float = 0.2) -> torch.Tensor:
+    """Mean absolute pixel error inside the box of both eyes (points 36-47, grown by `margin` x its
+    width) of (N, 3, S, S) images, with (N, 68, 2) landmarks in S-px coordinates: the eyes' twin of
+    `mouth_l1_loss` (a CPU-config aid, in neither paper), for blinks and gaze, about 1% of the frame."""
+    return masked_l1(fake, real, region_mask(landmarks.to(fake.dtype), fake.shape[-1], EYE_POINTS, margin))

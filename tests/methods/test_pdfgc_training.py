@@ -96,6 +96,33 @@ def test_motion_stage_trains_appearance_motion_and_g0_only():
     assert module.skipped == 0
 
 
+def test_mouth_and_eye_box_l1_train_g0_from_the_landmarks():
+    """The CPU aids: with loss.mouth_l1 / loss.eye_l1 the motion stage logs both box losses (from the
+    batch's landmarks, in data-frame pixels); without landmarks it says what is missing."""
+    torch.manual_seed(0)
+    face = torch.tensor([[x, 10.0 + 0.2 * x] for x in range(17)] + [[8.0, 8.0]] * 19 +  # contour, brows, nose
+                        [[9.0, 12.0], [13.0, 13.0]] * 3 + [[19.0, 12.0], [23.0, 13.0]] * 3 +  # eyes 36-47
+                        [[12.0, 22.0], [20.0, 26.0]] * 10)  # mouth 48-67
+
+    class WithLandmarks(Samples):
+        def __getitem__(self, i):
+            return {**self.items[i], "landmarks": face.expand(2, 68, 2).clone()}
+
+    module = PDFGCModule("motion", model=tiny_model(), loss={"vgg": 0.0, "mouth_l1": 20.0, "eye_l1": 20.0},
+                         optim={"lr": 1e-3, "d_lr": 1e-3}, sample_every_n_steps=0)
+    torch.set_num_threads(1)
+    trainer = Trainer(accelerator="cpu", devices=1, max_steps=2 * module.optimizers_per_step, logger=False,
+                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, DataLoader(WithLandmarks(6), batch_size=3, shuffle=False))
+    logs = logged(module)
+    assert math.isfinite(logs["train/loss_mouth_l1"]) and logs["train/loss_mouth_l1"] > 0
+    assert math.isfinite(logs["train/loss_eye_l1"]) and logs["train/loss_eye_l1"] > 0
+    bare = PDFGCModule("motion", model=tiny_model(), loss={"vgg": 0.0, "eye_l1": 1.0}, sample_every_n_steps=0)
+    fake = torch.zeros(2, 3, S, S)
+    with pytest.raises(ValueError, match="eye_l1 need the batch's landmarks"):
+        bare._synthesis_losses(fake, fake, None, S)
+
+
 def test_fine_stage_trains_lip_eye_pose_branches_on_a_frozen_trunk():
     torch.manual_seed(0)
     module = PDFGCModule("fine", model=tiny_model(), loss={"lip_other_clips": True, "temperature": 0.1},

@@ -177,3 +177,20 @@ def test_mouth_l1_loss_reads_only_the_mouth_box():
     box = ((torch.arange(32) >= 20 - 2.8) & (torch.arange(32) <= 24 + 2.8)).sum() * (
         (torch.arange(32) >= 12 - 2.8) & (torch.arange(32) <= 20 + 2.8)).sum()
     assert torch.isclose(loss, torch.tensor(2.0 * 12 / box.item()))
+
+
+def test_eye_l1_loss_reads_only_the_eye_box():
+    from talkinghead.nn.losses import eye_l1_loss
+
+    lm = torch.zeros(1, 68, 2)
+    lm[0, 36:48] = torch.tensor([[8.0, 10.0], [24.0, 12.0]]).repeat(6, 1)  # box x 8..24, y 10..12
+    lm[0, 48:68] = torch.tensor([[12.0, 24.0], [20.0, 28.0]]).repeat(10, 1)  # the mouth, far below
+    real = torch.zeros(1, 3, 32, 32)
+    mouth = real.clone()
+    mouth[..., 24:29, 12:21] = 1.0  # the mouth box only: the eye loss does not see it
+    assert eye_l1_loss(mouth, real, lm) == 0
+    eyes = real.clone()
+    eyes[..., 10:13, 8:25] = 1.0  # the ungrown eye box: 3 x 17 pixels
+    rows = ((torch.arange(32) >= 10 - 3.2) & (torch.arange(32) <= 12 + 3.2)).sum()  # grown by 0.2 x 16
+    cols = ((torch.arange(32) >= 8 - 3.2) & (torch.arange(32) <= 24 + 3.2)).sum()
+    assert torch.isclose(eye_l1_loss(eyes, real, lm), torch.tensor(3 * 17 / (rows * cols).item()))

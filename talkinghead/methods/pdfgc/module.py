@@ -62,7 +62,8 @@ Differences from the paper (all documented substitutes for networks we do not ha
 * VGG19 perceptual loss only (the official x5 VGGFace term needs VGGFace weights, absent); the VGG19
   is off, and the run says so, when its torchvision file is missing; the optional mouth-box L1
   (``loss.mouth_l1``, 0 in the paper configs; the official code hints at a mouth-masked L1 in a
-  joint stage) is the CPU config's aid in the motion and expression stages;
+  joint stage) is the CPU config's aid in the motion and expression stages, and the eye-box L1
+  (``loss.eye_l1``, 0 in the paper configs) its twin for the eyes;
 * the fine stage learns the three branches in one stage with one batch (paper: three runs with
   batch 32 / 128 / 128); lip InfoNCE on the 500-d lip codes (after ``mouth_embed``), so the whole lip
   branch, audio included, is fixed in the expression stage as the paper says;
@@ -88,6 +89,7 @@ from talkinghead.nn.losses import (
     FeatureMemoryBank,
     decorrelation_loss,
     discriminator_hinge_loss,
+    eye_l1_loss,
     feature_matching_loss,
     generator_hinge_loss,
     info_nce,
@@ -353,9 +355,9 @@ class PDFGCModule(StagedModule):
 
     def _synthesis_losses(self, fake: torch.Tensor, real: torch.Tensor, landmarks: torch.Tensor | None,
                           source_size: int) -> dict[str, torch.Tensor]:
-        """Generator-side hinge GAN, feature matching, VGG19, L1 and mouth-box L1 (weighted);
+        """Generator-side hinge GAN, feature matching, VGG19, L1, mouth-box and eye-box L1 (weighted);
         landmarks (N, 68, 2) of `real` in the pixels of the `source_size`-px data frames (needed only
-        with ``loss.mouth_l1``)."""
+        with ``loss.mouth_l1`` / ``loss.eye_l1``)."""
         cfg = self.loss_cfg
         losses: dict[str, torch.Tensor] = {}
         pred_fake = self.netD(fake)
@@ -369,12 +371,16 @@ class PDFGCModule(StagedModule):
             losses["vgg"] = vgg(fake, real) * cfg["vgg"]
         if cfg["l1"] > 0:
             losses["l1"] = F.l1_loss(fake, real) * cfg["l1"]
-        if cfg["mouth_l1"] > 0:
+        if cfg["mouth_l1"] > 0 or cfg["eye_l1"] > 0:
             if landmarks is None:
-                raise ValueError("loss.mouth_l1 needs the batch's landmarks (the data module's 'landmarks')")
+                raise ValueError("loss.mouth_l1 / loss.eye_l1 need the batch's landmarks (the data module's "
+                                 "'landmarks')")
             scale = fake.shape[-1] / source_size
             lm = (landmarks.reshape(-1, 68, 2).to(fake.dtype) + 0.5) * scale - 0.5
-            losses["mouth_l1"] = mouth_l1_loss(fake, real, lm, cfg["mouth_margin"]) * cfg["mouth_l1"]
+            if cfg["mouth_l1"] > 0:
+                losses["mouth_l1"] = mouth_l1_loss(fake, real, lm, cfg["mouth_margin"]) * cfg["mouth_l1"]
+            if cfg["eye_l1"] > 0:
+                losses["eye_l1"] = eye_l1_loss(fake, real, lm, cfg["eye_margin"]) * cfg["eye_l1"]
         return losses
 
     def _gan_step(self, losses: dict[str, torch.Tensor], fake: torch.Tensor, real: torch.Tensor, b: int) -> None:
