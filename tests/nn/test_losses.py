@@ -191,6 +191,6 @@ def test_eye_l1_loss_reads_only_the_eye_box():
     assert eye_l1_loss(mouth, real, lm) == 0
     eyes = real.clone()
     eyes[..., 10:13, 8:25] = 1.0  # the ungrown eye box: 3 x 17 pixels
-    rows = ((torch.arange(32) >= 10 - 3.2) & (torch.arange(32) <= 12 + 3.2)).sum()  # grown by 0.2 x 16
-    cols = ((torch.arange(32) >= 8 - 3.2) & (torch.arange(32) <= 24 + 3.2)).sum()
+    rows = ((torch.arange(32) >= 10 - 1.6) & (torch.arange(32) <= 12 + 1.6)).sum()  # grown by 0.1 x 16
+    cols = ((torch.arange(32) >= 8 - 1.6) & (torch.arange(32) <= 24 + 1.6)).sum()
     assert torch.isclose(eye_l1_loss(eyes, real, lm), torch.tensor(3 * 17 / (rows * cols).item()))

@@ -35,7 +35,7 @@ class PDFGCLoss:
     mouth_margin: float = 0.35     # mouth box = landmarks 48-67 box grown by this fraction of its width
     eye_l1: float = 0.0            # pixel L1 inside the box of both eyes (the mouth box's twin for blinks and
                                    # gaze; in neither paper nor official code: `talkinghead.nn.losses.eye_l1_loss`)
-    eye_margin: float = 0.2        # eye box = landmarks 36-47 box grown by this fraction of its width
+    eye_margin: float = 0.1        # eye box = landmarks 36-47 box grown by this fraction of its width
     identity: float = 1.0          # motion stage: cross-entropy of E_app's ``fc`` over the train speakers
     # -- fine stage
     lip: float = 100.0             # audio-visual InfoNCE, both directions (official contrastive x100)
