@@ -17,7 +17,11 @@ against dlib's landmarks of the real frames, as the bench's LMD (mean over point
 224 px frame, frames where either side has no face skipped). Columns: LMD (68 points), LMD-mouth
 (points 48-67), its two parts ``mouth shape`` (each set of mouth points centred on its own mean)
 and ``mouth offset`` (distance between the two mouth centres), and the share of frames with a
-face found on both sides. About 2 min for 24 clips on two quiet cores.
+face found on both sides. A second table gives the factor-control columns (``ctl-*``, the bench's
+`FactorControl` against the clip's own SynthTalk truth) of ``ground_truth`` and ``ground_truth@S``:
+how well the estimators read mouth, pose, blink and gaze from frames that passed through S px, the
+ceiling of a method's ctl-* at that size (``static`` scores 0 by definition). About 2 min for 24
+clips on two quiet cores.
 """
 from __future__ import annotations
 
@@ -37,10 +41,12 @@ if str(ROOT) not in sys.path:
 from talkinghead.bench.protocol import get_protocol, load_clip, select_clips  # noqa: E402
 from talkinghead.data import faces  # noqa: E402
 from talkinghead.data.store import ClipStore  # noqa: E402
+from talkinghead.metrics.factors import FactorControl  # noqa: E402
 from talkinghead.metrics.image import frames_to_uint8  # noqa: E402
 from talkinghead.metrics.lmd import LANDMARK_SETS, REFERENCE_WIDTH  # noqa: E402
 
 MOUTH = LANDMARK_SETS["LMD-mouth"]
+CONTROL = ("ctl-mouth", "ctl-pose", "ctl-blink", "ctl-gaze")
 
 
 def through_size(frames: torch.Tensor, size: int) -> torch.Tensor:
@@ -78,11 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     store = ClipStore(args.store)
     selections, _ = select_clips(store, get_protocol("synth", store=args.store, num_clips=args.clips))
     rows: dict[str, list[np.ndarray]] = {}
+    control: dict[str, FactorControl] = {}
     width = 0
     for selection in selections:
-        real = load_clip(store, selection).real
+        clip = load_clip(store, selection)
+        real = clip.real
         width = real.shape[-1]
         real_landmarks, _ = faces.detect_landmarks(frames_to_uint8(real))
+        control.setdefault("ground_truth", FactorControl()).update(real, clip.driver_truth, real_landmarks)
         # static rows repeat one frame: detect it once and repeat its landmarks
         variants = {"static": real[:1]}
         for size in args.sizes:
@@ -94,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             row = distances(landmarks, real_landmarks, width)
             if row is not None:
                 rows.setdefault(name, []).append(row)
+            if name.startswith("ground_truth"):
+                control.setdefault(name, FactorControl()).update(frames, clip.driver_truth, landmarks)
     print(f"protocol synth, {len(selections)} clips of {args.store}, {width} px frames "
           f"(distances in pixels of a 224 px frame; {time.perf_counter() - start:.0f} s)")
     print(f"{'row':18s} {'LMD':>6s} {'LMD-mouth':>10s} {'mouth shape':>12s} {'mouth offset':>13s} "
@@ -102,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         mean = np.mean(rows[name], axis=0)
         print(f"{name:18s} {mean[0]:6.2f} {mean[1]:10.2f} {mean[2]:12.2f} {mean[3]:13.2f} "
               f"{mean[4]:6.2f} {len(rows[name]):6d}")
+    print("\nfactor control of the real frames (the clip's own truth; the ceiling at each size)")
+    print(f"{'row':18s} " + " ".join(f"{c:>10s}" for c in CONTROL))
+    for name, metric in control.items():
+        values = metric.compute()
+        print(f"{name:18s} " + " ".join(f"{float(values[c]):10.3f}" for c in CONTROL))
     return 0
 
 
