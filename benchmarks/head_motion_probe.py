@@ -11,7 +11,7 @@ Theta) against the store's poses of the frames after the reference, with the sam
 `head_motion_scores` (HM-rot degrees, HM-trans px at 224, HM-speed / HM-speed-std deg/s, HM-audio),
 beside the two baselines of the bench at the pose level: ``static`` (the reference's first pose held,
 as the repeated reference frame) and ``reference_replay`` (the reference poses played back and
-forth). Also printed: the mean angular speed (deg/s) of each, and of the real motion. Any
+forth in the bench baseline's order). Also printed: the mean angular speed (deg/s) of each, and of the real motion. Any
 checkpoint from the ``head_motion`` stage on carries Phi. Seconds for 12 clips.
 """
 from __future__ import annotations
@@ -27,22 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from talkinghead.bench.methods import ReferenceReplay  # noqa: E402
 from talkinghead.bench.protocol import get_protocol, load_clip, select_clips  # noqa: E402
 from talkinghead.data.store import ClipStore  # noqa: E402
 from talkinghead.methods.rhythmic.generate import RhythmicGenerator  # noqa: E402
 from talkinghead.metrics.head_motion import COLUMNS, angular_speed, head_motion_scores, smooth_poses  # noqa: E402
 
 ROWS = ("static", "reference_replay", "phi")
-
-
-def replay(poses: np.ndarray, count: int) -> np.ndarray:
-    """The reference poses (P, 6) played forward, backward, forward ... for `count` frames (the
-    ``reference_replay`` baseline's frame order)."""
-    p = len(poses)
-    if p == 1:
-        return np.repeat(poses, count, axis=0)
-    cycle = np.r_[np.arange(p), np.arange(p - 2, 0, -1)]
-    return poses[cycle[np.arange(count) % len(cycle)]]
 
 
 def mean_speed(poses: np.ndarray) -> float:
@@ -74,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         reference = request.reference_video.poses.numpy().astype(np.float64)
         with torch.no_grad():
             phi = generator.predicted_poses(request.reference_video, request.audio, request.num_frames)
-        rows = {"static": np.repeat(reference[:1], len(real), axis=0),
-                "reference_replay": replay(reference, len(real)), "phi": phi.numpy().astype(np.float64)}
+        replayed = reference[ReferenceReplay.replay_index(len(real), len(reference)).numpy()]
+        rows = {"static": np.repeat(reference[:1], len(real), axis=0), "reference_replay": replayed,
+                "phi": phi.numpy().astype(np.float64)}
         audio = request.audio.numpy()
         for row, poses in rows.items():
             scores[row].append(head_motion_scores(poses, real, audio))
