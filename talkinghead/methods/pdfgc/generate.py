@@ -54,9 +54,8 @@ from talkinghead.generation import (Control, Generator, audio_and_length, load_l
                                     num_frames_for, paste_loader_crop)
 from talkinghead.methods.pdfgc.networks import BLINK_DIMS, GAZE_DIMS, PDFGC, PDFGCConfig, smooth_lip, smooth_pose
 
-__all__ = ["CONTROLS", "FACTOR_SOURCES", "POSE_MODES", "PDFGCGenerator", "generate", "load_model", "num_frames_for"]
+__all__ = ["CONTROLS", "FACTOR_SOURCES", "PDFGCGenerator", "generate", "load_model", "num_frames_for"]
 
-POSE_MODES = ("source", "fixed", "frontal")
 #: the driven factors and the request source that drives each
 FACTOR_SOURCES = {"pose": "pose_source", "eye": "eye_source", "emotion": "emotion_source"}
 #: the driving signals besides reference + audio
@@ -187,22 +186,17 @@ class PDFGCGenerator(Generator):
     def synthesize(self, reference: torch.Tensor, audio: torch.Tensor | np.ndarray, num_frames: int | None = None,
                    pose_source: torch.Tensor | None = None, eye_source: torch.Tensor | None = None,
                    emotion_source: torch.Tensor | None = None, *, frontal: bool = False, no_blink: bool = False,
-                   no_gaze: bool = False, neutral: bool = False, pose: str | None = None) -> Iterator[torch.Tensor]:
+                   no_gaze: bool = False, neutral: bool = False) -> Iterator[torch.Tensor]:
         """Yield generated frames in chunks of (n, 3, H, W), in [0, 1], on the CPU.
 
         reference: (3, H, W) aligned face in [0, 1]; audio: (N,) 16 kHz in [-1, 1];
         num_frames: T (None: `num_frames_for(N)`); pose_source / eye_source / emotion_source:
         (T', 3, H, W) aligned frames (frame t % T' drives frame t), None = the reference's
         code; frontal / neutral: zero pose / emotion code; no_blink / no_gaze: zero those eye
-        dimensions; pose: "source" | "fixed" | "frontal" overrides the pose choice (None: from
-        `frontal` and `pose_source`).
+        dimensions.
         """
         from talkinghead.data.audio import mel_spectrogram, mel_windows
 
-        if pose is None:
-            pose = "frontal" if frontal else "source"
-        if pose not in POSE_MODES:
-            raise ValueError(f"pose must be one of {POSE_MODES}, got {pose!r}")
         audio, t_total = audio_and_length(audio, num_frames)
         size = tuple(reference.shape[-2:])
         m, cfg = self.model, self.model.config
@@ -220,11 +214,11 @@ class PDFGCGenerator(Generator):
             return encoded[id(source)][pick]
 
         # pose: the source's codes (smoothed), the reference's, or zero
-        pose_codes = driven(pose_source, 0) if pose == "source" else None
+        pose_codes = None if frontal else driven(pose_source, 0)
         if pose_codes is not None:
             if self.smooth:
                 pose_codes = smooth_pose(pose_codes)
-        elif pose == "frontal":
+        elif frontal:
             pose_codes = torch.zeros(t_total, cfg.pose_dim, device=self.device)
         else:
             pose_codes = ref_codes.pose.expand(t_total, -1)
