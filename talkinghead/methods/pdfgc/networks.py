@@ -226,6 +226,8 @@ class PDFGCConfig(ConfigDict):
         map_size:        side of the appearance map the generator starts from (default image_size / 4).
         appearance_size: side of the reference E_app sees (None: image_size).
         motion_size:     side of the driving frames E_mot sees (None: image_size).
+        Inference scales (lip / emotion / eye) are 1.0: the codes G was trained with, unscaled (the
+        official 1.5 / 1.2 / 1.2 belong to the official model).
         """
         start = int(map_size or max(1, image_size // 4))
         levels = (image_size // start).bit_length() - 1
