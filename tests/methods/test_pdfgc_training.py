@@ -24,12 +24,14 @@ def tiny_model() -> dict:
     return PDFGCConfig.tiny(image_size=S, num_identities=IDS).to_dict()
 
 
-def synthetic_sample(i: int, window: int = 2, in_window: int = 3) -> dict:
-    """One data-module-like sample (shapes of `TalkingHeadDataModule`), deterministic per i."""
+def synthetic_sample(i: int, window: int = 2, in_window: int = 3, landmarks: torch.Tensor | None = None) -> dict:
+    """One data-module-like sample (shapes of `TalkingHeadDataModule`), deterministic per i; with
+    `landmarks` (68, 2) the same points for every frame of the window."""
     g = torch.Generator().manual_seed(i)
     img = lambda *shape: torch.rand(*shape, generator=g) * 2 - 1  # noqa: E731
     t = window
-    return {
+    extra = {} if landmarks is None else {"landmarks": landmarks.expand(t, 68, 2).clone()}
+    return {**extra,
         "frames": img(t, 3, S, S), "reference": img(1, 3, S, S), "augmented": img(t, 3, S, S),
         "mel": torch.rand(t, 1, 80, 20, generator=g),
         "negative_mel": torch.rand(1, t, 1, 80, 20, generator=g),
@@ -103,17 +105,9 @@ def test_mouth_and_eye_box_l1_train_g0_from_the_landmarks():
     face = torch.tensor([[x, 10.0 + 0.2 * x] for x in range(17)] + [[8.0, 8.0]] * 19 +  # contour, brows, nose
                         [[9.0, 12.0], [13.0, 13.0]] * 3 + [[19.0, 12.0], [23.0, 13.0]] * 3 +  # eyes 36-47
                         [[12.0, 22.0], [20.0, 26.0]] * 10)  # mouth 48-67
-
-    class WithLandmarks(Samples):
-        def __getitem__(self, i):
-            return {**self.items[i], "landmarks": face.expand(2, 68, 2).clone()}
-
     module = PDFGCModule("motion", model=tiny_model(), loss={"vgg": 0.0, "mouth_l1": 20.0, "eye_l1": 20.0},
                          optim={"lr": 1e-3, "d_lr": 1e-3}, sample_every_n_steps=0)
-    torch.set_num_threads(1)
-    trainer = Trainer(accelerator="cpu", devices=1, max_steps=2 * module.optimizers_per_step, logger=False,
-                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    trainer.fit(module, DataLoader(WithLandmarks(6), batch_size=3, shuffle=False))
+    fit(module, steps=2, landmarks=face)
     logs = logged(module)
     assert math.isfinite(logs["train/loss_mouth_l1"]) and logs["train/loss_mouth_l1"] > 0
     assert math.isfinite(logs["train/loss_eye_l1"]) and logs["train/loss_eye_l1"] > 0
