@@ -61,7 +61,7 @@ from talkinghead.metrics.image import frames_to_uint8
 from talkinghead.metrics.lmd import LandmarkMetric, as_landmarks
 
 __all__ = ["FACTOR_GROUPS", "FACTOR_NAMES", "DRIVER_TRUTH_COLUMNS", "FactorControl", "correlation",
-           "emotion_accuracy", "estimate_factors", "expression_features", "frontalise", "gaze_offsets",
+           "emotion_accuracy", "estimate_factors", "expression_features", "eye_state", "frontalise", "gaze_offsets",
            "mean_expression", "sweep_correlations"]
 
 FACTOR_GROUPS: dict[str, tuple[str, ...]] = {
@@ -133,6 +133,15 @@ def gaze_offsets(images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         if eyes:
             out[t] = np.mean(eyes, axis=0)
     return out
+
+
+def eye_state(images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """(T, 4) eye state of each frame: the closure of the left (36-41) and right (42-47) eye,
+    1 - EAR / `OPEN_EAR` on the image landmarks (not frontalised: cheap enough to run on training
+    batches), and the gaze offset (x, y) of `gaze_offsets`. NaN where no face / eye is measurable."""
+    landmarks = np.asarray(landmarks, np.float64)
+    closure = np.stack([1 - _eye_aspect_ratio(landmarks[:, idx]) / OPEN_EAR for idx in EYES], axis=1)
+    return np.concatenate([closure, gaze_offsets(images, landmarks)], axis=1)
 
 
 def _pose_and_front(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

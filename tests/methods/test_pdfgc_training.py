@@ -12,8 +12,10 @@ from lightning.pytorch import Trainer
 from torch.utils.data import DataLoader, Dataset
 
 from talkinghead.methods.pdfgc.config import PDFGCRunConfig
-from talkinghead.methods.pdfgc.module import PDFGCModule, lip_info_nce
+from talkinghead.methods.pdfgc.module import PDFGCModule, lip_info_nce, masked_l1
 from talkinghead.methods.pdfgc.networks import PDFGCConfig
+from talkinghead.metrics.factors import eye_state
+from talkinghead.metrics.image import frames_to_uint8
 from talkinghead.nn.losses import FeatureMemoryBank, cross_correlation, decorrelation_loss, info_nce
 
 S = 32       # frame side of the synthetic batches (tiny model: image_size 32)
@@ -30,7 +32,8 @@ def synthetic_sample(i: int, window: int = 2, in_window: int = 3, landmarks: tor
     g = torch.Generator().manual_seed(i)
     img = lambda *shape: torch.rand(*shape, generator=g) * 2 - 1  # noqa: E731
     t = window
-    extra = {} if landmarks is None else {"landmarks": landmarks.expand(t, 68, 2).clone()}
+    extra = {} if landmarks is None else {"landmarks": landmarks.expand(t, 68, 2).clone(),
+                                          "eye_donor_landmarks": landmarks.expand(t, 68, 2).clone()}
     return {**extra,
         "frames": img(t, 3, S, S), "reference": img(1, 3, S, S), "augmented": img(t, 3, S, S),
         "mel": torch.rand(t, 1, 80, 20, generator=g),
@@ -135,6 +138,46 @@ def test_fine_stage_trains_lip_eye_pose_branches_on_a_frozen_trunk():
                  "model.net_appearance.", "model.net_generator."):
         assert not changed(before, module, part), part
     assert not module.model.net_motion.model.training and module.model.net_motion.to_eye.training
+
+
+def test_eye_prior_regresses_the_eye_codes_to_the_measured_eye_state():
+    """loss.eye_prior: dims 0-3 of the base frame's, the donor's and the anchor's eye codes against
+    `eye_state` x eye_prior_scale of the base frame, the donor and the donor; rows without a
+    measurable eye left out; its gradient reaches the eye branch only."""
+    eye = [[8.0, 12.0], [10.0, 11.0], [12.0, 11.0], [14.0, 12.0], [12.0, 13.0], [10.0, 13.0]]
+    face = torch.tensor([[x, 10.0 + 0.2 * x] for x in range(17)] + [[8.0, 8.0]] * 19
+                        + eye + [[x + 10, y] for x, y in eye] + [[12.0, 22.0], [20.0, 26.0]] * 10)
+    torch.manual_seed(0)
+    module = PDFGCModule("fine", model=tiny_model(), loss={"eye_prior": 2.0}, sample_every_n_steps=0)
+    batch = torch.utils.data.default_collate([synthetic_sample(i, landmarks=face) for i in range(2)])
+    batch["eye_donor_landmarks"][1] = float("nan")  # the second donor: no face found
+    scale = torch.tensor([5.0, 5.0, 20.0, 20.0])
+    base = module.eye_prior_target(batch["frames"], batch["landmarks"])
+    images = frames_to_uint8((batch["frames"].reshape(-1, 3, S, S) + 1) / 2)
+    expected = torch.from_numpy(eye_state(images, batch["landmarks"].reshape(-1, 68, 2).numpy())).float() * scale
+    torch.testing.assert_close(base, expected)
+    assert torch.isfinite(base).all() and torch.allclose(base[:, :2], torch.tensor(5.0 * (1 - (4 / 12) / 0.3)))  # EAR 1/3
+    donor = module.eye_prior_target(batch["eye_donor"], batch["eye_donor_landmarks"])
+    assert torch.isfinite(donor[:2]).all() and torch.isnan(donor[2:]).all()
+
+    losses = module.fine_losses(batch)
+    mot = module.model.net_motion
+    with torch.no_grad():
+        code = lambda x: mot.embed("eye", module._features(x.reshape(-1, 3, S, S)))[:, :4]  # noqa: E731
+        f2, f1, fa = code(batch["frames"]), code(batch["eye_donor"]), code(batch["eye_anchor"])
+    want = torch.cat([f2 - base, f1[:2] - donor[:2], fa[:2] - donor[:2]]).abs().mean()
+    assert losses["eye"]["prior"].item() == pytest.approx(want.item(), rel=1e-5)
+    module.zero_grad()
+    losses["eye"]["loss"].backward()
+    grads = {n for n, p in module.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert grads and all(n.startswith(("model.net_motion.to_eye.", "model.net_motion.eye_embed.")) for n in grads)
+
+
+def test_masked_l1_leaves_out_rows_without_a_target():
+    pred = torch.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    assert masked_l1(pred, torch.tensor([[0.0, 0.0], [float("nan"), 0.0]])).item() == pytest.approx(1.5)
+    none = masked_l1(pred, torch.full((2, 2), float("nan")))
+    assert none.item() == 0.0 and none.requires_grad
 
 
 def test_expression_stage_trains_emotion_and_generator_and_banks_features():

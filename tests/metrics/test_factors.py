@@ -7,8 +7,8 @@ from talkinghead.data import faces
 from talkinghead.data.synthtalk import puppet
 from talkinghead.data.synthtalk.generate import factor_sweep
 from talkinghead.metrics import build_metric
-from talkinghead.metrics.factors import (DRIVER_TRUTH_COLUMNS, emotion_accuracy, frontalise,
-                                         sweep_correlations)
+from talkinghead.metrics.factors import (DRIVER_TRUTH_COLUMNS, correlation, emotion_accuracy, eye_state,
+                                         frontalise, gaze_offsets, sweep_correlations)
 
 IDENTITIES = (48, 50)
 
@@ -45,6 +45,20 @@ def test_estimators_follow_the_truth(sweeps):
     assert mean["r eye_closure"] > 0.6
     assert mean["r gaze_x"] > 0.5
     assert mean["error pose"] < 8.0
+
+
+def test_eye_state_reads_each_eye_on_real_renders(sweeps):
+    """The PD-FGC eye prior's measurement: both eyes' closures follow the true blink, its gaze
+    columns are `gaze_offsets`, and a frame without landmarks has no state."""
+    for frames, landmarks, truth in sweeps:
+        state = eye_state(frames, landmarks)
+        assert state.shape == (len(frames), 4)
+        for eye in (0, 1):
+            assert correlation(state[:, eye], truth["blink"], 1e-3) > 0.5
+        np.testing.assert_array_equal(state[:, 2:], gaze_offsets(frames, landmarks))
+    missing = landmarks.copy()
+    missing[0] = np.nan
+    assert np.isnan(eye_state(frames, missing)[0]).all()
 
 
 def test_expression_features_tell_emotions_apart():

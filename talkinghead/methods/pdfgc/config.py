@@ -40,6 +40,14 @@ class PDFGCLoss:
     # -- fine stage
     lip: float = 100.0             # audio-visual InfoNCE, both directions (official contrastive x100)
     eye: float = 1.0               # eye-region contrastive InfoNCE (paper eq. 4; no weight given)
+    eye_prior: float = 0.0         # L1 of E_eye's dims 0-3 to the frame's measured eye state (closure of the
+                                   # left / right eye, gaze x / y: `talkinghead.metrics.factors.eye_state`) for
+                                   # the base frame, the donor and the anchor (the donor's state); in neither
+                                   # paper nor official code (paper: the region contrastive alone), the
+                                   # landmark substitute for its gaze-estimator prior: 0 in the paper configs
+    eye_prior_scale: List[float] = field(default_factory=lambda: [5.0, 5.0, 20.0, 20.0])
+                                   # target = eye state x this (closure spreads about 0.2, gaze 0.05 eye widths
+                                   # on SynthTalk); zero = a typical open eye looking between its corners
     pose: float = 1.0              # L1 to the pose prior (paper eq. 5; no weight given)
     temperature: float = 1.0       # InfoNCE temperature (paper: plain cosine, i.e. 1)
     min_shift: int = 5             # same-clip frames at least this far apart are lip negatives

@@ -30,7 +30,9 @@ loss weights (reference-facts "PD-FGC official inference, details").
                 * eye: E_eye (``to_eye`` -> ``eye_embed``) of the eye donor I_1, the base frame I_2
                   and the anchor I_a = I_1's eye region composited into I_2 (data module
                   ``eye_donor`` / ``frames`` / ``eye_anchor``, `composite_eye_region`), InfoNCE of
-                  eq. 4: positive (f_1, f_a), negative (f_2, f_a);
+                  eq. 4: positive (f_1, f_a), negative (f_2, f_a); with ``loss.eye_prior`` (0 in
+                  the paper configs) also an L1 of dims 0-3 of f_2, f_1 and f_a to the measured eye
+                  state of the base frame, the donor and the donor (`eye_prior_target`);
                 * pose: E_pose (``to_headpose`` -> ``headpose_embed``) regressed (L1, eq. 5) to the
                   pose prior, the store's rigid landmark pose fit (rotation vector, tx, ty, log scale;
                   normalised by ``pose_offset`` / ``pose_scale``).
@@ -59,6 +61,10 @@ Differences from the paper (all documented substitutes for networks we do not ha
   the eye codes E_eye(fake) vs E_eye(real) (in place of the L2CS gaze estimator [1]), and the squared
   distance of the unified motion codes E_mot(fake) vs E_mot(real) (in place of L_mot); no emotion
   network anywhere;
+* the optional eye prior of the fine stage (``loss.eye_prior``, 0 in the paper configs): the gaze
+  estimator's knowledge brought in where the paper has none, as the pose prior: E_eye's blink dims
+  0, 1 regressed to the closure of the left / right eye (eye aspect ratio of dlib's landmarks) and its
+  gaze dims 2, 3 to the iris offset measured in the frame's pixels (`metrics.factors.eye_state`);
 * VGG19 perceptual loss only (the official x5 VGGFace term needs VGGFace weights, absent); the VGG19
   is off, and the run says so, when its torchvision file is missing; the optional mouth-box L1
   (``loss.mouth_l1``, 0 in the paper configs; the official code hints at a mouth-masked L1 in a
@@ -80,10 +86,13 @@ import math
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from talkinghead.methods.pdfgc.config import PDFGCLoss, PDFGCOptim
+from talkinghead.metrics.factors import eye_state
+from talkinghead.metrics.image import frames_to_uint8
 from talkinghead.methods.pdfgc.networks import PDFGC, PDFGCConfig, build_discriminator
 from talkinghead.nn.losses import (
     FeatureMemoryBank,
@@ -157,6 +166,15 @@ def lip_info_nce(visual: torch.Tensor, audio: torch.Tensor, clip_index: torch.Te
     with torch.no_grad():
         acc = (logits_v2a.argmax(1) == target).float().mean()
     return {"v2a": v2a, "a2v": a2v, "loss": v2a + a2v, "acc": acc}
+
+
+def masked_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error of (N, D) `pred` against (N, D) `target` over the rows where the target is
+    finite (zero, with the graph kept, when none is)."""
+    valid = torch.isfinite(target).all(1)
+    if not bool(valid.any()):
+        return pred.sum() * 0.0
+    return (pred[valid] - target[valid]).abs().mean()
 
 
 class PDFGCModule(StagedModule):
@@ -457,17 +475,29 @@ class PDFGCModule(StagedModule):
         lip["loss"] = lip["loss"] * lc["lip"]
         out["lip"] = lip
         # eye: anchor = donor's eye region on the base frame; positive donor, negative base
-        if lc["eye"] > 0 and "eye_anchor" in batch:
+        pairs = "eye_anchor" in batch
+        if (lc["eye"] > 0 and pairs) or lc["eye_prior"] > 0:
             def eye(x: torch.Tensor) -> torch.Tensor:
                 x = x.reshape(b * t, 3, *x.shape[-2:])
                 return mot.embed("eye", mot.forward_feature(self._motion_in(x)) if "eye" in self.trunk
                                  else self._features(x))
 
-            f1, f2, fa = eye(batch["eye_donor"]), mot.embed("eye", feat["eye"]), eye(batch["eye_anchor"])
-            loss = info_nce(fa, f1, f2.unsqueeze(1), lc["temperature"])
-            with torch.no_grad():
-                acc = (F.cosine_similarity(fa, f1) > F.cosine_similarity(fa, f2)).float().mean()
-            out["eye"] = {"loss": loss * lc["eye"], "acc": acc}
+            f2 = mot.embed("eye", feat["eye"])
+            f1, fa = (eye(batch["eye_donor"]), eye(batch["eye_anchor"])) if pairs else (None, None)
+            eye_out: dict[str, torch.Tensor] = {"loss": f2.sum() * 0.0}
+            if lc["eye"] > 0 and pairs:
+                eye_out["loss"] = eye_out["loss"] + info_nce(fa, f1, f2.unsqueeze(1), lc["temperature"]) * lc["eye"]
+                with torch.no_grad():
+                    eye_out["acc"] = (F.cosine_similarity(fa, f1) > F.cosine_similarity(fa, f2)).float().mean()
+            if lc["eye_prior"] > 0:
+                codes, targets = [f2], [self.eye_prior_target(frames, batch["landmarks"])]
+                if pairs:
+                    donor = self.eye_prior_target(batch["eye_donor"], batch["eye_donor_landmarks"])
+                    codes, targets = codes + [f1, fa], targets + [donor, donor]
+                prior = masked_l1(torch.cat(codes)[:, :len(lc["eye_prior_scale"])], torch.cat(targets).to(f2))
+                eye_out["loss"] = eye_out["loss"] + prior * lc["eye_prior"]
+                eye_out["prior"] = prior.detach()
+            out["eye"] = eye_out
         # pose: L1 to the normalised pose prior
         if lc["pose"] > 0:
             pred = mot.pose(feat["pose"])
@@ -475,6 +505,14 @@ class PDFGCModule(StagedModule):
             err = (pred - target).abs().mean()
             out["pose"] = {"loss": err * lc["pose"], "mae": err.detach()}
         return out
+
+    def eye_prior_target(self, frames: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+        """Frames (B, T, 3, S, S) in [-1, 1] and their landmarks (B, T, 68, 2, output pixels) -> the
+        eye-prior target (B*T, 4): `eye_state` (closure left / right, gaze x / y) x ``eye_prior_scale``;
+        NaN rows where the eyes are not measurable."""
+        images = frames_to_uint8((frames.reshape(-1, *frames.shape[-3:]) + 1) / 2)
+        state = eye_state(images, landmarks.reshape(-1, 68, 2).detach().cpu().numpy())
+        return torch.from_numpy(state * np.asarray(self.loss_cfg["eye_prior_scale"], np.float64)).float()
 
     def pose_target(self, pose: torch.Tensor) -> torch.Tensor:
         """Stored poses (N, 6) -> the regression target (pose - ``pose_offset``) * ``pose_scale``."""
