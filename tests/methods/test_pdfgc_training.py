@@ -12,7 +12,7 @@ from lightning.pytorch import Trainer
 from torch.utils.data import DataLoader, Dataset
 
 from talkinghead.methods.pdfgc.config import PDFGCRunConfig
-from talkinghead.methods.pdfgc.module import PDFGCModule, lip_info_nce, masked_l1
+from talkinghead.methods.pdfgc.module import PDFGCModule, lip_info_nce, window_centred_l1
 from talkinghead.methods.pdfgc.networks import PDFGCConfig
 from talkinghead.metrics.factors import eye_state
 from talkinghead.metrics.image import frames_to_uint8
@@ -165,7 +165,12 @@ def test_eye_prior_regresses_the_eye_codes_to_the_measured_eye_state():
     with torch.no_grad():
         code = lambda x: mot.embed("eye", module._features(x.reshape(-1, 3, S, S)))[:, :4]  # noqa: E731
         f2, f1, fa = code(batch["frames"]), code(batch["eye_donor"]), code(batch["eye_anchor"])
-    want = torch.cat([f2 - base, f1[:2] - donor[:2], fa[:2] - donor[:2]]).abs().mean()
+    # two windows of 2 frames each for base, donor, anchor; the second donor's and anchor's frames have
+    # no target, so those windows drop out; each remaining one counts by its change from its own mean
+    centred = lambda x: x - x.mean(1, keepdim=True)  # noqa: E731
+    pairs = [(f2.view(2, 2, 4), base.view(2, 2, 4)), (f1[:2].view(1, 2, 4), donor[:2].view(1, 2, 4)),
+             (fa[:2].view(1, 2, 4), donor[:2].view(1, 2, 4))]
+    want = torch.cat([(centred(p) - centred(q)).abs().flatten() for p, q in pairs]).mean()
     assert losses["eye"]["prior"].item() == pytest.approx(want.item(), rel=1e-5)
     module.zero_grad()
     losses["eye"]["loss"].backward()
@@ -173,10 +178,15 @@ def test_eye_prior_regresses_the_eye_codes_to_the_measured_eye_state():
     assert grads and all(n.startswith(("model.net_motion.to_eye.", "model.net_motion.eye_embed.")) for n in grads)
 
 
-def test_masked_l1_leaves_out_rows_without_a_target():
-    pred = torch.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
-    assert masked_l1(pred, torch.tensor([[0.0, 0.0], [float("nan"), 0.0]])).item() == pytest.approx(1.5)
-    none = masked_l1(pred, torch.full((2, 2), float("nan")))
+def test_window_centred_l1_counts_changes_within_windows_only():
+    nan = float("nan")
+    pred = torch.tensor([[[1.0], [3.0], [0.0]], [[5.0], [5.0], [5.0]]], requires_grad=True)
+    offset = pred.detach() + torch.tensor([[[10.0]], [[-4.0]]])  # the same changes, other levels
+    assert window_centred_l1(pred, offset).item() == pytest.approx(0.0, abs=1e-6)
+    # window 0: frames 0 and 1 only (pred -1, +1; target -2, +2: error 1 each); window 1 alone left out
+    target = torch.tensor([[[0.0], [4.0], [nan]], [[nan], [1.0], [nan]]])
+    assert window_centred_l1(pred, target).item() == pytest.approx(1.0)
+    none = window_centred_l1(pred, torch.full((2, 3, 1), nan))
     assert none.item() == 0.0 and none.requires_grad
 
 

@@ -42,7 +42,8 @@ class PDFGCLoss:
     eye: float = 1.0               # eye-region contrastive InfoNCE (paper eq. 4; no weight given)
     eye_prior: float = 0.0         # L1 of E_eye's dims 0-3 to the frame's measured eye state (closure of the
                                    # left / right eye, gaze x / y: `talkinghead.metrics.factors.eye_state`) for
-                                   # the base frame, the donor and the anchor (the donor's state); in neither
+                                   # the base frame, the donor and the anchor (the donor's state), both as
+                                   # changes from their window's mean (`module.window_centred_l1`); in neither
                                    # paper nor official code (paper: the region contrastive alone), the
                                    # landmark substitute for its gaze-estimator prior: 0 in the paper configs
     eye_prior_scale: List[float] = field(default_factory=lambda: [5.0, 5.0, 20.0, 20.0])
