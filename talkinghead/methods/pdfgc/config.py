@@ -48,7 +48,7 @@ class PDFGCLoss:
                                    # landmark substitute for its gaze-estimator prior: 0 in the paper configs
     eye_prior_scale: List[float] = field(default_factory=lambda: [5.0, 5.0, 20.0, 20.0])
                                    # target = eye state x this (closure spreads about 0.2, gaze 0.05 eye widths
-                                   # on SynthTalk); zero = a typical open eye looking between its corners
+                                   # on SynthTalk)
     pose: float = 1.0              # L1 to the pose prior (paper eq. 5; no weight given)
     temperature: float = 1.0       # InfoNCE temperature (paper: plain cosine, i.e. 1)
     min_shift: int = 5             # same-clip frames at least this far apart are lip negatives

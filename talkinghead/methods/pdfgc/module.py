@@ -96,9 +96,9 @@ import torch
 import torch.nn.functional as F
 
 from talkinghead.methods.pdfgc.config import PDFGCLoss, PDFGCOptim
+from talkinghead.methods.pdfgc.networks import PDFGC, PDFGCConfig, build_discriminator
 from talkinghead.metrics.factors import eye_state
 from talkinghead.metrics.image import frames_to_uint8
-from talkinghead.methods.pdfgc.networks import PDFGC, PDFGCConfig, build_discriminator
 from talkinghead.nn.losses import (
     FeatureMemoryBank,
     decorrelation_loss,
