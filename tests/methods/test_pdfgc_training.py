@@ -176,6 +176,8 @@ def test_eye_prior_regresses_the_eye_codes_to_the_measured_eye_state():
     losses["eye"]["loss"].backward()
     grads = {n for n, p in module.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     assert grads and all(n.startswith(("model.net_motion.to_eye.", "model.net_motion.eye_embed.")) for n in grads)
+    with pytest.raises(ValueError, match="eye_prior_scale needs 4 values"):
+        PDFGCModule("fine", model=tiny_model(), loss={"eye_prior": 1.0, "eye_prior_scale": [5.0, 5.0]})
 
 
 def test_window_centred_l1_counts_changes_within_windows_only():

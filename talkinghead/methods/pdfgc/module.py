@@ -230,6 +230,9 @@ class PDFGCModule(StagedModule):
                                    "sample_every_n_steps": int(sample_every_n_steps), "name": name,
                                    "generator_init": generator_init, "trunk": list(self.trunk)})
         self.loss_cfg = config_section(PDFGCLoss, loss, "loss")
+        if len(self.loss_cfg["eye_prior_scale"]) != 4:
+            raise ValueError(f"loss.eye_prior_scale needs 4 values (closure left / right, gaze x / y), got "
+                             f"{list(self.loss_cfg['eye_prior_scale'])}")
         self.optim_cfg = optim_cfg
         self.model = PDFGC(self.config)
         cfg = self.config
@@ -507,9 +510,8 @@ class PDFGCModule(StagedModule):
                 if pairs:
                     donor = self.eye_prior_target(batch["eye_donor"], batch["eye_donor_landmarks"])
                     codes, targets = codes + [f1, fa], targets + [donor, donor]
-                dims = len(lc["eye_prior_scale"])
-                prior = window_centred_l1(torch.cat(codes)[:, :dims].view(-1, t, dims),
-                                          torch.cat(targets).to(f2).view(-1, t, dims))
+                prior = window_centred_l1(torch.cat(codes)[:, :4].view(-1, t, 4),
+                                          torch.cat(targets).to(f2).view(-1, t, 4))
                 eye_out["loss"] = eye_out["loss"] + prior * lc["eye_prior"]
                 eye_out["prior"] = prior.detach()
             out["eye"] = eye_out
