@@ -26,6 +26,14 @@ def tiny_model() -> dict:
     return PDFGCConfig.tiny(image_size=S, num_identities=IDS).to_dict()
 
 
+def synthetic_face(eyes: list[list[float]]) -> torch.Tensor:
+    """(68, 2) landmarks of an S-px test face: a fixed contour, brows, nose and mouth, with the left
+    eye contour `eyes` (points 36-41) and the right one 10 px to its right (42-47)."""
+    return torch.tensor([[x, 10.0 + 0.2 * x] for x in range(17)] + [[8.0, 8.0]] * 19    # contour, brows, nose
+                        + eyes + [[x + 10, y] for x, y in eyes]                      # eyes 36-47
+                        + [[12.0, 22.0], [20.0, 26.0]] * 10)                         # mouth 48-67
+
+
 def synthetic_sample(i: int, window: int = 2, in_window: int = 3, landmarks: torch.Tensor | None = None) -> dict:
     """One data-module-like sample (shapes of `TalkingHeadDataModule`), deterministic per i; with
     `landmarks` (68, 2) the same points for every frame of the window."""
@@ -105,9 +113,7 @@ def test_mouth_and_eye_box_l1_train_g0_from_the_landmarks():
     """The CPU aids: with loss.mouth_l1 / loss.eye_l1 the motion stage logs both box losses (from the
     batch's landmarks, in data-frame pixels); without landmarks it says what is missing."""
     torch.manual_seed(0)
-    face = torch.tensor([[x, 10.0 + 0.2 * x] for x in range(17)] + [[8.0, 8.0]] * 19 +  # contour, brows, nose
-                        [[9.0, 12.0], [13.0, 13.0]] * 3 + [[19.0, 12.0], [23.0, 13.0]] * 3 +  # eyes 36-47
-                        [[12.0, 22.0], [20.0, 26.0]] * 10)  # mouth 48-67
+    face = synthetic_face([[9.0, 12.0], [13.0, 13.0]] * 3)
     module = PDFGCModule("motion", model=tiny_model(), loss={"vgg": 0.0, "mouth_l1": 20.0, "eye_l1": 20.0},
                          optim={"lr": 1e-3, "d_lr": 1e-3}, sample_every_n_steps=0)
     fit(module, steps=2, landmarks=face)
@@ -144,9 +150,7 @@ def test_eye_prior_regresses_the_eye_codes_to_the_measured_eye_state():
     """loss.eye_prior: dims 0-3 of the base frame's, the donor's and the anchor's eye codes against
     `eye_state` x eye_prior_scale of the base frame, the donor and the donor; rows without a
     measurable eye left out; its gradient reaches the eye branch only."""
-    eye = [[8.0, 12.0], [10.0, 11.0], [12.0, 11.0], [14.0, 12.0], [12.0, 13.0], [10.0, 13.0]]
-    face = torch.tensor([[x, 10.0 + 0.2 * x] for x in range(17)] + [[8.0, 8.0]] * 19
-                        + eye + [[x + 10, y] for x, y in eye] + [[12.0, 22.0], [20.0, 26.0]] * 10)
+    face = synthetic_face([[8.0, 12.0], [10.0, 11.0], [12.0, 11.0], [14.0, 12.0], [12.0, 13.0], [10.0, 13.0]])
     torch.manual_seed(0)
     module = PDFGCModule("fine", model=tiny_model(), loss={"eye_prior": 2.0}, sample_every_n_steps=0)
     batch = torch.utils.data.default_collate([synthetic_sample(i, landmarks=face) for i in range(2)])
