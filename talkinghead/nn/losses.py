@@ -331,8 +331,12 @@ def mouth_mask(landmarks: torch.Tensor, size: int, margin: float = 0.35) -> torc
     return region_mask(landmarks, size, MOUTH_POINTS, margin)
 
 
-def masked_l1(fake: torch.Tensor, real: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean |fake - real| over the pixels (and channels) where mask (N, 1, S, S) is 1."""
+def masked_l1(fake: torch.Tensor, real: torch.Tensor, mask: torch.Tensor,
+              weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean |fake - real| over the pixels (and channels) where mask (N, 1, S, S) is 1; with `weight`
+    (N,) >= 0, each image's pixels count `weight` times (a weighted mean over the masked pixels)."""
+    if weight is not None:
+        mask = mask * weight.to(mask.dtype).view(-1, 1, 1, 1)
     return ((fake - real).abs() * mask).sum() / (mask.sum() * fake.shape[1]).clamp_min(1.0)
 
 
@@ -343,9 +347,27 @@ def mouth_l1_loss(fake: torch.Tensor, real: torch.Tensor, landmarks: torch.Tenso
     return masked_l1(fake, real, mouth_mask(landmarks.to(fake.dtype), fake.shape[-1], margin))
 
 
-def eye_l1_loss(fake: torch.Tensor, real: torch.Tensor, landmarks: torch.Tensor, margin: float = 0.1) -> torch.Tensor:
+def eye_closure(landmarks: torch.Tensor, open_ear: float = 0.3) -> torch.Tensor:
+    """(N, 68, 2) landmarks -> (N,) closure of the eyes, the mean over both of 1 - EAR / `open_ear`
+    clamped to [0, 1] (EAR: the eye aspect ratio, as `talkinghead.metrics.factors`): about 0-0.2 for
+    open eyes, 0.8-1 for closed ones."""
+    closures = []
+    for first in (36, 42):  # corner, two upper, corner, two lower
+        p = landmarks[:, first:first + 6]
+        vertical = (p[:, 1] - p[:, 5]).norm(dim=-1) + (p[:, 2] - p[:, 4]).norm(dim=-1)
+        ear = vertical / (2 * (p[:, 0] - p[:, 3]).norm(dim=-1).clamp_min(1e-6))
+        closures.append((1 - ear / open_ear).clamp(0.0, 1.0))
+    return torch.stack(closures, 1).mean(1)
+
+
+def eye_l1_loss(fake: torch.Tensor, real: torch.Tensor, landmarks: torch.Tensor, margin: float = 0.1,
+                closure_weight: float = 0.0) -> torch.Tensor:
     """Mean absolute pixel error inside the box of both eyes (points 36-47, grown by `margin` x its
     width) of (N, 3, S, S) images, with (N, 68, 2) landmarks in S-px coordinates: the eyes' twin of
     `mouth_l1_loss` (a CPU-config aid, in neither paper), for blinks and gaze: with the default margin
-    about 7% of an aligned face frame (the mouth box: about 10%)."""
-    return masked_l1(fake, real, region_mask(landmarks.to(fake.dtype), fake.shape[-1], EYE_POINTS, margin))
+    about 7% of an aligned face frame (the mouth box: about 10%). With `closure_weight` k > 0 each
+    image counts 1 + k x its `eye_closure`: blinks (a few percent of frames, a few pixels each)
+    weigh as much as the open eyes a generator otherwise settles for."""
+    landmarks = landmarks.to(fake.dtype)
+    weight = 1.0 + closure_weight * eye_closure(landmarks) if closure_weight > 0 else None
+    return masked_l1(fake, real, region_mask(landmarks, fake.shape[-1], EYE_POINTS, margin), weight)

@@ -414,7 +414,7 @@ class PDFGCModule(StagedModule):
             if cfg["mouth_l1"] > 0:
                 losses["mouth_l1"] = mouth_l1_loss(fake, real, lm, cfg["mouth_margin"]) * cfg["mouth_l1"]
             if cfg["eye_l1"] > 0:
-                losses["eye_l1"] = eye_l1_loss(fake, real, lm, cfg["eye_margin"]) * cfg["eye_l1"]
+                losses["eye_l1"] = eye_l1_loss(fake, real, lm, cfg["eye_margin"], cfg["eye_l1_closure"]) * cfg["eye_l1"]
         return losses
 
     def _gan_step(self, losses: dict[str, torch.Tensor], fake: torch.Tensor, real: torch.Tensor, b: int) -> None:
