@@ -194,3 +194,38 @@ def test_eye_l1_loss_reads_only_the_eye_box():
     rows = ((torch.arange(32) >= 10 - 1.6) & (torch.arange(32) <= 12 + 1.6)).sum()  # grown by 0.1 x 16
     cols = ((torch.arange(32) >= 8 - 1.6) & (torch.arange(32) <= 24 + 1.6)).sum()
     assert torch.isclose(eye_l1_loss(eyes, real, lm), torch.tensor(3 * 17 / (rows * cols).item()))
+
+
+def _eye_contours(ear: float) -> torch.Tensor:
+    """(68, 2) landmarks whose two eyes (points 36-47: corner, two upper, corner, two lower) are 10 px
+    wide with aspect ratio `ear`."""
+    lm = torch.zeros(68, 2)
+    for first, x0 in ((36, 4.0), (42, 20.0)):
+        half = ear * 10.0 / 2
+        lm[first:first + 6] = torch.tensor([[x0, 10.0], [x0 + 3, 10 - half], [x0 + 7, 10 - half], [x0 + 10, 10.0],
+                                            [x0 + 7, 10 + half], [x0 + 3, 10 + half]])
+    lm[48:68] = torch.tensor([[12.0, 24.0], [20.0, 28.0]]).repeat(10, 1)
+    return lm
+
+
+def test_eye_closure_follows_the_eye_aspect_ratio():
+    from talkinghead.metrics.factors import OPEN_EAR
+    from talkinghead.nn.losses import eye_closure
+
+    lm = torch.stack([_eye_contours(e) for e in (0.4, OPEN_EAR, 0.15, 0.0)])
+    assert torch.allclose(eye_closure(lm), torch.tensor([0.0, 0.0, 0.5, 1.0]), atol=1e-6)  # clamped to [0, 1]
+
+
+def test_eye_l1_closure_weight_counts_closed_eyes_more():
+    from talkinghead.nn.losses import EYE_POINTS, eye_l1_loss, region_mask
+
+    lm = torch.stack([_eye_contours(0.3), _eye_contours(0.0)])  # open (closure 0), closed (closure 1)
+    real = torch.zeros(2, 3, 32, 32)
+    fake = real.clone()
+    fake[0] = 1.0  # the open-eyed image is wrong everywhere, the closed-eyed one right
+    plain = eye_l1_loss(fake, real, lm)
+    weighted = eye_l1_loss(fake, real, lm, closure_weight=4.0)
+    area = region_mask(lm, 32, EYE_POINTS, 0.1).flatten(1).sum(1)  # pixels of each image's box
+    assert torch.isclose(plain, area[0] / area.sum())
+    assert torch.isclose(weighted, area[0] / (area[0] + 5.0 * area[1]))  # closed: 1 + 4 x 1
+    assert eye_l1_loss(fake, real, lm, closure_weight=0.0) == plain
