@@ -14,8 +14,16 @@
    change of G's output (in [-1, 1]) when one code (audio lip, emotion, eye, pose) is replaced by
    that of a frame of another test clip, the others kept at the reference's own codes. A code G
    ignores changes nothing.
+3. Blinks drawn: the eye-box grey level (`eye_box_brightness`) on true blink frames (SynthTalk's
+   blink > 0.5) minus that on open-eyed frames (< 0.05), over the test clips reconstructed frame by
+   frame from their first frame: real frames (the ceiling: closed lids are lighter than iris and
+   sclera), G with each frame's own codes, and G with the eye code fixed at the reference's. For a
+   motion-stage checkpoint, G_0 from each frame's unified motion code and from the reference's. A
+   generator that draws no blinks shows the same contrast both ways (about 0: the box follows the
+   head, not the lids).
 
-Frames are read from the clip store at every `--step`-th frame. About 1 min on two cores.
+Frames are read from the clip store at every `--step`-th frame (the blink probe: every frame). About 1.5 min
+on two cores.
 """
 from __future__ import annotations
 
@@ -111,6 +119,81 @@ def sensitivity(generator: PDFGCGenerator, store: ClipStore, clips: list[dict]) 
     return {k: float(np.mean(v)) for k, v in changes.items()}
 
 
+def eye_box_brightness(images: torch.Tensor, landmarks: np.ndarray) -> np.ndarray:
+    """(N,) mean grey level ([-1, 1]) of the two eye boxes of images (N, 3, S, S), landmarks (N, 68, 2)
+    in the 224-px store frames. Each box spans its eye's corners (36 / 39, 42 / 45) and +-0.35 x their
+    distance around the corners' mean height, so it follows the head but not the lids."""
+    grey = images.float().mean(1).numpy()
+    lm = (landmarks + 0.5) * images.shape[-1] / 224.0 - 0.5
+    out = np.zeros(len(grey))
+    for k in range(len(grey)):
+        for left, right in ((36, 39), (42, 45)):
+            x0, x1 = sorted((lm[k, left, 0], lm[k, right, 0]))
+            yc, h = (lm[k, left, 1] + lm[k, right, 1]) / 2, 0.35 * (x1 - x0)
+            rows = slice(max(0, int(np.floor(yc - h))), max(1, int(np.ceil(yc + h)) + 1))
+            cols = slice(max(0, int(np.floor(x0))), max(1, int(np.ceil(x1)) + 1))
+            out[k] += grey[k, rows, cols].mean() / 2
+    return out
+
+
+def stage1_generator(checkpoint: str, model) -> torch.nn.Module | None:
+    """G_0 of a motion-stage Lightning checkpoint (style [appearance, unified motion]), None otherwise."""
+    from dataclasses import replace
+
+    from talkinghead.nn.stylegan2 import ModulatedGenerator
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    prefix = "net_generator0."
+    weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not weights:
+        return None
+    cfg = model.config
+    g0 = ModulatedGenerator(replace(cfg.generator, n_mlp=0, style_dim=cfg.appearance_dim + cfg.motion.motion_dim))
+    g0.load_state_dict(weights)
+    return g0.eval()
+
+
+@torch.no_grad()
+def blink_contrast(generator: PDFGCGenerator, store: ClipStore, clips: list[dict], g0: torch.nn.Module | None
+                   ) -> dict[str, float]:
+    """Eye-box grey level on blink frames minus open frames (module docstring, 3): real frames, the
+    generator with each frame's own motion codes and with the reference's eye code (G_0: its own /
+    the reference's unified motion code)."""
+    from talkinghead.data.audio import mel_spectrogram, mel_windows
+
+    model, cfg = generator.model, generator.model.config
+    levels: dict[str, list[np.ndarray]] = {"real frames": [], "own codes": [], "reference's eye code": []}
+    blinks = []
+    for clip in clips:
+        n = clip["num_frames"]
+        frames = store.load_frames(clip, list(range(n)))
+        data = store.load(clip, ["truth_blink", "landmarks", "audio"])
+        app = model.appearance(model_input(generator, frames[:1], cfg.reference_size))
+        feature, feature_map = app.feature.expand(n, -1), app.feature_map.expand(n, -1, -1, -1)
+        driving = model_input(generator, frames, cfg.motion_input_size)
+        if g0 is not None:
+            unified = model.net_motion.unified(model.net_motion.forward_feature(driving))
+            own = g0(torch.cat([feature, unified], 1), identity_map=feature_map)
+            fixed = g0(torch.cat([feature, unified[:1].expand(n, -1)], 1), identity_map=feature_map)
+        else:
+            codes = model.motion_codes(driving)
+            mel = mel_windows(mel_spectrogram(torch.from_numpy(data["audio"]).float()), n)
+            lip = model.lip_code(mel, cfg.lip_scale)
+            own = model.generate(feature, feature_map, lip, codes.emo, codes.eye, codes.pose, noise_mode="const")
+            fixed = model.generate(feature, feature_map, lip, codes.emo, codes.eye[:1].expand(n, -1), codes.pose,
+                                   noise_mode="const")
+        levels["real frames"].append(eye_box_brightness(model_input(generator, frames, cfg.image_size),
+                                                        data["landmarks"]))
+        levels["own codes"].append(eye_box_brightness(own, data["landmarks"]))
+        levels["reference's eye code"].append(eye_box_brightness(fixed, data["landmarks"]))
+        blinks.append(data["truth_blink"])
+    blink = np.concatenate(blinks)
+    closed, opened = blink > 0.5, blink < 0.05
+    if not closed.any() or not opened.any():
+        raise SystemExit("blink probe: the test clips hold no blink (or no open-eyed) frames")
+    return {k: float(np.concatenate(v)[closed].mean() - np.concatenate(v)[opened].mean()) for k, v in levels.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="a PDFGCModule checkpoint (fine or expression stage) or an official folder")
@@ -118,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-clips", type=int, default=48)
     parser.add_argument("--test-clips", type=int, default=12)
     parser.add_argument("--step", type=int, default=3, help="every step-th frame of a clip")
+    parser.add_argument("--blink-clips", type=int, default=10, help="test clips of the blink probe (every frame)")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model, info = load_model(args.checkpoint)
@@ -139,6 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         change = sensitivity(generator, store, test)
         print("generator: mean |change| of the output when one code comes from another clip: "
               + ", ".join(f"{k} {v:.4f}" for k, v in change.items()))
+    g0 = stage1_generator(args.checkpoint, model) if info.get("stage") == "motion" else None
+    if info.get("stage") in (None, "expression") or g0 is not None:
+        contrast = blink_contrast(generator, store, test[: args.blink_clips], g0)
+        print(f"blinks drawn by {'G_0' if g0 is not None else 'G'} (eye-box grey level, blink minus open frames, "
+              f"{args.blink_clips} test clips): " + ", ".join(f"{k} {v:+.4f}" for k, v in contrast.items()))
     return 0
 
 
