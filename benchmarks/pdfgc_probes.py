@@ -19,7 +19,7 @@
    frame from their first frame: real frames (the ceiling: closed lids are lighter than iris and
    sclera), G with each frame's own codes, and G with the eye code fixed at the reference's. For a
    motion-stage checkpoint, G_0 from each frame's unified motion code and from the reference's. A
-   generator that draws no blinks shows the same contrast both ways (about 0: the box follows the
+   generator that draws no blinks shows the same small contrast both ways (the box follows the
    head, not the lids).
 
 Frames are read from the clip store at every `--step`-th frame (the blink probe: every frame). About 1.5 min
