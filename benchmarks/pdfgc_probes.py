@@ -155,10 +155,10 @@ def stage1_generator(checkpoint: str, model) -> torch.nn.Module | None:
 
 @torch.no_grad()
 def blink_contrast(generator: PDFGCGenerator, store: ClipStore, clips: list[dict], g0: torch.nn.Module | None
-                   ) -> dict[str, float]:
+                   ) -> dict[str, float] | None:
     """Eye-box grey level on blink frames minus open frames (module docstring, 3): real frames, the
     generator with each frame's own motion codes and with the reference's eye code (G_0: its own /
-    the reference's unified motion code)."""
+    the reference's unified motion code). None when the clips hold no blink or no open-eyed frame."""
     from talkinghead.data.audio import mel_spectrogram, mel_windows
 
     model, cfg = generator.model, generator.model.config
@@ -190,7 +190,7 @@ def blink_contrast(generator: PDFGCGenerator, store: ClipStore, clips: list[dict
     blink = np.concatenate(blinks)
     closed, opened = blink > 0.5, blink < 0.05
     if not closed.any() or not opened.any():
-        raise SystemExit("blink probe: the test clips hold no blink (or no open-eyed) frames")
+        return None
     return {k: float(np.concatenate(v)[closed].mean() - np.concatenate(v)[opened].mean()) for k, v in levels.items()}
 
 
@@ -227,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     if info.get("stage") in (None, "expression") or g0 is not None:
         contrast = blink_contrast(generator, store, test[: args.blink_clips], g0)
         print(f"blinks drawn by {'G_0' if g0 is not None else 'G'} (eye-box grey level, blink minus open frames, "
-              f"{args.blink_clips} test clips): " + ", ".join(f"{k} {v:+.4f}" for k, v in contrast.items()))
+              f"{min(args.blink_clips, len(test))} test clips): "
+              + ("n/a (no blink or no open-eyed frame in these clips)" if contrast is None
+                 else ", ".join(f"{k} {v:+.4f}" for k, v in contrast.items())))
     return 0
 
 

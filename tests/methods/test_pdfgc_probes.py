@@ -37,3 +37,35 @@ def test_script_prints_every_probe_and_the_generator_sensitivity(synth_vox2_stor
         assert len(values) == 10 and all(-1.0 <= v <= 1.0 for v in values)
     changes = out.split("another clip: ")[1]
     assert all(f"{code} " in changes for code in ("lip", "emotion", "eye", "pose"))
+    assert "blinks drawn by G (" in out
+
+
+def test_script_probes_a_motion_stage_g0(synth_vox2_store, tmp_path, capsys, benchmark_script):
+    from dataclasses import replace
+
+    from talkinghead.nn.stylegan2 import ModulatedGenerator
+
+    torch.manual_seed(0)
+    config = PDFGCConfig.tiny(image_size=32, num_identities=3)
+    g0 = ModulatedGenerator(replace(config.generator, n_mlp=0,
+                                    style_dim=config.appearance_dim + config.motion.motion_dim))
+    state = {f"model.{k}": v for k, v in PDFGC(config).state_dict().items()}
+    state.update({f"net_generator0.{k}": v for k, v in g0.state_dict().items()})
+    ckpt = tmp_path / "motion.ckpt"
+    torch.save({"hyper_parameters": {"model": config.to_dict(), "stage": "motion"}, "state_dict": state}, ckpt)
+    probes = benchmark_script("pdfgc_probes")
+    assert probes.stage1_generator(str(ckpt), PDFGC(config)) is not None
+    assert probes.main([str(ckpt), "--store", str(synth_vox2_store), "--step", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "blinks drawn by G_0 (" in out and "another clip" not in out  # no final G in the motion stage
+
+
+def test_eye_box_brightness_reads_the_eyes_between_the_corners(benchmark_script):
+    probes = benchmark_script("pdfgc_probes")
+    lm = np.zeros((2, 68, 2))
+    lm[:, [36, 39, 42, 45]] = [[60.0, 100.0], [100.0, 100.0], [124.0, 100.0], [164.0, 100.0]]  # 224-px frames
+    images = -torch.ones(2, 3, 56, 56)
+    images[1, :, 22:28, 15:25] = 1.0  # a light patch over the left eye's box only (x 15-25, y 21.5-28.5 at 56 px)
+    images[:, :, 40:, :] = 1.0  # below both boxes: not read
+    level = probes.eye_box_brightness(images, lm)
+    assert level[0] == -1.0 and -1.0 < level[1] < 0.0  # the left box lightened, the right one not: mean of both
