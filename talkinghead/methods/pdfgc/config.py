@@ -37,7 +37,8 @@ class PDFGCLoss:
                                    # gaze; in neither paper nor official code: `talkinghead.nn.losses.eye_l1_loss`)
     eye_margin: float = 0.1        # eye box = landmarks 36-47 box grown by this fraction of its width
     eye_l1_closure: float = 0.0    # each frame's eye-box L1 counts 1 + this x its eye closure (landmark EAR):
-                                   # blink frames weighted up (`eye_l1_loss`; in neither paper)
+                                   # blink frames weighted up (`eye_l1_loss`; in neither paper; k = 10 and 50
+                                   # did not make G draw blinks in the CPU budget: README, PD-FGC)
     identity: float = 1.0          # motion stage: cross-entropy of E_app's ``fc`` over the train speakers
     # -- fine stage
     lip: float = 100.0             # audio-visual InfoNCE, both directions (official contrastive x100)

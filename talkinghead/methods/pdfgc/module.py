@@ -74,7 +74,8 @@ Differences from the paper (all documented substitutes for networks we do not ha
   is off, and the run says so, when its torchvision file is missing; the optional mouth-box L1
   (``loss.mouth_l1``, 0 in the paper configs; the official code hints at a mouth-masked L1 in a
   joint stage) is the CPU config's aid in the motion and expression stages, and the eye-box L1
-  (``loss.eye_l1``, 0 in the paper configs) its twin for the eyes;
+  (``loss.eye_l1``, 0 in the paper configs) its twin for the eyes, with blink frames optionally
+  weighted up (``loss.eye_l1_closure``, 0 in every config: no effect at the CPU budget, README);
 * the fine stage learns the three branches in one stage with one batch (paper: three runs with
   batch 32 / 128 / 128); lip InfoNCE on the 500-d lip codes (after ``mouth_embed``), so the whole lip
   branch, audio included, is fixed in the expression stage as the paper says;
