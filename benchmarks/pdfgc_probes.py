@@ -138,17 +138,14 @@ def eye_box_brightness(images: torch.Tensor, landmarks: np.ndarray) -> np.ndarra
 
 def stage1_generator(checkpoint: str, model) -> torch.nn.Module | None:
     """G_0 of a motion-stage Lightning checkpoint (style [appearance, unified motion]), None otherwise."""
-    from dataclasses import replace
-
-    from talkinghead.nn.stylegan2 import ModulatedGenerator
+    from talkinghead.methods.pdfgc.networks import build_stage1_generator
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
     prefix = "net_generator0."
     weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     if not weights:
         return None
-    cfg = model.config
-    g0 = ModulatedGenerator(replace(cfg.generator, n_mlp=0, style_dim=cfg.appearance_dim + cfg.motion.motion_dim))
+    g0 = build_stage1_generator(model.config)
     g0.load_state_dict(weights)
     return g0.eval()
 

@@ -41,14 +41,11 @@ def test_script_prints_every_probe_and_the_generator_sensitivity(synth_vox2_stor
 
 
 def test_script_probes_a_motion_stage_g0(synth_vox2_store, tmp_path, capsys, benchmark_script):
-    from dataclasses import replace
-
-    from talkinghead.nn.stylegan2 import ModulatedGenerator
+    from talkinghead.methods.pdfgc.networks import build_stage1_generator
 
     torch.manual_seed(0)
     config = PDFGCConfig.tiny(image_size=32, num_identities=3)
-    g0 = ModulatedGenerator(replace(config.generator, n_mlp=0,
-                                    style_dim=config.appearance_dim + config.motion.motion_dim))
+    g0 = build_stage1_generator(config)
     state = {f"model.{k}": v for k, v in PDFGC(config).state_dict().items()}
     state.update({f"net_generator0.{k}": v for k, v in g0.state_dict().items()})
     ckpt = tmp_path / "motion.ckpt"

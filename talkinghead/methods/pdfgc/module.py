@@ -89,7 +89,6 @@ BatchNorm statistics and dropout do not move). Every optimiser has a StepLR step
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -97,7 +96,7 @@ import torch
 import torch.nn.functional as F
 
 from talkinghead.methods.pdfgc.config import PDFGCLoss, PDFGCOptim
-from talkinghead.methods.pdfgc.networks import PDFGC, PDFGCConfig, build_discriminator
+from talkinghead.methods.pdfgc.networks import PDFGC, PDFGCConfig, build_discriminator, build_stage1_generator
 from talkinghead.metrics.factors import eye_state
 from talkinghead.metrics.image import frames_to_uint8
 from talkinghead.nn.losses import (
@@ -237,9 +236,8 @@ class PDFGCModule(StagedModule):
         self.optim_cfg = optim_cfg
         self.model = PDFGC(self.config)
         cfg = self.config
-        if stage == "motion":  # G_0: style [appearance, unified motion]; no mapping MLP (never used)
-            self.net_generator0 = ModulatedGenerator(replace(cfg.generator, n_mlp=0,
-                                                             style_dim=cfg.appearance_dim + cfg.motion.motion_dim))
+        if stage == "motion":
+            self.net_generator0 = build_stage1_generator(cfg)
         if stage in self.GAN_STAGES:
             self.netD = build_discriminator(cfg)
         if stage == "expression":

@@ -274,6 +274,13 @@ def build_discriminator(config: PDFGCConfig) -> MultiscaleDiscriminator:
     return MultiscaleDiscriminator(config.discriminator)
 
 
+def build_stage1_generator(config: PDFGCConfig) -> ModulatedGenerator:
+    """G_0 of the motion stage: the modulated generator with style [appearance, unified motion] and
+    no mapping MLP (never used)."""
+    return ModulatedGenerator(replace(config.generator, n_mlp=0,
+                                      style_dim=config.appearance_dim + config.motion.motion_dim))
+
+
 def smooth_lip(lip: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
     """Official lip smoothing over time: (T, M) -> (T, M), a 3-tap Gaussian (taps e^(-x^2 / 2 sigma^2),
     x = -1, 0, 1, normalised to sum 1) per dimension, zero padded at both ends (as ``conv_feat``)."""
