@@ -229,6 +229,33 @@ def test_large_motion_covers_voxceleb2_head_pose_ranges():
         head_pose_track(rng, 5, 1.0, motion="wild")
 
 
+def test_large_motion_nods_with_the_speech():
+    from talkinghead.data.synthtalk.generate import LARGE_MOTION, head_pose_track, speech_envelope, speech_head_motion
+    from talkinghead.metrics.head_motion import angular_speed, audio_energy, smooth_poses
+
+    coupling = []
+    for i in range(8):
+        voice = speech.Voice(f0=110.0 + 10 * i, rate=4.0 + 0.2 * i)
+        audio = speech.synthesize(speech.plan_utterance(np.random.default_rng(i), 20.0, voice), voice,
+                                  np.random.default_rng(i)).audio[: 500 * 640]
+        nods = speech_head_motion(speech_envelope(audio, 500), np.random.default_rng(i), 1.0)
+        speed = angular_speed(smooth_poses(np.c_[nods, np.zeros((500, 3))], 5))
+        coupling.append(np.corrcoef(speed, audio_energy(audio, 500))[0, 1])
+        with_nods = head_pose_track(np.random.default_rng(50 + i), 500, 1.0, motion="large", speech_motion=nods)
+        without = head_pose_track(np.random.default_rng(50 + i), 500, 1.0, motion="large")
+        limits = np.array([limit for _, _, limit in LARGE_MOTION[:3]]) - 1e-6
+        free = ((np.abs(with_nods[:, :3]) < limits) & (np.abs(without[:, :3]) < limits)).all(1)  # at no limit
+        np.testing.assert_allclose((with_nods - without)[free, :3], nods[free], atol=1e-9)
+        np.testing.assert_array_equal(with_nods[:, 3:], without[:, 3:])
+    assert np.mean(coupling) > 0.12  # the nods move when the speech does (nods alone: about 0.2)
+    silence = np.zeros(150)
+    assert np.abs(speech_head_motion(speech_envelope(silence, 150), np.random.default_rng(0), 1.0)).max() == 0.0
+    step = np.r_[np.zeros(50), np.ones(100)]  # one onset at frame 50: a damped swing after it, nothing before
+    swing = speech_head_motion(step, np.random.default_rng(0), 1.0)
+    assert np.abs(swing[:44]).max() == 0.0 and np.abs(swing[44:75, 0]).max() > 0.1
+    assert np.abs(swing[-10:]).max() < 0.01 * np.abs(swing).max()
+
+
 def test_truth_pose_is_mapped_into_the_aligned_frames():
     from talkinghead.data import faces
     from talkinghead.data.preprocess import aligned_pose

@@ -6,7 +6,8 @@ Every clip gets `<stem>.truth.npz` beside its mp4 with per-frame ground truth:
   width, round in [0, 1]; blink (T,) in [0, 1]; gaze (T, 2) in [-1, 1]; viseme (T,) phone id at each
   frame centre; phone_id / phone_start / phone_end (s) and phone_names (the audio's phone timeline);
   identity, mirror, emotion, level, fps, sample_rate, pose_reference_iod.
-Head pose, blinks, gaze and emotion are drawn independently of the speech; the mouth follows it.
+Blinks, gaze and emotion are drawn independently of the speech; the mouth follows it. Head pose is
+smooth random motion; the large-motion variant adds nods driven by the speech (`speech_head_motion`).
 25 fps, 16 kHz mono audio, 224 x 224 frames. Deterministic from the seed. Identities used for the
 test split never appear in train/val.
 """
@@ -89,12 +90,53 @@ LARGE_MOTION = ((0.12, 0.2, 0.35), (0.3, 0.35, 0.65), (0.12, 0.16, 0.27), (12.0,
                 (0.12, 0.08, 0.25))
 
 
+#: speech-driven nods of the large variant: (frequency Hz, decay s, amplitude rad per unit of onset) of
+#: pitch, yaw and roll; see `speech_head_motion`.
+SPEECH_NODS = ((1.5, 0.3, 1.0), (1.2, 0.3, 0.5), (1.35, 0.3, 0.3))
+#: the envelope's smoothing before its onsets are taken (Gaussian std, frames): bridges the closures of stops
+SPEECH_SMOOTH = 1.5
+#: the speech envelope's range: levels more than this many dB below the clip's loudest frame count as silence
+SPEECH_RANGE_DB = 40.0
+
+
+def speech_envelope(audio: np.ndarray, num_frames: int) -> np.ndarray:
+    """(num_frames,) loudness of each frame's audio in [0, 1]: its RMS level in dB mapped linearly from
+    `SPEECH_RANGE_DB` below the clip's loudest frame (0, and silence) to the loudest (1)."""
+    samples = SAMPLE_RATE // FPS
+    wav = np.asarray(audio, np.float64).reshape(-1)
+    wav = np.pad(wav, (0, max(0, num_frames * samples - len(wav))))[: num_frames * samples]
+    level = 20.0 * np.log10(np.maximum(np.sqrt((wav.reshape(num_frames, samples) ** 2).mean(1)), 1e-5))
+    return np.clip((level - level.max()) / SPEECH_RANGE_DB + 1.0, 0.0, 1.0)
+
+
+def speech_head_motion(envelope: np.ndarray, rng: np.random.Generator, energy: float) -> np.ndarray:
+    """(n, 3) rotation (rad; pitch, yaw, roll) of nods driven by the speech, as speakers move the head
+    with the stress of what they say (Yehia et al. 2002; the premise of Rhythmic Head): every rise of
+    the loudness envelope (its onsets, after a Gaussian smoothing of `SPEECH_SMOOTH` frames) starts a
+    damped swing, exp(-t / decay)
+    sin(2 pi f t) x amplitude (`SPEECH_NODS`) x `energy` (the identity's motion factor), summed over the
+    onsets; pitch swings the same way at every onset (a nod), yaw and roll to a side drawn per clip. So the motion follows the audio
+    (a deterministic function of it but for the sides), and a still pause keeps the head still."""
+    taps = np.exp(-0.5 * (np.arange(-6, 7) / SPEECH_SMOOTH) ** 2)
+    smooth = np.convolve(np.pad(envelope, 6, mode="edge"), taps / taps.sum(), mode="valid")
+    onset = np.maximum(0.0, np.diff(smooth, prepend=smooth[0]))
+    t = np.arange(int(3 * FPS)) / FPS
+    out = np.zeros((len(envelope), 3))
+    for k, (frequency, decay, amplitude) in enumerate(SPEECH_NODS):
+        side = 1.0 if k == 0 else float(rng.choice([-1.0, 1.0]))
+        swing = np.exp(-t / decay) * np.sin(2 * np.pi * frequency * t)
+        out[:, k] = side * amplitude * energy * np.convolve(onset, swing)[: len(envelope)]
+    return out
+
+
 def head_pose_track(rng: np.random.Generator, n: int, energy: float, yaw_bias: float = 0.0,
-                    motion: str = "natural") -> np.ndarray:
+                    motion: str = "natural", speech_motion: np.ndarray | None = None) -> np.ndarray:
     """(n, 6) smooth head motion: rotation vector (pitch about x, yaw about y, roll about z), tx, ty, log s.
 
-    ``natural``: small motion (yaw about +-0.14 rad of noise around a small offset); ``large``: the
-    ranges of `LARGE_MOTION` (yaw over +-35 degrees, pitch +-20, roll +-15, translation and scale)."""
+    ``natural``: small motion (yaw about +-0.14 rad of noise around a small offset), independent of the
+    speech; ``large``: the ranges of `LARGE_MOTION` (yaw over +-35 degrees, pitch +-20, roll +-15,
+    translation and scale), plus ``speech_motion`` ((n, 3) radians, `speech_head_motion`) when given,
+    before the limits."""
     if motion not in MOTIONS:
         raise ValueError(f"unknown motion {motion!r}; choose one of: {', '.join(MOTIONS)}")
     pose = np.zeros((n, 6))
@@ -102,6 +144,8 @@ def head_pose_track(rng: np.random.Generator, n: int, energy: float, yaw_bias: f
         centre = (0.0, yaw_bias, 0.0, *puppet.FRAME_EYE_CENTRE, 0.0)
         for k, (offset, amplitude, limit) in enumerate(LARGE_MOTION):
             track = rng.uniform(-offset, offset) + _smooth_noise(rng, n, amplitude * energy)
+            if speech_motion is not None and k < 3:
+                track = track + speech_motion[:, k]
             pose[:, k] = centre[k] + np.clip(track, -limit, limit)
         return pose
     pose[:, 0] = rng.uniform(-0.05, 0.05) + _smooth_noise(rng, n, 0.07 * energy)
@@ -218,7 +262,11 @@ def _render_clip(job: ClipJob) -> dict:
     num_frames = int(round(job.duration * FPS))
     audio = utterance.audio[: int(round(num_frames / FPS * SAMPLE_RATE))]
     mouth = speech.mouth_track(utterance.phones, num_frames)
-    pose = head_pose_track(rng, num_frames, identity.motion_amplitude, job.yaw_bias, job.motion)
+    nods = None
+    if job.motion == "large":  # its own generator, so every other track stays as without the nods
+        nods = speech_head_motion(speech_envelope(audio, num_frames), np.random.default_rng([*job.seed, 1]),
+                                  identity.motion_amplitude)
+    pose = head_pose_track(rng, num_frames, identity.motion_amplitude, job.yaw_bias, job.motion, nods)
     blink = blink_track(rng, num_frames)
     gaze = gaze_track(rng, num_frames)
     emotion = job.emotion or (puppet.EMOTIONS[int(rng.integers(len(puppet.EMOTIONS)))] if rng.random() < 0.5 else "neutral")
