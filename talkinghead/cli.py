@@ -211,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "recogniser tells them apart (about 70 s per group of 12); 1: the first usable draw, no choice")
         p.add_argument("--workers", type=int, default=2)
         p.add_argument("--motion", choices=MOTIONS, default="natural",
-                       help="head motion: natural, or large (yaw +-35, pitch +-20, roll +-15 deg, translation, scale)")
+                       help="head motion: natural, large (yaw +-35, pitch +-20, roll +-15 deg, translation, scale), "
+                            "or large-nods (large plus nods driven by the speech)")
 
     p = sub.add_parser("synth", help="write a SynthTalk corpus in a published layout")
     p.add_argument("--layout", choices=LAYOUTS, default="vox2")

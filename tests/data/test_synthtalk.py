@@ -241,13 +241,15 @@ def test_large_motion_nods_with_the_speech():
         nods = speech_head_motion(speech_envelope(audio, 500), np.random.default_rng(i), 1.0)
         speed = angular_speed(smooth_poses(np.c_[nods, np.zeros((500, 3))], 5))
         coupling.append(np.corrcoef(speed, audio_energy(audio, 500))[0, 1])
-        with_nods = head_pose_track(np.random.default_rng(50 + i), 500, 1.0, motion="large", speech_motion=nods)
+        with_nods = head_pose_track(np.random.default_rng(50 + i), 500, 1.0, motion="large-nods", speech_motion=nods)
         without = head_pose_track(np.random.default_rng(50 + i), 500, 1.0, motion="large")
         limits = np.array([limit for _, _, limit in LARGE_MOTION[:3]]) - 1e-6
         free = ((np.abs(with_nods[:, :3]) < limits) & (np.abs(without[:, :3]) < limits)).all(1)  # at no limit
         np.testing.assert_allclose((with_nods - without)[free, :3], nods[free], atol=1e-9)
         np.testing.assert_array_equal(with_nods[:, 3:], without[:, 3:])
     assert np.mean(coupling) > 0.12  # the nods move when the speech does (nods alone: about 0.2)
+    with pytest.raises(ValueError, match="needs the speech"):
+        head_pose_track(np.random.default_rng(0), 500, 1.0, motion="large-nods")
     silence = np.zeros(150)
     assert np.abs(speech_head_motion(speech_envelope(silence, 150), np.random.default_rng(0), 1.0)).max() == 0.0
     step = np.r_[np.zeros(50), np.ones(100)]  # one onset at frame 50: a damped swing after it, nothing before

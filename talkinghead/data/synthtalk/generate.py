@@ -7,7 +7,7 @@ Every clip gets `<stem>.truth.npz` beside its mp4 with per-frame ground truth:
   frame centre; phone_id / phone_start / phone_end (s) and phone_names (the audio's phone timeline);
   identity, mirror, emotion, level, fps, sample_rate, pose_reference_iod.
 Blinks, gaze and emotion are drawn independently of the speech; the mouth follows it. Head pose is
-smooth random motion; the large-motion variant adds nods driven by the speech (`speech_head_motion`).
+smooth random motion; the opt-in ``large-nods`` motion adds nods driven by the speech (`speech_head_motion`).
 25 fps, 16 kHz mono audio, 224 x 224 frames. Deterministic from the seed. Identities used for the
 test split never appear in train/val.
 """
@@ -83,14 +83,14 @@ def _smooth_noise(rng: np.random.Generator, n: int, amplitude: float, fmin: floa
     return amplitude * out / 1.5
 
 
-MOTIONS = ("natural", "large")
+MOTIONS = ("natural", "large", "large-nods")
 #: "large" head motion: (per-clip offset range, smooth-noise amplitude, limit) of pitch, yaw, roll
 #: (radians), tx, ty (px) and log scale. Limits: +-20, +-37, +-15.5 degrees, as VoxCeleb2's range.
 LARGE_MOTION = ((0.12, 0.2, 0.35), (0.3, 0.35, 0.65), (0.12, 0.16, 0.27), (12.0, 8.0, 24.0), (8.0, 5.0, 16.0),
                 (0.12, 0.08, 0.25))
 
 
-#: speech-driven nods of the large variant: (frequency Hz, decay s, amplitude rad per unit of onset) of
+#: speech-driven nods of the ``large-nods`` motion: (frequency Hz, decay s, amplitude rad per unit of onset) of
 #: pitch, yaw and roll; see `speech_head_motion`.
 SPEECH_NODS = ((1.5, 0.3, 1.0), (1.2, 0.3, 0.5), (1.35, 0.3, 0.3))
 #: the envelope's smoothing before its onsets are taken (Gaussian std, frames): bridges the closures of stops
@@ -135,16 +135,18 @@ def head_pose_track(rng: np.random.Generator, n: int, energy: float, yaw_bias: f
 
     ``natural``: small motion (yaw about +-0.14 rad of noise around a small offset), independent of the
     speech; ``large``: the ranges of `LARGE_MOTION` (yaw over +-35 degrees, pitch +-20, roll +-15,
-    translation and scale), plus ``speech_motion`` ((n, 3) radians, `speech_head_motion`) when given,
-    before the limits."""
+    translation and scale); ``large-nods``: the same plus ``speech_motion`` ((n, 3) radians,
+    `speech_head_motion` of the clip's audio), before the limits."""
     if motion not in MOTIONS:
         raise ValueError(f"unknown motion {motion!r}; choose one of: {', '.join(MOTIONS)}")
+    if motion == "large-nods" and (speech_motion is None or len(speech_motion) != n):
+        raise ValueError("large-nods head motion needs the speech's nods, (n, 3) radians (speech_head_motion)")
     pose = np.zeros((n, 6))
-    if motion == "large":
+    if motion in ("large", "large-nods"):
         centre = (0.0, yaw_bias, 0.0, *puppet.FRAME_EYE_CENTRE, 0.0)
         for k, (offset, amplitude, limit) in enumerate(LARGE_MOTION):
             track = rng.uniform(-offset, offset) + _smooth_noise(rng, n, amplitude * energy)
-            if speech_motion is not None and k < 3:
+            if motion == "large-nods" and k < 3:
                 track = track + speech_motion[:, k]
             pose[:, k] = centre[k] + np.clip(track, -limit, limit)
         return pose
@@ -263,7 +265,7 @@ def _render_clip(job: ClipJob) -> dict:
     audio = utterance.audio[: int(round(num_frames / FPS * SAMPLE_RATE))]
     mouth = speech.mouth_track(utterance.phones, num_frames)
     nods = None
-    if job.motion == "large":  # its own generator, so every other track stays as without the nods
+    if job.motion == "large-nods":  # its own generator, so every other track stays as with "large"
         nods = speech_head_motion(speech_envelope(audio, num_frames), np.random.default_rng([*job.seed, 1]),
                                   identity.motion_amplitude)
     pose = head_pose_track(rng, num_frames, identity.motion_amplitude, job.yaw_bias, job.motion, nods)
