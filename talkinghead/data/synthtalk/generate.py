@@ -113,10 +113,10 @@ def speech_head_motion(envelope: np.ndarray, rng: np.random.Generator, energy: f
     """(n, 3) rotation (rad; pitch, yaw, roll) of nods driven by the speech, as speakers move the head
     with the stress of what they say (Yehia et al. 2002; the premise of Rhythmic Head): every rise of
     the loudness envelope (its onsets, after a Gaussian smoothing of `SPEECH_SMOOTH` frames) starts a
-    damped swing, exp(-t / decay)
-    sin(2 pi f t) x amplitude (`SPEECH_NODS`) x `energy` (the identity's motion factor), summed over the
-    onsets; pitch swings the same way at every onset (a nod), yaw and roll to a side drawn per clip. So the motion follows the audio
-    (a deterministic function of it but for the sides), and a still pause keeps the head still."""
+    damped swing, exp(-t / decay) sin(2 pi f t) x amplitude (`SPEECH_NODS`) x `energy` (the identity's
+    motion factor), summed over the onsets; pitch swings the same way first at every onset (a nod), yaw
+    and roll to a side drawn per clip. So the nods are a function of the audio (but for the sides), and
+    a still pause adds none. ``envelope``: (n,) in [0, 1], `speech_envelope`."""
     taps = np.exp(-0.5 * (np.arange(-6, 7) / SPEECH_SMOOTH) ** 2)
     smooth = np.convolve(np.pad(envelope, 6, mode="edge"), taps / taps.sum(), mode="valid")
     onset = np.maximum(0.0, np.diff(smooth, prepend=smooth[0]))
