@@ -92,7 +92,7 @@ LARGE_MOTION = ((0.12, 0.2, 0.35), (0.3, 0.35, 0.65), (0.12, 0.16, 0.27), (12.0,
 
 #: speech-driven nods of the ``large-nods`` motion: (frequency Hz, decay s, amplitude rad per unit of onset) of
 #: pitch, yaw and roll; see `speech_head_motion`.
-SPEECH_NODS = ((1.5, 0.3, 1.0), (1.2, 0.3, 0.5), (1.35, 0.3, 0.3))
+SPEECH_NODS = ((1.5, 0.3, 0.5), (1.2, 0.3, 0.5), (1.35, 0.3, 0.3))
 #: the envelope's smoothing before its onsets are taken (Gaussian std, frames): bridges the closures of stops
 SPEECH_SMOOTH = 1.5
 #: the speech envelope's range: levels more than this many dB below the clip's loudest frame count as silence
@@ -113,9 +113,10 @@ def speech_head_motion(envelope: np.ndarray, rng: np.random.Generator, energy: f
     """(n, 3) rotation (rad; pitch, yaw, roll) of nods driven by the speech, as speakers move the head
     with the stress of what they say (Yehia et al. 2002; the premise of Rhythmic Head): every rise of
     the loudness envelope (its onsets, after a Gaussian smoothing of `SPEECH_SMOOTH` frames) starts a
-    damped swing, exp(-t / decay) sin(2 pi f t) x amplitude (`SPEECH_NODS`) x `energy` (the identity's
-    motion factor), summed over the onsets; pitch swings the same way first at every onset (a nod), yaw
-    and roll to a side drawn per clip. So the nods are a function of the audio (but for the sides), and
+    damped swing, exp(-t / decay) sin(2 pi f t) less its mean over its 3 s (so that nods do not add up
+    to a drift against the pose limits), x amplitude (`SPEECH_NODS`) x `energy` (the identity's motion
+    factor), summed over the onsets; pitch swings the same way first at every onset (a nod), yaw and
+    roll to a side drawn per clip. So the nods are a function of the audio (but for the sides), and
     a still pause adds none. ``envelope``: (n,) in [0, 1], `speech_envelope`."""
     taps = np.exp(-0.5 * (np.arange(-6, 7) / SPEECH_SMOOTH) ** 2)
     smooth = np.convolve(np.pad(envelope, 6, mode="edge"), taps / taps.sum(), mode="valid")
@@ -125,6 +126,7 @@ def speech_head_motion(envelope: np.ndarray, rng: np.random.Generator, energy: f
     for k, (frequency, decay, amplitude) in enumerate(SPEECH_NODS):
         side = 1.0 if k == 0 else float(rng.choice([-1.0, 1.0]))
         swing = np.exp(-t / decay) * np.sin(2 * np.pi * frequency * t)
+        swing -= swing.mean()
         out[:, k] = side * amplitude * energy * np.convolve(onset, swing)[: len(envelope)]
     return out
 
