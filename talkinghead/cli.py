@@ -28,7 +28,10 @@ from talkinghead.data.synthtalk.generate import LAYOUTS, MOTIONS, SynthConfig
 #: large-motion variant has clips twice as long (6 s by default): Rhythmic Head's protocol takes 64
 #: reference frames and scores the rest.
 DATA_VARIANTS = {"vox2": ("vox2", "natural", 1.0), "lrw": ("lrw", "natural", 1.0), "mead": ("mead", "natural", 1.0),
-                 "vox2-large": ("vox2", "large", 2.0)}
+                 "vox2-large": ("vox2", "large", 2.0), "vox2-large-nods": ("vox2", "large-nods", 2.0)}
+#: what `talkinghead data` writes without --layouts (vox2-large-nods, the large motion plus speech-driven
+#: nods, is opt-in)
+DEFAULT_DATA_VARIANTS = ("vox2", "lrw", "mead", "vox2-large")
 
 
 def _synth_config(args: argparse.Namespace, layout: str, motion: str | None = None, duration_factor: float = 1.0
@@ -233,9 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="generate SynthTalk in every layout and preprocess it (the default data)")
     p.add_argument("--out", default="data", help="writes <out>/synthtalk/<layout> and <out>/store/synth-<layout>")
-    p.add_argument("--layouts", nargs="+", choices=list(DATA_VARIANTS), default=list(DATA_VARIANTS),
-                   help="layouts to write; vox2-large is the VoxCeleb2 layout with large head motion and 6 s clips "
-                        "(--motion applies to the others)")
+    p.add_argument("--layouts", nargs="+", choices=list(DATA_VARIANTS), default=list(DEFAULT_DATA_VARIANTS),
+                   help="layouts to write (default: all but vox2-large-nods); vox2-large is the VoxCeleb2 layout with "
+                        "large head motion and 6 s clips, vox2-large-nods the same with nods driven by the speech")
     synth_options(p)
     p.set_defaults(func=cmd_data)
 

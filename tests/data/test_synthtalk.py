@@ -270,3 +270,11 @@ def test_truth_pose_is_mapped_into_the_aligned_frames():
     aligned_points = faces.apply_affine(raw, m)
     np.testing.assert_allclose(aligned_pose(raw_pose, m[None], 46.0)[0],
                                faces.estimate_head_pose(aligned_points[None])[0], atol=1e-3)
+
+
+def test_talkinghead_data_writes_the_nodding_variant_only_when_asked():
+    from talkinghead.cli import DATA_VARIANTS, DEFAULT_DATA_VARIANTS, build_parser
+
+    assert build_parser().parse_args(["data"]).layouts == list(DEFAULT_DATA_VARIANTS)
+    assert "vox2-large-nods" not in DEFAULT_DATA_VARIANTS and DATA_VARIANTS["vox2-large-nods"][1] == "large-nods"
+    assert build_parser().parse_args(["data", "--layouts", "vox2-large-nods"]).layouts == ["vox2-large-nods"]
