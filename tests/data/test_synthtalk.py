@@ -250,7 +250,8 @@ def test_large_motion_nods_with_the_speech():
     assert np.mean(coupling) > 0.12  # the nods move when the speech does (nods alone: about 0.2)
     with pytest.raises(ValueError, match="needs the speech"):
         head_pose_track(np.random.default_rng(0), 500, 1.0, motion="large-nods")
-    silence = np.zeros(150)
+    silence = np.zeros(150 * 640)
+    assert speech_envelope(silence, 150).max() == 0.0
     assert np.abs(speech_head_motion(speech_envelope(silence, 150), np.random.default_rng(0), 1.0)).max() == 0.0
     step = np.r_[np.zeros(50), np.ones(100)]  # one onset at frame 50: a damped swing after it, nothing before
     swing = speech_head_motion(step, np.random.default_rng(0), 1.0)

@@ -101,11 +101,15 @@ SPEECH_RANGE_DB = 40.0
 
 def speech_envelope(audio: np.ndarray, num_frames: int) -> np.ndarray:
     """(num_frames,) loudness of each frame's audio in [0, 1]: its RMS level in dB mapped linearly from
-    `SPEECH_RANGE_DB` below the clip's loudest frame (0, and silence) to the loudest (1)."""
+    `SPEECH_RANGE_DB` below the clip's loudest frame (0, and silence) to the loudest (1); all 0 for a
+    silent clip (RMS at most 1e-5 everywhere)."""
     samples = SAMPLE_RATE // FPS
     wav = np.asarray(audio, np.float64).reshape(-1)
     wav = np.pad(wav, (0, max(0, num_frames * samples - len(wav))))[: num_frames * samples]
-    level = 20.0 * np.log10(np.maximum(np.sqrt((wav.reshape(num_frames, samples) ** 2).mean(1)), 1e-5))
+    rms = np.sqrt((wav.reshape(num_frames, samples) ** 2).mean(1))
+    if rms.max() <= 1e-5:
+        return np.zeros(num_frames)
+    level = 20.0 * np.log10(np.maximum(rms, 1e-5))
     return np.clip((level - level.max()) / SPEECH_RANGE_DB + 1.0, 0.0, 1.0)
 
 
