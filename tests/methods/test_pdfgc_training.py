@@ -182,6 +182,14 @@ def test_eye_prior_regresses_the_eye_codes_to_the_measured_eye_state():
     assert grads and all(n.startswith(("model.net_motion.to_eye.", "model.net_motion.eye_embed.")) for n in grads)
     with pytest.raises(ValueError, match="eye_prior_scale needs 4 values"):
         PDFGCModule("fine", model=tiny_model(), loss={"eye_prior": 1.0, "eye_prior_scale": [5.0, 5.0]})
+    # the closure read from the pixels instead (loss.eye_prior_closure: lid)
+    lid = PDFGCModule("fine", model=tiny_model(), loss={"eye_prior": 2.0, "eye_prior_closure": "lid"},
+                      sample_every_n_steps=0)
+    expected = eye_state(images, batch["landmarks"].reshape(-1, 68, 2).numpy(), closure="lid")
+    torch.testing.assert_close(lid.eye_prior_target(batch["frames"], batch["landmarks"]),
+                               torch.from_numpy(expected).float() * scale, equal_nan=True)
+    with pytest.raises(ValueError, match="eye_prior_closure must be"):
+        PDFGCModule("fine", model=tiny_model(), loss={"eye_prior": 1.0, "eye_prior_closure": "ear"})
 
 
 def test_window_centred_l1_counts_changes_within_windows_only():

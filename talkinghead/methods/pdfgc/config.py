@@ -51,7 +51,9 @@ class PDFGCLoss:
                                    # landmark substitute for its gaze-estimator prior: 0 in the paper configs
     eye_prior_scale: List[float] = field(default_factory=lambda: [5.0, 5.0, 20.0, 20.0])
                                    # target = eye state x this (closure spreads about 0.2, gaze 0.05 eye widths
-                                   # on SynthTalk)
+                                   # on SynthTalk; the lid brightness about as much as the closure / 5)
+    eye_prior_closure: str = "landmarks"  # the eye prior's closure: "landmarks" (1 - EAR / 0.3 on dlib's
+                                   # points) or "lid" (`metrics.factors.lid_brightness`, read from the pixels)
     pose: float = 1.0              # L1 to the pose prior (paper eq. 5; no weight given)
     temperature: float = 1.0       # InfoNCE temperature (paper: plain cosine, i.e. 1)
     min_shift: int = 5             # same-clip frames at least this far apart are lip negatives

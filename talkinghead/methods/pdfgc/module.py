@@ -69,7 +69,9 @@ Differences from the paper (all documented substitutes for networks we do not ha
   changes within each window (8 frames of one clip over 1.6 s in the CPU config): on SynthTalk's
   training frames the measured closure follows the true blink at r 0.43, its change within such a
   window at 0.67 (the rest is the identity's eye shape and the pose; the absolute target left the
-  eye code reading the true blink at r 0.11);
+  eye code reading the true blink at r 0.11); ``loss.eye_prior_closure: lid`` takes the closure from
+  the pixels instead (`metrics.factors.lid_brightness`; its change within a window follows the true
+  blink at r 0.78 on the 224 px frames of training clips);
 * VGG19 perceptual loss only (the official x5 VGGFace term needs VGGFace weights, absent); the VGG19
   is off, and the run says so, when its torchvision file is missing; the optional mouth-box L1
   (``loss.mouth_l1``, 0 in the paper configs; the official code hints at a mouth-masked L1 in a
@@ -233,6 +235,9 @@ class PDFGCModule(StagedModule):
         if len(self.loss_cfg["eye_prior_scale"]) != 4:
             raise ValueError(f"loss.eye_prior_scale needs 4 values (closure left / right, gaze x / y), got "
                              f"{list(self.loss_cfg['eye_prior_scale'])}")
+        if self.loss_cfg["eye_prior_closure"] not in ("landmarks", "lid"):
+            raise ValueError(f"loss.eye_prior_closure must be 'landmarks' or 'lid', got "
+                             f"{self.loss_cfg['eye_prior_closure']!r}")
         self.optim_cfg = optim_cfg
         self.model = PDFGC(self.config)
         cfg = self.config
@@ -524,10 +529,11 @@ class PDFGCModule(StagedModule):
 
     def eye_prior_target(self, frames: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
         """Frames (B, T, 3, S, S) in [-1, 1] and their landmarks (B, T, 68, 2, output pixels) -> the
-        eye-prior target (B*T, 4): `eye_state` (closure left / right, gaze x / y) x ``eye_prior_scale``;
-        NaN rows where the eyes are not measurable."""
+        eye-prior target (B*T, 4): `eye_state` (closure left / right, by ``eye_prior_closure``, gaze x / y)
+        x ``eye_prior_scale``; NaN rows where the eyes are not measurable."""
         images = frames_to_uint8((frames.reshape(-1, *frames.shape[-3:]) + 1) / 2)
-        state = eye_state(images, landmarks.reshape(-1, 68, 2).detach().cpu().numpy())
+        state = eye_state(images, landmarks.reshape(-1, 68, 2).detach().cpu().numpy(),
+                          closure=self.loss_cfg["eye_prior_closure"])
         return torch.from_numpy(state * np.asarray(self.loss_cfg["eye_prior_scale"], np.float64)).float()
 
     def pose_target(self, pose: torch.Tensor) -> torch.Tensor:
