@@ -138,6 +138,8 @@ def gaze_offsets(images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
 #: `lid_brightness`'s box between an eye's corners: its inner part of the corner-to-corner width, and its
 #: half height, both in eye widths; and the grey-level percentile read in it
 LID_BOX_INNER, LID_BOX_HALF_HEIGHT, LID_PERCENTILE = 0.7, 0.3, 5.0
+#: how `eye_state` measures closure: from the landmarks' eye aspect ratio, or `lid_brightness`
+EYE_CLOSURES = ("landmarks", "lid")
 
 
 def lid_brightness(images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -147,8 +149,9 @@ def lid_brightness(images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     follows the head, not the lids; its darkest pixels are the pupil and iris while the eye is open and
     the lid (lighter) once it closes: higher = more closed. Unlike the eye aspect ratio it does not rest
     on where dlib puts the lids (on SynthTalk's training clips dlib's closure is 0.36 on blink frames
-    against 0.07 on open-eyed ones, r 0.54 with the true blink); it depends on the skin and iris tones, so compare it within a face (changes over time), not
-    across faces. NaN where the landmarks are missing or the box leaves the image."""
+    against 0.07 on open-eyed ones, r 0.54 with the true blink); it depends on the skin and iris tones,
+    so compare it within a face (changes over time), not across faces. NaN where the landmarks are
+    missing or the box leaves the image."""
     landmarks = np.asarray(landmarks, np.float64)
     out = np.full((len(images), 2), np.nan)
     for t, (image, lm) in enumerate(zip(images, landmarks)):
@@ -178,7 +181,7 @@ def eye_state(images: np.ndarray, landmarks: np.ndarray, closure: str = "landmar
     elif closure == "lid":
         closed = lid_brightness(images, landmarks)
     else:
-        raise ValueError(f"eye_state: closure must be 'landmarks' or 'lid', got {closure!r}")
+        raise ValueError(f"eye_state: closure must be one of {', '.join(EYE_CLOSURES)}, got {closure!r}")
     return np.concatenate([closed, gaze_offsets(images, landmarks)], axis=1)
 
 

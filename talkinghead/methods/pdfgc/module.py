@@ -99,7 +99,7 @@ import torch.nn.functional as F
 
 from talkinghead.methods.pdfgc.config import PDFGCLoss, PDFGCOptim
 from talkinghead.methods.pdfgc.networks import PDFGC, PDFGCConfig, build_discriminator, build_stage1_generator
-from talkinghead.metrics.factors import eye_state
+from talkinghead.metrics.factors import EYE_CLOSURES, eye_state
 from talkinghead.metrics.image import frames_to_uint8
 from talkinghead.nn.losses import (
     FeatureMemoryBank,
@@ -235,8 +235,8 @@ class PDFGCModule(StagedModule):
         if len(self.loss_cfg["eye_prior_scale"]) != 4:
             raise ValueError(f"loss.eye_prior_scale needs 4 values (closure left / right, gaze x / y), got "
                              f"{list(self.loss_cfg['eye_prior_scale'])}")
-        if self.loss_cfg["eye_prior_closure"] not in ("landmarks", "lid"):
-            raise ValueError(f"loss.eye_prior_closure must be 'landmarks' or 'lid', got "
+        if self.loss_cfg["eye_prior_closure"] not in EYE_CLOSURES:
+            raise ValueError(f"loss.eye_prior_closure must be one of {', '.join(EYE_CLOSURES)}, got "
                              f"{self.loss_cfg['eye_prior_closure']!r}")
         self.optim_cfg = optim_cfg
         self.model = PDFGC(self.config)
