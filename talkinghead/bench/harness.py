@@ -308,6 +308,15 @@ def _train_syncnet_expert(config_path: Path, store: Path, out_dir: Path, progres
         # run is interrupted (run.json says so; the training resumes from its checkpoint next time)
         if isinstance(error.__context__, KeyboardInterrupt):
             raise error.__context__ from None
+        # Lightning's own SIGTERM handler runs first and flags the trainer; when the bench's handler
+        # (`resume.interrupt_signals`) lands where its exception is lost, fit ends at the next batch
+        # with SIGTERMException, a SystemExit of code None (exit 0): still an interrupt by SIGTERM
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        from talkinghead.bench.resume import Interrupted
+
+        if isinstance(error, SIGTERMException):
+            raise Interrupted("SIGTERM") from None
         raise
     finally:
         if threading.current_thread() is threading.main_thread():

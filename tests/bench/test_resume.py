@@ -164,3 +164,29 @@ def test_interrupted_while_training_the_syncnet_expert(synth_vox2_store, tmp_pat
     record = json.loads((bench_root / "run" / "run.json").read_text())
     assert record["status"] == "interrupted" and record["interrupted"]["by"] == "SIGTERM"
     assert record["interrupted"]["stage"] == "metrics" and record["interrupted"]["scored"] == []
+
+
+def test_sigterm_that_lightning_alone_saw_is_an_interrupt(monkeypatch, tmp_path):
+    """When only Lightning's SIGTERM flag survives (fit ends with SIGTERMException, a SystemExit of
+    code None, i.e. exit 0), training the expert still ends as an interrupt by SIGTERM."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from talkinghead.bench import harness
+    from talkinghead.bench.resume import Interrupted
+    from talkinghead.training import runner
+
+    def fit_ended_by_sigterm(*args, **kwargs):
+        raise SIGTERMException
+
+    monkeypatch.setattr(runner, "train", fit_ended_by_sigterm)
+    with pytest.raises(Interrupted) as caught:
+        harness._train_syncnet_expert(tmp_path / "syncnet.yaml", tmp_path / "store", tmp_path / "out", progress=False)
+    assert caught.value.signal == "SIGTERM"
+
+    def fit_failed(*args, **kwargs):
+        raise SystemExit(2)
+
+    monkeypatch.setattr(runner, "train", fit_failed)
+    with pytest.raises(SystemExit) as failed:
+        harness._train_syncnet_expert(tmp_path / "syncnet.yaml", tmp_path / "store", tmp_path / "out", progress=False)
+    assert failed.value.code == 2
