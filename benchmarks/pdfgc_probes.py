@@ -21,6 +21,12 @@
    motion-stage checkpoint, G_0 from each frame's unified motion code and from the reference's. A
    generator that draws no blinks shows the same small contrast both ways (the box follows the
    head, not the lids).
+4. Motion followed by G_0 (motion-stage checkpoints): the test clips reconstructed from their first
+   frame with each frame's unified motion code and with the first frame's, the L1 of both to the real
+   frame (and of the first frame itself, copied), and the Pearson r over pixels between what the code
+   changes in the output (own minus first frame's code) and what changed in the real clip (frame minus
+   first frame). A G_0 that ignores its motion code scores r = 0 and equal L1s; one that reproduces
+   the clip's motion, r near 1.
 
 Frames are read from the clip store at every `--step`-th frame (the blink probe: every frame). About 1.5 min
 on two cores.
@@ -191,6 +197,41 @@ def blink_contrast(generator: PDFGCGenerator, store: ClipStore, clips: list[dict
     return {k: float(np.concatenate(v)[closed].mean() - np.concatenate(v)[opened].mean()) for k, v in levels.items()}
 
 
+def change_correlation(own: torch.Tensor, fixed: torch.Tensor, real: torch.Tensor) -> float:
+    """Pearson r over all pixels of frames (N, 3, S, S) between own - fixed (what the motion code changes
+    in the output) and real - real[0] (what changed in the clip since its first frame); 0 when the
+    code changes nothing or nothing changed."""
+    made, moved = (own - fixed).flatten().double(), (real - real[:1]).flatten().double()
+    if made.std() == 0 or moved.std() == 0:
+        return 0.0
+    return float(torch.corrcoef(torch.stack([made, moved]))[0, 1])
+
+
+@torch.no_grad()
+def motion_following(generator: PDFGCGenerator, store: ClipStore, clips: list[dict], g0: torch.nn.Module,
+                     step: int = 2) -> dict[str, float]:
+    """Module docstring, 4: mean L1 ([-1, 1] pixels) to the real frames of G_0 with each frame's own
+    unified motion code ("own code"), with the first frame's ("first frame's code"), of the first frame
+    copied ("copy"), and the mean over clips of `change_correlation` ("r")."""
+    model, cfg = generator.model, generator.model.config
+    l1: dict[str, list[float]] = {"own code": [], "first frame's code": [], "copy": []}
+    r = []
+    for clip in clips:
+        frames = store.load_frames(clip, list(range(0, clip["num_frames"], step)))
+        n = len(frames)
+        app = model.appearance(model_input(generator, frames[:1], cfg.reference_size))
+        feature, feature_map = app.feature.expand(n, -1), app.feature_map.expand(n, -1, -1, -1)
+        unified = model.net_motion.unified(model.net_motion.forward_feature(
+            model_input(generator, frames, cfg.motion_input_size)))
+        own = g0(torch.cat([feature, unified], 1), identity_map=feature_map)
+        fixed = g0(torch.cat([feature, unified[:1].expand(n, -1)], 1), identity_map=feature_map)
+        real = model_input(generator, frames, cfg.image_size)
+        for name, image in (("own code", own), ("first frame's code", fixed), ("copy", real[:1].expand_as(real))):
+            l1[name].append(float((image - real).abs().mean()))
+        r.append(change_correlation(own, fixed, real))
+    return {**{k: float(np.mean(v)) for k, v in l1.items()}, "r": float(np.mean(r))}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="a PDFGCModule checkpoint (fine or expression stage) or an official folder")
@@ -227,6 +268,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{min(args.blink_clips, len(test))} test clips): "
               + ("n/a (no blink or no open-eyed frame in these clips)" if contrast is None
                  else ", ".join(f"{k} {v:+.4f}" for k, v in contrast.items())))
+    if g0 is not None:
+        follow = motion_following(generator, store, test[: args.blink_clips], g0)
+        first = follow["first frame's code"]
+        print(f"motion followed by G_0 ({min(args.blink_clips, len(test))} test clips from their first frame): L1 to the "
+              f"real frames with each frame's code {follow['own code']:.4f}, with the first frame's "
+              f"{first:.4f}, the first frame copied {follow['copy']:.4f}; r(change made by the "
+              f"code, change in the clip) {follow['r']:+.3f}")
     return 0
 
 

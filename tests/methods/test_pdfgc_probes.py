@@ -55,6 +55,8 @@ def test_script_probes_a_motion_stage_g0(synth_vox2_store, tmp_path, capsys, ben
     assert probes.main([str(ckpt), "--store", str(synth_vox2_store), "--step", "8"]) == 0
     out = capsys.readouterr().out
     assert "blinks drawn by G_0 (" in out and "another clip" not in out  # no final G in the motion stage
+    follow = out.split("motion followed by G_0 (")[1]
+    assert -1.0 <= float(follow.split("change in the clip) ")[1].split()[0]) <= 1.0
 
 
 def test_eye_box_brightness_reads_the_eyes_between_the_corners(benchmark_script):
@@ -66,3 +68,15 @@ def test_eye_box_brightness_reads_the_eyes_between_the_corners(benchmark_script)
     images[:, :, 40:, :] = 1.0  # below both boxes: not read
     level = probes.eye_box_brightness(images, lm)
     assert level[0] == -1.0 and -1.0 < level[1] < 0.0  # the left box lightened, the right one not: mean of both
+
+
+def test_change_correlation_is_zero_for_an_ignored_code_and_one_for_the_clip_s_motion(benchmark_script):
+    probes = benchmark_script("pdfgc_probes")
+    torch.manual_seed(0)
+    real = torch.rand(4, 3, 8, 8) * 2 - 1
+    fixed = torch.rand(4, 3, 8, 8) * 2 - 1  # any drawing of the first frame's code
+    assert probes.change_correlation(fixed, fixed, real) == 0.0  # the code changes nothing
+    assert abs(probes.change_correlation(fixed + (real - real[:1]), fixed, real) - 1.0) < 1e-9
+    assert abs(probes.change_correlation(fixed - 0.5 * (real - real[:1]), fixed, real) + 1.0) < 1e-9
+    noise = torch.rand(4, 3, 8, 8)
+    assert abs(probes.change_correlation(fixed + noise, fixed, real)) < 0.3  # unrelated changes
