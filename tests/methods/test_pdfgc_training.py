@@ -126,6 +126,31 @@ def test_mouth_and_eye_box_l1_train_g0_from_the_landmarks():
         bare._synthesis_losses(fake, fake, None, S)
 
 
+def test_motion_landmarks_loss_trains_g0_and_the_landmark_network_learns_only_its_own_fit():
+    """L_mot's substitute (loss.motion_landmarks): a landmark network, its own third optimiser, learns
+    the batch's landmarks (L1); the L_mot term reaches G_0 but not the landmark network's weights."""
+    face = synthetic_face([[9.0, 12.0], [13.0, 13.0]] * 3)
+    optim = {"lr": 1e-3, "d_lr": 1e-3, "weight_decay": 0.0}
+    runs = {}
+    for fit_weight in (1.0, 0.0):
+        torch.manual_seed(0)
+        module = PDFGCModule("motion", model=tiny_model(), loss={"vgg": 0.0, "motion_landmarks": 1.0,
+                                                                  "landmark_fit": fit_weight},
+                             optim=optim, sample_every_n_steps=0)
+        assert module.optimizers_per_step == 3 and list(module.trained_groups())[-1] == "landmarks"
+        params = {k: v.detach().clone() for k, v in module.net_landmarks.named_parameters()}
+        g0 = snapshot(module.net_generator0)
+        fit(module, steps=2, landmarks=face)
+        logs = logged(module)
+        assert math.isfinite(logs["train/loss_motion_landmarks"]) and logs["train/loss_motion_landmarks"] > 0
+        assert math.isfinite(logs["train/landmark_l1_px"]) and module.skipped == 0
+        runs[fit_weight] = any(not torch.equal(v, dict(module.net_landmarks.named_parameters())[k]) for k, v in params.items())
+        assert changed({f"g.{k}": v for k, v in g0.items()}, torch.nn.ModuleDict({"g": module.net_generator0}), "g.convs.")
+    assert runs == {1.0: True, 0.0: False}  # its weights move by its own fit only
+    plain = PDFGCModule("motion", model=tiny_model(), loss={"vgg": 0.0}, sample_every_n_steps=0)
+    assert not hasattr(plain, "net_landmarks") and plain.optimizers_per_step == 2
+
+
 def test_fine_stage_trains_lip_eye_pose_branches_on_a_frozen_trunk():
     torch.manual_seed(0)
     module = PDFGCModule("fine", model=tiny_model(), loss={"lip_other_clips": True, "temperature": 0.1},

@@ -40,6 +40,13 @@ class PDFGCLoss:
                                    # blink frames weighted up (`eye_l1_loss`; in neither paper; k = 10 and 50
                                    # did not make G draw blinks in the CPU budget: README, PD-FGC)
     identity: float = 1.0          # motion stage: cross-entropy of E_app's ``fc`` over the train speakers
+    motion_landmarks: float = 0.0  # motion stage: the motion-reconstruction loss L_mot (paper eq. 1) with a
+                                   # landmark network in place of EMOCA's 3D reconstruction: squared distance
+                                   # (output pixels^2, mean over the 68 points) of its landmarks on G_0's
+                                   # output from those on the real frame; no emotion-network term
+                                   # (`PDFGCModule`, `talkinghead.nn.landmarks.LandmarkNet`); 0: off
+    landmark_fit: float = 1.0      # motion stage, with motion_landmarks: L1 (output pixels) of the landmark
+                                   # network on the real frames to the store's landmarks, its own optimiser
     # -- fine stage
     lip: float = 100.0             # audio-visual InfoNCE, both directions (official contrastive x100)
     eye: float = 1.0               # eye-region contrastive InfoNCE (paper eq. 4; no weight given)

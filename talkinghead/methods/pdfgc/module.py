@@ -13,7 +13,14 @@ loss weights (reference-facts "PD-FGC official inference, details").
                 motion], not released) reconstructs the clean driving frame from the appearance map.
                 Trains E_app (backbone, ``conv1x1``, ``fc``), E_mot (trunk, ``to_feature``,
                 ``to_embed``), G_0 and D. Losses: hinge GAN, feature matching, VGG19 perceptual, L1,
-                identity cross-entropy of E_app's ``fc`` on the appearance code.
+                identity cross-entropy of E_app's ``fc`` on the appearance code; with
+                ``loss.motion_landmarks`` the motion-reconstruction loss L_mot of eq. 1, a landmark
+                network (``net_landmarks``, `talkinghead.nn.landmarks.LandmarkNet`: the FAN trunk's
+                68 heatmaps and a soft-argmax) standing in for EMOCA: the squared distance of its
+                landmarks on G_0's output from its landmarks on the real frame (the network in eval
+                mode, its weights fixed for this term); the network itself learns, in its own
+                optimiser (``landmarks``, after G_0 and D), the store's landmarks of the real frames
+                (L1, ``loss.landmark_fit``). It is not handed on to the later stages.
 ``fine``        fine-grained motion (paper 3.2). E_mot's trunk (the unified motion feature F_n) is
                 frozen; three branches read F_n, each with its own optimiser (the paper trains them
                 separately; their losses touch disjoint parameters). ``trunk`` (a CPU-config aid,
@@ -55,8 +62,10 @@ Differences from the paper (all documented substitutes for networks we do not ha
 * pose prior: the store's rigid 3D fit of the landmarks (`talkinghead.data.faces.estimate_head_pose`:
   rotation vector, 2D translation in pixels, log scale) instead of EMOCA's [15] 3D reconstruction
   (Euler angles + 3D translation);
-* no motion-reconstruction loss L_mot in the motion stage (eq. 1 needs EMOCA's 3D and emotion
-  networks);
+* the motion-reconstruction loss L_mot of the motion stage (eq. 1: EMOCA's 3D reconstruction and
+  emotion features of G_0's output against the real frame's) compares landmarks instead, read by a
+  landmark network trained alongside on the store's (dlib) landmarks, and has no emotion term
+  (``loss.motion_landmarks``; 0, i.e. no L_mot, unless a config sets it);
 * motion consistency (eq. 8) in the expression stage with our own frozen encoders in place of the
   missing ones: exp(-cos(E_lip(fake), E_aud(audio))) (V_lip: our stage-2 visual lip branch), L1 of
   the eye codes E_eye(fake) vs E_eye(real) (in place of the L2CS gaze estimator [1]), and the squared
@@ -98,7 +107,13 @@ import torch
 import torch.nn.functional as F
 
 from talkinghead.methods.pdfgc.config import PDFGCLoss, PDFGCOptim
-from talkinghead.methods.pdfgc.networks import PDFGC, PDFGCConfig, build_discriminator, build_stage1_generator
+from talkinghead.methods.pdfgc.networks import (
+    PDFGC,
+    PDFGCConfig,
+    build_discriminator,
+    build_landmark_net,
+    build_stage1_generator,
+)
 from talkinghead.metrics.factors import EYE_CLOSURES, eye_state
 from talkinghead.metrics.image import frames_to_uint8
 from talkinghead.nn.losses import (
@@ -243,6 +258,8 @@ class PDFGCModule(StagedModule):
         cfg = self.config
         if stage == "motion":
             self.net_generator0 = build_stage1_generator(cfg)
+            if self.loss_cfg["motion_landmarks"] > 0:
+                self.net_landmarks = build_landmark_net(cfg)
         if stage in self.GAN_STAGES:
             self.netD = build_discriminator(cfg)
         if stage == "expression":
@@ -295,7 +312,8 @@ class PDFGCModule(StagedModule):
         return [g.conv1, g.to_rgb1, g.convs, g.to_rgbs]
 
     def stage_parameters(self, stage: str) -> dict[str, dict[str, list[torch.nn.Parameter]]]:
-        """motion: generator {appearance, motion, generator0}, discriminator {netD};
+        """motion: generator {appearance, motion, generator0}, discriminator {netD}, with L_mot landmarks
+        {landmarks};
         fine: lip {lip, audio}, eye {eye}, pose {pose}, or with ``trunk`` one optimiser fine {lip, audio,
         eye, pose, trunk}; expression: generator {expression, generator}, discriminator {netD}."""
         m = self.model
@@ -317,6 +335,8 @@ class PDFGCModule(StagedModule):
         out = {opt: unique_parameters(g) for opt, g in groups.items()}
         if stage in self.GAN_STAGES and stage == self.stage:
             out["discriminator"] = {"netD": list(self.netD.parameters())}
+        if stage == "motion" and stage == self.stage and hasattr(self, "net_landmarks"):
+            out["landmarks"] = {"landmarks": list(self.net_landmarks.parameters())}
         return out
 
     def optimizer_settings(self, name: str) -> dict[str, Any]:
@@ -423,7 +443,7 @@ class PDFGCModule(StagedModule):
 
     def _gan_step(self, losses: dict[str, torch.Tensor], fake: torch.Tensor, real: torch.Tensor, b: int) -> None:
         """Step G on the sum of `losses`, then D (hinge) on (real, fake.detach()); log everything."""
-        opt_g, opt_d = self.optimizer_list()
+        opt_g, opt_d = self.optimizer_list()[:2]
         loss_g = sum(losses.values())
         self.guarded_step(opt_g, loss_g, "generator")
         self.untoggle_optimizer(opt_g)
@@ -464,12 +484,37 @@ class PDFGCModule(StagedModule):
             labels = batch["speaker"].reshape(b)
             self._check_labels(labels, app.logits.shape[1])
             losses["identity"] = F.cross_entropy(app.logits, labels) * self.loss_cfg["identity"]
+        landmark_net = getattr(self, "net_landmarks", None)
+        if landmark_net is not None:
+            landmark_net.eval()  # a fixed critic here: running statistics, weights not in this optimiser
+            with torch.no_grad():
+                real_points = landmark_net(target)
+            losses["motion_landmarks"] = ((landmark_net(fake) - real_points) ** 2).sum(-1).mean() \
+                * self.loss_cfg["motion_landmarks"]
         self._gan_step(losses, fake, target, b)
+        if landmark_net is not None:
+            self._landmark_fit_step(landmark_net, target, batch, source_size, b)
         with torch.no_grad():
             self.log("train/l1_recon", F.l1_loss(fake, target), on_step=True, prog_bar=True, batch_size=b)
         self.remember_samples({"reference": resize_images(batch["reference"][:, 0], cfg.image_size),
                                "driving": resize_images(batch["augmented"][:, 0], cfg.image_size),
                                "generated": fake.view(b, t, *fake.shape[1:])[:, 0], "target": frames[:, 0]})
+
+    def _landmark_fit_step(self, landmark_net: torch.nn.Module, target: torch.Tensor, batch: dict,
+                           source_size: int, b: int) -> None:
+        """The L_mot landmark network learns the store's landmarks of the real frames `target`
+        (N, 3, S, S): L1 in output pixels x ``loss.landmark_fit``, its own optimiser."""
+        if batch.get("landmarks") is None:
+            raise ValueError("loss.motion_landmarks needs the batch's landmarks (the data module's 'landmarks')")
+        opt = self.optimizer_list()[2]
+        self.toggle_optimizer(opt)
+        landmark_net.train()
+        scale = target.shape[-1] / source_size
+        truth = (batch["landmarks"].reshape(-1, 68, 2).to(target.dtype) + 0.5) * scale - 0.5
+        error = F.l1_loss(landmark_net(target), truth)
+        self.guarded_step(opt, error * self.loss_cfg["landmark_fit"], "landmark network")
+        self.untoggle_optimizer(opt)
+        self.log("train/landmark_l1_px", error.detach(), on_step=True, batch_size=b)
 
     def fine_losses(self, batch: dict) -> dict[str, dict[str, torch.Tensor]]:
         """{"lip": lip_info_nce(...) (weighted "loss"), "eye": {"loss", "acc"}, "pose": {"loss", "mae"}}."""

@@ -63,12 +63,13 @@ from torch import nn
 from talkinghead.nn.config import ConfigDict
 from talkinghead.nn.discriminators import MultiscaleDiscriminator, MultiscaleDiscriminatorConfig
 from talkinghead.nn.fan import FANConfig, MotionEncoder, MotionEncoderConfig, MotionOutput
+from talkinghead.nn.landmarks import LandmarkNet
 from talkinghead.nn.resnet import IdentityEncoder, IdentityEncoderConfig, IdentityOutput, ResNetConfig
 from talkinghead.nn.resnetse import AudioEncoder, AudioEncoderConfig, ResNetSEConfig
 from talkinghead.nn.stylegan2 import ModulatedGenerator, ModulatedGeneratorConfig
 
 __all__ = ["BLINK_DIMS", "GAZE_DIMS", "PDFGC", "PDFGCCodes", "PDFGCConfig", "SUBMODULES", "build_discriminator",
-           "smooth_lip", "smooth_pose"]
+           "build_landmark_net", "smooth_lip", "smooth_pose"]
 
 #: The official attribute names of the generation networks (one published file each).
 SUBMODULES = ("net_appearance", "net_motion", "net_audio", "net_generator")
@@ -279,6 +280,13 @@ def build_stage1_generator(config: PDFGCConfig) -> ModulatedGenerator:
     no mapping MLP (never used)."""
     return ModulatedGenerator(replace(config.generator, n_mlp=0,
                                       style_dim=config.appearance_dim + config.motion.motion_dim))
+
+
+def build_landmark_net(config: PDFGCConfig) -> LandmarkNet:
+    """The motion stage's L_mot landmark network (training only, not in any official file): E_mot's
+    trunk sizes with 68 heatmaps, no dropout, reading frames at the generator's ``image_size``."""
+    trunk = replace(config.motion.trunk, num_heatmaps=68, image_size=config.image_size, dropout=0.0)
+    return LandmarkNet(trunk)
 
 
 def smooth_lip(lip: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
