@@ -65,7 +65,8 @@ Differences from the paper (all documented substitutes for networks we do not ha
 * the motion-reconstruction loss L_mot of the motion stage (eq. 1: EMOCA's 3D reconstruction and
   emotion features of G_0's output against the real frame's) compares landmarks instead, read by a
   landmark network trained alongside on the store's (dlib) landmarks, and has no emotion term
-  (``loss.motion_landmarks``; 0, i.e. no L_mot, unless a config sets it);
+  (``loss.motion_landmarks``: x1 in the paper configs, 0 in the CPU ``synth.yaml``, where it did not
+  make G_0 follow its motion code: README);
 * motion consistency (eq. 8) in the expression stage with our own frozen encoders in place of the
   missing ones: exp(-cos(E_lip(fake), E_aud(audio))) (V_lip: our stage-2 visual lip branch), L1 of
   the eye codes E_eye(fake) vs E_eye(real) (in place of the L2CS gaze estimator [1]), and the squared
