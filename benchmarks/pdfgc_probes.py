@@ -156,6 +156,21 @@ def stage1_generator(checkpoint: str, model) -> torch.nn.Module | None:
     return g0.eval()
 
 
+def g0_from_first_frame(generator: PDFGCGenerator, frames: np.ndarray, g0: torch.nn.Module
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """G_0's reconstruction of store frames (N, H, W, 3) from the first one's appearance, driven by each
+    frame's unified motion code and by the first frame's: two (N, 3, S, S) batches in [-1, 1]."""
+    model, cfg = generator.model, generator.model.config
+    n = len(frames)
+    app = model.appearance(model_input(generator, frames[:1], cfg.reference_size))
+    feature, feature_map = app.feature.expand(n, -1), app.feature_map.expand(n, -1, -1, -1)
+    unified = model.net_motion.unified(model.net_motion.forward_feature(
+        model_input(generator, frames, cfg.motion_input_size)))
+    own = g0(torch.cat([feature, unified], 1), identity_map=feature_map)
+    fixed = g0(torch.cat([feature, unified[:1].expand(n, -1)], 1), identity_map=feature_map)
+    return own, fixed
+
+
 @torch.no_grad()
 def blink_contrast(generator: PDFGCGenerator, store: ClipStore, clips: list[dict], g0: torch.nn.Module | None
                    ) -> dict[str, float] | None:
@@ -171,15 +186,12 @@ def blink_contrast(generator: PDFGCGenerator, store: ClipStore, clips: list[dict
         n = clip["num_frames"]
         frames = store.load_frames(clip, list(range(n)))
         data = store.load(clip, ["truth_blink", "landmarks", "audio"])
-        app = model.appearance(model_input(generator, frames[:1], cfg.reference_size))
-        feature, feature_map = app.feature.expand(n, -1), app.feature_map.expand(n, -1, -1, -1)
-        driving = model_input(generator, frames, cfg.motion_input_size)
         if g0 is not None:
-            unified = model.net_motion.unified(model.net_motion.forward_feature(driving))
-            own = g0(torch.cat([feature, unified], 1), identity_map=feature_map)
-            fixed = g0(torch.cat([feature, unified[:1].expand(n, -1)], 1), identity_map=feature_map)
+            own, fixed = g0_from_first_frame(generator, frames, g0)
         else:
-            codes = model.motion_codes(driving)
+            app = model.appearance(model_input(generator, frames[:1], cfg.reference_size))
+            feature, feature_map = app.feature.expand(n, -1), app.feature_map.expand(n, -1, -1, -1)
+            codes = model.motion_codes(model_input(generator, frames, cfg.motion_input_size))
             mel = mel_windows(mel_spectrogram(torch.from_numpy(data["audio"]).float()), n)
             lip = model.lip_code(mel, cfg.lip_scale)
             own = model.generate(feature, feature_map, lip, codes.emo, codes.eye, codes.pose, noise_mode="const")
@@ -213,19 +225,12 @@ def motion_following(generator: PDFGCGenerator, store: ClipStore, clips: list[di
     """Module docstring, 4: mean L1 ([-1, 1] pixels) to the real frames of G_0 with each frame's own
     unified motion code ("own code"), with the first frame's ("first frame's code"), of the first frame
     copied ("copy"), and the mean over clips of `change_correlation` ("r")."""
-    model, cfg = generator.model, generator.model.config
     l1: dict[str, list[float]] = {"own code": [], "first frame's code": [], "copy": []}
     r = []
     for clip in clips:
         frames = store.load_frames(clip, list(range(0, clip["num_frames"], step)))
-        n = len(frames)
-        app = model.appearance(model_input(generator, frames[:1], cfg.reference_size))
-        feature, feature_map = app.feature.expand(n, -1), app.feature_map.expand(n, -1, -1, -1)
-        unified = model.net_motion.unified(model.net_motion.forward_feature(
-            model_input(generator, frames, cfg.motion_input_size)))
-        own = g0(torch.cat([feature, unified], 1), identity_map=feature_map)
-        fixed = g0(torch.cat([feature, unified[:1].expand(n, -1)], 1), identity_map=feature_map)
-        real = model_input(generator, frames, cfg.image_size)
+        own, fixed = g0_from_first_frame(generator, frames, g0)
+        real = model_input(generator, frames, generator.model.config.image_size)
         for name, image in (("own code", own), ("first frame's code", fixed), ("copy", real[:1].expand_as(real))):
             l1[name].append(float((image - real).abs().mean()))
         r.append(change_correlation(own, fixed, real))

@@ -140,6 +140,13 @@ STAGE_OUTPUTS = {"motion": ("net_appearance", "net_motion"), "fine": ("net_motio
                  "expression": ("net_motion", "net_generator")}
 
 
+def landmarks_at(landmarks: torch.Tensor, size: int, source_size: int) -> torch.Tensor:
+    """Landmarks (..., 68, 2) in the pixels of `source_size`-px data frames -> (N, 68, 2) in the pixels
+    of the same frames resized to `size` (pixel centres at integers, the store's convention)."""
+    scale = size / source_size
+    return (landmarks.reshape(-1, 68, 2) + 0.5) * scale - 0.5
+
+
 def lip_info_nce(visual: torch.Tensor, audio: torch.Tensor, clip_index: torch.Tensor, frame_index: torch.Tensor,
                  min_shift: int, other_clips: bool, temperature: float = 1.0,
                  negatives: torch.Tensor | None = None, negative_clip_index: torch.Tensor | None = None
@@ -434,8 +441,7 @@ class PDFGCModule(StagedModule):
             if landmarks is None:
                 raise ValueError("loss.mouth_l1 / loss.eye_l1 need the batch's landmarks (the data module's "
                                  "'landmarks')")
-            scale = fake.shape[-1] / source_size
-            lm = (landmarks.reshape(-1, 68, 2).to(fake.dtype) + 0.5) * scale - 0.5
+            lm = landmarks_at(landmarks.to(fake.dtype), fake.shape[-1], source_size)
             if cfg["mouth_l1"] > 0:
                 losses["mouth_l1"] = mouth_l1_loss(fake, real, lm, cfg["mouth_margin"]) * cfg["mouth_l1"]
             if cfg["eye_l1"] > 0:
@@ -510,8 +516,7 @@ class PDFGCModule(StagedModule):
         opt = self.optimizer_list()[2]
         self.toggle_optimizer(opt)
         landmark_net.train()
-        scale = target.shape[-1] / source_size
-        truth = (batch["landmarks"].reshape(-1, 68, 2).to(target.dtype) + 0.5) * scale - 0.5
+        truth = landmarks_at(batch["landmarks"].to(target.dtype), target.shape[-1], source_size)
         error = F.l1_loss(landmark_net(target), truth)
         self.guarded_step(opt, error * self.loss_cfg["landmark_fit"], "landmark network")
         self.untoggle_optimizer(opt)
