@@ -28,6 +28,13 @@
    first frame). A G_0 that ignores its motion code scores r = 0 and equal L1s; one that reproduces
    the clip's motion, r near 1.
 
+5. Within-clip share (the probes' last column): for every representation and for the true factors,
+   the share of its variance (summed over dims) that lies within clips, over the test frames: mean
+   within-clip variance / total variance. A factor SynthTalk animates within a clip (mouth, blink) has
+   a large share; a code that mostly tells clips (identities) apart, not frames, a share near 0. The
+   unified motion code (``to_feature`` -> ``to_embed``, what G_0 reads) is listed when the
+   checkpoint holds those training heads; it is scored by the share only (no probe).
+
 Frames are read from the clip store at every `--step`-th frame (the blink probe: every frame). About 1.5 min
 on two cores.
 """
@@ -60,15 +67,22 @@ def model_input(generator: PDFGCGenerator, frames: np.ndarray, size: int) -> tor
 @torch.no_grad()
 def representations(generator: PDFGCGenerator, store: ClipStore, clips: list[dict], step: int
                     ) -> tuple[dict, np.ndarray]:
-    """{name: (N, D) features} of every `step`-th frame of `clips`, and the (N, 10) targets
-    (FACTORS then PRIOR)."""
+    """{name: (N, D) features} of every `step`-th frame of `clips`, the (N, 10) targets (FACTORS then
+    PRIOR) and the (N,) index into `clips` of each frame. With E_mot's training heads, also the
+    "unified code" (scored by `within_clip_share` only)."""
     model = generator.model
     feats: dict[str, list[np.ndarray]] = {"F_n": [], "lip code": [], "eye code": [], "pose code": [], "emotion code": []}
-    targets = []
-    for clip in clips:
+    unified = hasattr(model.net_motion, "to_embed")
+    if unified:
+        feats["unified code"] = []
+    targets, clip_index = [], []
+    for c, clip in enumerate(clips):
         idx = list(range(0, clip["num_frames"], step))
         out = model.motion(model_input(generator, store.load_frames(clip, idx), model.config.motion_input_size))
         feats["F_n"].append(out.feature.flatten(1).numpy())
+        if unified:
+            feats["unified code"].append(model.net_motion.unified(out.feature).numpy())
+        clip_index.append(np.full(len(idx), c))
         feats["lip code"].append(model.net_motion.mouth_embed(out.mouth).numpy())
         feats["eye code"].append(out.eye.numpy())
         feats["pose code"].append(out.pose.numpy())
@@ -76,7 +90,19 @@ def representations(generator: PDFGCGenerator, store: ClipStore, clips: list[dic
         truth = store.load(clip, ["truth_blink", "truth_gaze", "truth_mouth", "truth_pose", "pose"])
         targets.append(np.c_[truth["truth_blink"][idx], truth["truth_gaze"][idx], truth["truth_mouth"][idx, 0],
                              truth["truth_pose"][idx, :3], truth["pose"][idx, :3]])
-    return {k: np.concatenate(v) for k, v in feats.items()}, np.concatenate(targets)
+    return {k: np.concatenate(v) for k, v in feats.items()}, np.concatenate(targets), np.concatenate(clip_index)
+
+
+def within_clip_share(x: np.ndarray, clip_index: np.ndarray) -> float:
+    """Share of the variance of features x (N, D), summed over dims, that lies within clips: the mean
+    over frames of the squared deviation from their clip's mean / that from the overall mean, in
+    [0, 1] (0 when x is constant)."""
+    x = x.reshape(len(x), -1).astype(np.float64)
+    total = ((x - x.mean(0)) ** 2).sum()
+    if total == 0:
+        return 0.0
+    within = sum(((x[clip_index == c] - x[clip_index == c].mean(0)) ** 2).sum() for c in np.unique(clip_index))
+    return float(within / total)
 
 
 def probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
@@ -244,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-clips", type=int, default=48)
     parser.add_argument("--test-clips", type=int, default=12)
     parser.add_argument("--step", type=int, default=3, help="every step-th frame of a clip")
-    parser.add_argument("--blink-clips", type=int, default=10, help="test clips of the blink probe (every frame)")
+    parser.add_argument("--blink-clips", type=int, default=10, help="test clips of the blink and motion-following probes (every frame; 0: skip them)")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model, info = load_model(args.checkpoint)
@@ -253,27 +279,32 @@ def main(argv: list[str] | None = None) -> int:
     train, test = store.clips("train")[: args.train_clips], store.clips("test")[: args.test_clips]
     if not train or not test:
         raise SystemExit(f"{args.store}: needs clips in both the train and the test split")
-    train_x, train_y = representations(generator, store, train, args.step)
-    test_x, test_y = representations(generator, store, test, args.step)
-    print(f"{args.checkpoint}: probes, Pearson r on {len(test_y)} test frames (fitted on {len(train_y)} train frames)")
+    train_x, train_y, _ = representations(generator, store, train, args.step)
+    test_x, test_y, test_clip = representations(generator, store, test, args.step)
+    print(f"{args.checkpoint}: probes, Pearson r on {len(test_y)} test frames (fitted on {len(train_y)} train frames); "
+          f"within-clip share of the variance on the test frames")
     columns = FACTORS + PRIOR
-    print(f"| representation | dims | {' | '.join(columns)} |")
-    print("|:---|---:|" + "---:|" * len(columns))
+    print(f"| representation | dims | {' | '.join(columns)} | within-clip share |")
+    print("|:---|---:|" + "---:|" * (len(columns) + 1))
     for name in train_x:
-        r = probe(train_x[name], train_y, test_x[name], test_y)
-        print(f"| {name} | {train_x[name].shape[1]} | " + " | ".join(f"{v:.2f}" for v in r) + " |")
+        share = within_clip_share(test_x[name], test_clip)
+        r = [] if name == "unified code" else probe(train_x[name], train_y, test_x[name], test_y)
+        cells = [f"{v:.2f}" for v in r] if len(r) else ["-"] * len(columns)
+        print(f"| {name} | {train_x[name].shape[1]} | " + " | ".join(cells) + f" | {share:.3f} |")
+    truth = " ".join(f"{name} {within_clip_share(test_y[:, i], test_clip):.2f}" for i, name in enumerate(columns))
+    print(f"within-clip share of the true factors: {truth}")
     if info.get("stage") in (None, "expression"):
         change = sensitivity(generator, store, test)
         print("generator: mean |change| of the output when one code comes from another clip: "
               + ", ".join(f"{k} {v:.4f}" for k, v in change.items()))
     g0 = stage1_generator(args.checkpoint, model) if info.get("stage") == "motion" else None
-    if info.get("stage") in (None, "expression") or g0 is not None:
+    if (info.get("stage") in (None, "expression") or g0 is not None) and args.blink_clips > 0:
         contrast = blink_contrast(generator, store, test[: args.blink_clips], g0)
         print(f"blinks drawn by {'G_0' if g0 is not None else 'G'} (eye-box grey level, blink minus open frames, "
               f"{min(args.blink_clips, len(test))} test clips): "
               + ("n/a (no blink or no open-eyed frame in these clips)" if contrast is None
                  else ", ".join(f"{k} {v:+.4f}" for k, v in contrast.items())))
-    if g0 is not None:
+    if g0 is not None and args.blink_clips > 0:
         follow = motion_following(generator, store, test[: args.blink_clips], g0)
         first = follow["first frame's code"]
         print(f"motion followed by G_0 ({min(args.blink_clips, len(test))} test clips from their first frame): L1 to the "

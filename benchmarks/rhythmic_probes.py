@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     store = ClipStore(args.store)
     expert = Path(args.expert) if args.expert else Path(args.store) / "experts" / "syncnet" / "syncnet_expert.pt"
     if not expert.is_file():
-        raise FileNotFoundError(f"no SyncNet expert at {expert}: train it (`make data` does) or pass --expert")
+        raise FileNotFoundError(f"no SyncNet expert at {expert}: train it (`talkinghead train --method syncnet "
+                                f"store={args.store}`, 3 min; a bench with LSE trains it when missing) or pass --expert")
     syncnet, name = load_expert(expert)
     clips = store.clips("test")[: args.clips]
     if not clips:

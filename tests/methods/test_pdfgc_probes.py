@@ -33,8 +33,10 @@ def test_script_prints_every_probe_and_the_generator_sensitivity(synth_vox2_stor
     out = capsys.readouterr().out
     for name in ("F_n", "lip code", "eye code", "pose code", "emotion code"):
         row = next(line for line in out.splitlines() if line.startswith(f"| {name} |"))
-        values = [float(v) for v in row.strip("| ").split(" | ")[2:]]
+        values = [float(v) for v in row.strip("| ").split(" | ")[2:-1]]  # the probes; the last column: the share
         assert len(values) == 10 and all(-1.0 <= v <= 1.0 for v in values)
+    share = float(next(line for line in out.splitlines() if line.startswith("| F_n |")).strip("| ").split(" | ")[-1])
+    assert 0.0 <= share <= 1.0 and "within-clip share of the true factors: blink" in out
     changes = out.split("another clip: ")[1]
     assert all(f"{code} " in changes for code in ("lip", "emotion", "eye", "pose"))
     assert "blinks drawn by G (" in out
@@ -55,6 +57,7 @@ def test_script_probes_a_motion_stage_g0(synth_vox2_store, tmp_path, capsys, ben
     assert probes.main([str(ckpt), "--store", str(synth_vox2_store), "--step", "8"]) == 0
     out = capsys.readouterr().out
     assert "blinks drawn by G_0 (" in out and "another clip" not in out  # no final G in the motion stage
+    assert next(line for line in out.splitlines() if line.startswith("| unified code | "))  # G_0's code: its share
     follow = out.split("motion followed by G_0 (")[1]
     assert -1.0 <= float(follow.split("change in the clip) ")[1].split()[0]) <= 1.0
 
@@ -80,3 +83,15 @@ def test_change_correlation_is_zero_for_an_ignored_code_and_one_for_the_clip_s_m
     assert abs(probes.change_correlation(fixed - 0.5 * (real - real[:1]), fixed, real) + 1.0) < 1e-9
     noise = torch.rand(4, 3, 8, 8)
     assert abs(probes.change_correlation(fixed + noise, fixed, real)) < 0.3  # unrelated changes
+
+
+def test_within_clip_share_tells_codes_that_follow_frames_from_codes_that_tell_clips_apart(benchmark_script):
+    probes = benchmark_script("pdfgc_probes")
+    rng = np.random.default_rng(0)
+    clip = np.repeat(np.arange(6), 20)
+    per_clip = rng.normal(size=(6, 4))[clip] * 3.0  # constant within a clip
+    per_frame = rng.normal(size=(120, 4))  # new every frame
+    assert probes.within_clip_share(per_clip, clip) < 1e-12
+    assert probes.within_clip_share(per_frame, clip) > 0.9
+    assert 0.05 < probes.within_clip_share(per_clip + per_frame, clip) < 0.3  # mostly the clip's: 1 / (1 + 9)
+    assert probes.within_clip_share(np.ones((120, 4)), clip) == 0.0
