@@ -66,7 +66,7 @@ def model_input(generator: PDFGCGenerator, frames: np.ndarray, size: int) -> tor
 
 @torch.no_grad()
 def representations(generator: PDFGCGenerator, store: ClipStore, clips: list[dict], step: int
-                    ) -> tuple[dict, np.ndarray]:
+                    ) -> tuple[dict, np.ndarray, np.ndarray]:
     """{name: (N, D) features} of every `step`-th frame of `clips`, the (N, 10) targets (FACTORS then
     PRIOR) and the (N,) index into `clips` of each frame. With E_mot's training heads, also the
     "unified code" (scored by `within_clip_share` only)."""
