@@ -354,6 +354,13 @@ def apply_affine(points: np.ndarray, transform: np.ndarray) -> np.ndarray:
     return points @ transform[:, :2].T + transform[:, 2]
 
 
+def rescale_points(points, size: int, source_size: int):
+    """Points (..., 2) in the pixels of `source_size`-px frames -> the pixels of the same frames
+    resized to `size` px (pixel centres at integers, the store's convention); numpy or torch."""
+    k = size / source_size
+    return (points + 0.5) * k - 0.5
+
+
 def align_clip(frames: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Align a clip as PC-AVS / PD-FGC do.
 

@@ -176,3 +176,17 @@ def test_detections_are_remembered_by_image(synth_vox2_store, monkeypatch):
     for frame in frames[1:]:
         first(frame, 1)
     assert len(FrontalFaceDetector._cache) == 3 and first(frames[0], 1) is not boxes  # evicted, detected anew
+
+
+def test_rescale_points_maps_pixel_centres_and_the_frame_edges():
+    import torch
+
+    from talkinghead.data.faces import rescale_points
+
+    # pixel centres at integers: the frame edges -0.5 / 223.5 stay edges (-0.5 / 55.5); pixel 3 of 224 spans
+    # [2.5, 3.5), a quarter as wide at 56 px: [0.25, 0.5), centre 0.375
+    pts = np.array([[-0.5, 223.5], [3.0, 111.5]])
+    out = rescale_points(pts, 56, 224)
+    assert np.allclose(out, [[-0.5, 55.5], [0.375, 27.5]])
+    assert torch.allclose(rescale_points(torch.from_numpy(pts), 56, 224), torch.from_numpy(out))
+    assert np.allclose(rescale_points(out, 224, 56), pts)  # and back

@@ -45,6 +45,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from talkinghead.data.faces import rescale_points
 from talkinghead.methods.pcavs.config import PCAVSLoss, PCAVSOptim
 from talkinghead.methods.pcavs.networks import PCAVS, PCAVSConfig, build_discriminator
 from talkinghead.training.module import StagedModule, config_section, resize_images, unique_parameters
@@ -284,7 +285,6 @@ class PCAVSModule(StagedModule):
         cfg = self.loss_cfg
         m = self.model
         size = self.config.image_size
-        scale = size / batch["frames"].shape[-1]
         frames = resize_images(batch["frames"], size)
         b, t = frames.shape[:2]
         target = frames.reshape(b * t, *frames.shape[2:])
@@ -324,7 +324,7 @@ class PCAVSModule(StagedModule):
         if cfg["l1"] > 0:
             losses["l1"] = F.l1_loss(fake, reals) * cfg["l1"]
         if cfg["mouth_l1"] > 0:
-            lm = (batch["landmarks"].reshape(b * t, 68, 2).to(fake.dtype) + 0.5) * scale - 0.5
+            lm = rescale_points(batch["landmarks"].reshape(b * t, 68, 2).to(fake.dtype), size, batch["frames"].shape[-1])
             losses["mouth_l1"] = mouth_l1_loss(fake, reals, lm.repeat(len(fakes), 1, 1), cfg["mouth_margin"]) * cfg["mouth_l1"]
         sync = None
         if cfg["sync"] > 0:

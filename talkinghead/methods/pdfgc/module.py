@@ -107,6 +107,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from talkinghead.data.faces import rescale_points
 from talkinghead.methods.pdfgc.config import PDFGCLoss, PDFGCOptim
 from talkinghead.methods.pdfgc.networks import (
     PDFGC,
@@ -138,13 +139,6 @@ FINE_BRANCHES = ("lip", "eye", "pose")
 #: What each stage trains and hands on (G_0 and the discriminators are not handed on).
 STAGE_OUTPUTS = {"motion": ("net_appearance", "net_motion"), "fine": ("net_motion", "net_audio"),
                  "expression": ("net_motion", "net_generator")}
-
-
-def landmarks_at(landmarks: torch.Tensor, size: int, source_size: int) -> torch.Tensor:
-    """Landmarks (..., 68, 2) in the pixels of `source_size`-px data frames -> (N, 68, 2) in the pixels
-    of the same frames resized to `size` (pixel centres at integers, the store's convention)."""
-    scale = size / source_size
-    return (landmarks.reshape(-1, 68, 2) + 0.5) * scale - 0.5
 
 
 def lip_info_nce(visual: torch.Tensor, audio: torch.Tensor, clip_index: torch.Tensor, frame_index: torch.Tensor,
@@ -441,7 +435,7 @@ class PDFGCModule(StagedModule):
             if landmarks is None:
                 raise ValueError("loss.mouth_l1 / loss.eye_l1 need the batch's landmarks (the data module's "
                                  "'landmarks')")
-            lm = landmarks_at(landmarks.to(fake.dtype), fake.shape[-1], source_size)
+            lm = rescale_points(landmarks.reshape(-1, 68, 2).to(fake.dtype), fake.shape[-1], source_size)
             if cfg["mouth_l1"] > 0:
                 losses["mouth_l1"] = mouth_l1_loss(fake, real, lm, cfg["mouth_margin"]) * cfg["mouth_l1"]
             if cfg["eye_l1"] > 0:
@@ -516,7 +510,7 @@ class PDFGCModule(StagedModule):
         opt = self.optimizer_list()[2]
         self.toggle_optimizer(opt)
         landmark_net.train()
-        truth = landmarks_at(batch["landmarks"].to(target.dtype), target.shape[-1], source_size)
+        truth = rescale_points(batch["landmarks"].reshape(-1, 68, 2).to(target.dtype), target.shape[-1], source_size)
         error = F.l1_loss(landmark_net(target), truth)
         self.guarded_step(opt, error * self.loss_cfg["landmark_fit"], "landmark network")
         self.untoggle_optimizer(opt)
